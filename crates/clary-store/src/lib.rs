@@ -1,1 +1,170 @@
+//! Object storage for Clary: the embedded local-directory store behind the S3 API, and the
+//! tar.gz packing and safe extraction that training uses for code and artifacts.
 
+pub mod archive;
+pub mod key_path;
+pub mod local;
+pub mod multipart;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub use local::{BucketInfo, LocalStore, ObjectWriter};
+
+/// What S3 keeps about an object besides its bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    /// Quoted, as S3 returns it: `"<md5>"`, or `"<md5-of-md5s>-<parts>"` after multipart.
+    pub etag: String,
+    pub last_modified: DateTime<Utc>,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub content_encoding: Option<String>,
+    #[serde(default)]
+    pub content_disposition: Option<String>,
+    #[serde(default)]
+    pub content_language: Option<String>,
+    #[serde(default)]
+    pub cache_control: Option<String>,
+    #[serde(default)]
+    pub user_metadata: BTreeMap<String, String>,
+    /// Base64 big-endian CRC32 of the whole object, kept only when the client sent one and it
+    /// matched; returned with `x-amz-checksum-mode: ENABLED`.
+    #[serde(default)]
+    pub checksum_crc32: Option<String>,
+    #[serde(default)]
+    pub checksum_sha256: Option<String>,
+    #[serde(default)]
+    pub parts: Option<u32>,
+    /// The data file's name in the key's directory (see [`key_path`]).
+    pub data_file: String,
+}
+
+impl ObjectMeta {
+    /// The options that would recreate this object's metadata (for CopyObject's COPY directive).
+    pub fn put_options(&self) -> PutOptions {
+        PutOptions {
+            content_type: self.content_type.clone(),
+            content_encoding: self.content_encoding.clone(),
+            content_disposition: self.content_disposition.clone(),
+            content_language: self.content_language.clone(),
+            cache_control: self.cache_control.clone(),
+            user_metadata: self.user_metadata.clone(),
+            ..PutOptions::default()
+        }
+    }
+}
+
+/// Metadata supplied when writing an object.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PutOptions {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    pub user_metadata: BTreeMap<String, String>,
+    pub checksum_crc32: Option<String>,
+    pub checksum_sha256: Option<String>,
+    /// Set by multipart completion; otherwise the MD5 of the bytes.
+    pub etag: Option<String>,
+    pub parts: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("The specified bucket does not exist: {0}")]
+    NoSuchBucket(String),
+    #[error("The specified key does not exist: {0}")]
+    NoSuchKey(String),
+    #[error("Your previous request to create the named bucket succeeded and you already own it: {0}")]
+    BucketAlreadyOwnedByYou(String),
+    #[error("The bucket you tried to delete is not empty: {0}; delete its objects first")]
+    BucketNotEmpty(String),
+    #[error(
+        "The specified bucket is not valid: {0:?}; names are 3-63 characters of lowercase letters, digits, '.' and '-', starting and ending with a letter or digit"
+    )]
+    InvalidBucketName(String),
+    #[error("{0}")]
+    InvalidKey(String),
+    #[error("The specified multipart upload does not exist: {0}; it may have been completed or aborted")]
+    NoSuchUpload(String),
+    #[error("Part {0} could not be found or its ETag does not match the uploaded part")]
+    InvalidPart(u32),
+    #[error("The list of parts was not in ascending order; list parts by increasing part number")]
+    InvalidPartOrder,
+    #[error("Part {0} is smaller than the minimum allowed size of 5 MiB; only the last part may be smaller")]
+    EntityTooSmall(u32),
+    #[error("{0}")]
+    MalformedXml(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("storage error: {0}")]
+    Io(String),
+}
+
+pub(crate) fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn objects_commit_atomically_and_list_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        store.create_bucket("my-bucket").unwrap();
+        assert!(matches!(store.create_bucket("my-bucket"), Err(StoreError::BucketAlreadyOwnedByYou(_))));
+        for key in ["b", "a/x", "a", "a/", "a/y/z", "c d"] {
+            store.put_bytes("my-bucket", key, key.as_bytes(), PutOptions::default()).unwrap();
+        }
+        let keys: Vec<String> = store.list("my-bucket", "").unwrap().into_iter().map(|m| m.key).collect();
+        assert_eq!(keys, ["a", "a/", "a/x", "a/y/z", "b", "c d"]);
+        let keys: Vec<String> = store.list("my-bucket", "a/y").unwrap().into_iter().map(|m| m.key).collect();
+        assert_eq!(keys, ["a/y/z"]);
+        assert_eq!(store.get_bytes("my-bucket", "a/y/z").unwrap(), b"a/y/z");
+        // An uncommitted writer leaves nothing behind, and the old version stays readable.
+        let mut w = store.writer("my-bucket", "b").unwrap();
+        w.write_all(b"half").unwrap();
+        drop(w);
+        assert_eq!(store.get_bytes("my-bucket", "b").unwrap(), b"b");
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        let meta = store.put_bytes("my-bucket", "b", b"new", PutOptions::default()).unwrap();
+        assert_eq!(meta.etag, format!("\"{}\"", hex::encode(<md5::Md5 as md5::Digest>::digest(b"new"))));
+        assert_eq!(store.get_bytes("my-bucket", "b").unwrap(), b"new");
+        assert!(matches!(store.delete_bucket("my-bucket"), Err(StoreError::BucketNotEmpty(_))));
+        for m in store.list("my-bucket", "").unwrap() {
+            store.delete("my-bucket", &m.key).unwrap();
+        }
+        store.delete_bucket("my-bucket").unwrap();
+        assert!(matches!(store.head("my-bucket", "a"), Err(StoreError::NoSuchBucket(_))));
+    }
+
+    #[test]
+    fn multipart_joins_parts_in_order_with_s3_etag() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        store.create_bucket("mp-bucket").unwrap();
+        let up = store.create_upload("mp-bucket", "big", PutOptions::default()).unwrap();
+        let big = vec![7u8; multipart::MIN_PART_SIZE as usize];
+        let p2 = store.upload_part("mp-bucket", "big", &up.upload_id, 2, |w| w.write_all(b"tail")).unwrap();
+        let p1 = store.upload_part("mp-bucket", "big", &up.upload_id, 1, |w| w.write_all(&big)).unwrap();
+        assert_eq!(store.list_parts("mp-bucket", "big", &up.upload_id).unwrap().len(), 2);
+        let wrong = store.complete_upload("mp-bucket", "big", &up.upload_id, &[(2, p2.etag.clone()), (1, p1.etag.clone())]);
+        assert_eq!(wrong.unwrap_err(), StoreError::InvalidPartOrder);
+        let meta = store
+            .complete_upload("mp-bucket", "big", &up.upload_id, &[(1, p1.etag), (2, p2.etag)])
+            .unwrap();
+        assert!(meta.etag.ends_with("-2\""), "{}", meta.etag);
+        assert_eq!(meta.size, big.len() as u64 + 4);
+        assert!(matches!(store.list_parts("mp-bucket", "big", &up.upload_id), Err(StoreError::NoSuchUpload(_))));
+    }
+}
