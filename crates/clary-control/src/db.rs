@@ -1,0 +1,101 @@
+//! The SQLite database: one connection (SQLite has one writer anyway), WAL mode, and
+//! migrations numbered by `PRAGMA user_version`.
+
+use crate::ControlError;
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Each entry moves the schema from version `i` to `i + 1`. Never edit a released entry; append.
+const MIGRATIONS: &[&str] = &[
+    // 1: training jobs, logs, tags.
+    "CREATE TABLE training_jobs (
+        name TEXT PRIMARY KEY,
+        arn TEXT NOT NULL,
+        request TEXT NOT NULL,
+        status TEXT NOT NULL,
+        secondary_status TEXT NOT NULL,
+        status_message TEXT NOT NULL DEFAULT '',
+        failure_reason TEXT,
+        exit_code INTEGER,
+        creation_time REAL NOT NULL,
+        last_modified_time REAL NOT NULL,
+        training_start_time REAL,
+        training_end_time REAL,
+        model_artifacts TEXT,
+        transitions TEXT NOT NULL DEFAULT '[]',
+        hosts TEXT NOT NULL DEFAULT '[]',
+        runtime TEXT NOT NULL,
+        stop_requested INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX training_jobs_by_creation ON training_jobs(creation_time);
+     CREATE TABLE log_streams (
+        log_group TEXT NOT NULL,
+        log_stream TEXT NOT NULL,
+        creation_time INTEGER NOT NULL,
+        PRIMARY KEY (log_group, log_stream)
+     );
+     CREATE TABLE log_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        log_group TEXT NOT NULL,
+        log_stream TEXT NOT NULL,
+        timestamp INTEGER NOT NULL,
+        ingestion_time INTEGER NOT NULL,
+        message TEXT NOT NULL
+     );
+     CREATE INDEX log_events_by_stream ON log_events(log_group, log_stream, timestamp, id);
+     CREATE TABLE tags (
+        resource_arn TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (resource_arn, key)
+     );",
+];
+
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Self, ControlError> {
+        let conn = Connection::open(path)
+            .map_err(|e| ControlError::Internal(format!("opening the database {}: {e}", path.display())))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let db = Db { conn: Arc::new(Mutex::new(conn)) };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    fn migrate(&self) -> Result<(), ControlError> {
+        let mut conn = self.lock();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(ControlError::Internal(format!(
+                "the database is at schema version {version}, newer than this clary ({}); use a newer clary",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// The connection. Statements are short; callers hold the guard only for one operation.
+    pub fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl From<rusqlite::Error> for ControlError {
+    fn from(e: rusqlite::Error) -> Self {
+        ControlError::Internal(format!("database: {e}"))
+    }
+}

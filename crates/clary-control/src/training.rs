@@ -1,0 +1,687 @@
+//! Training jobs: creation, the status machine, the queue that launches host agents, reports
+//! from agents, and recovery after a server restart.
+
+use crate::capacity::instance_shape;
+use crate::db::Db;
+use crate::logs::{Logs, TRAINING_LOG_GROUP};
+use crate::{ControlConfig, ControlError, now_secs};
+use clary_exec::protocol::{ChannelSpec, HostSpec, LogBatch, Outcome, ResultReport, StatusReport};
+use clary_exec::runtimes::{MXNET_TRAINING_MODULE, Runtimes, resolve_training_image};
+use clary_exec::{HostProcess, LocalExecutor};
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// One host of a launched job, as kept in the `hosts` column.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct HostState {
+    host: String,
+    pid: i32,
+    start_ticks: u64,
+    log_stream: String,
+    #[serde(default)]
+    result: Option<ResultReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+struct Transition {
+    status: String,
+    start_time: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_time: Option<f64>,
+    status_message: String,
+}
+
+/// A row of `training_jobs`.
+#[derive(Debug, Clone)]
+struct JobRow {
+    name: String,
+    arn: String,
+    request: Value,
+    status: String,
+    secondary_status: String,
+    status_message: String,
+    failure_reason: Option<String>,
+    exit_code: Option<i64>,
+    creation_time: f64,
+    last_modified_time: f64,
+    training_start_time: Option<f64>,
+    training_end_time: Option<f64>,
+    model_artifacts: Option<String>,
+    transitions: Vec<Transition>,
+    hosts: Vec<HostState>,
+    stop_requested: bool,
+}
+
+const JOB_COLUMNS: &str = "name, arn, request, status, secondary_status, status_message, failure_reason, exit_code,
+    creation_time, last_modified_time, training_start_time, training_end_time, model_artifacts, transitions, hosts, stop_requested";
+
+fn parse<T: serde::de::DeserializeOwned>(i: usize, s: String) -> rusqlite::Result<T> {
+    serde_json::from_str(&s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        name: r.get(0)?,
+        arn: r.get(1)?,
+        request: parse(2, r.get(2)?)?,
+        status: r.get(3)?,
+        secondary_status: r.get(4)?,
+        status_message: r.get(5)?,
+        failure_reason: r.get(6)?,
+        exit_code: r.get(7)?,
+        creation_time: r.get(8)?,
+        last_modified_time: r.get(9)?,
+        training_start_time: r.get(10)?,
+        training_end_time: r.get(11)?,
+        model_artifacts: r.get(12)?,
+        transitions: parse(13, r.get(13)?)?,
+        hosts: parse(14, r.get(14)?)?,
+        stop_requested: r.get::<_, i64>(15)? != 0,
+    })
+}
+
+/// Filters and order of `ListTrainingJobs`.
+#[derive(Debug, Default, Clone)]
+pub struct ListJobs {
+    pub name_contains: Option<String>,
+    pub status_equals: Option<String>,
+    pub creation_time_after: Option<f64>,
+    pub creation_time_before: Option<f64>,
+    pub last_modified_time_after: Option<f64>,
+    pub last_modified_time_before: Option<f64>,
+    pub sort_by: Option<String>,
+    pub sort_order: Option<String>,
+    pub max_results: Option<i64>,
+    pub next_token: Option<String>,
+}
+
+pub struct ControlPlane {
+    db: Db,
+    pub logs: Logs,
+    pub config: ControlConfig,
+    exec: LocalExecutor,
+    runtimes: Runtimes,
+    wake: Notify,
+}
+
+fn is_terminal(status: &str) -> bool {
+    matches!(status, "Completed" | "Failed" | "Stopped")
+}
+
+/// Splits `s3://bucket/prefix` into its parts.
+pub fn parse_s3_uri(uri: &str) -> Option<(String, String)> {
+    let rest = uri.strip_prefix("s3://")?;
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+    (!bucket.is_empty()).then(|| (bucket.to_string(), key.to_string()))
+}
+
+impl ControlPlane {
+    pub fn open(config: ControlConfig) -> Result<Arc<Self>, ControlError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| ControlError::Internal(format!("creating {}: {e}", config.data_dir.display())))?;
+        let db = Db::open(&config.data_dir.join("clary.db"))?;
+        let logs = Logs::new(db.clone(), &config.region, &config.account);
+        let runtimes = Runtimes::new(config.runtimes_dir.clone());
+        Ok(Arc::new(ControlPlane { db, logs, config, exec: LocalExecutor, runtimes, wake: Notify::new() }))
+    }
+
+    pub fn job_arn(&self, name: &str) -> String {
+        format!("arn:aws:sagemaker:{}:{}:training-job/{}", self.config.region, self.config.account, name.to_ascii_lowercase())
+    }
+
+    fn load(&self, name: &str) -> Result<Option<JobRow>, ControlError> {
+        let conn = self.db.lock();
+        Ok(conn
+            .query_row(&format!("SELECT {JOB_COLUMNS} FROM training_jobs WHERE name = ?1"), params![name], row_to_job)
+            .optional()?)
+    }
+
+    fn require(&self, name: &str) -> Result<JobRow, ControlError> {
+        self.load(name)?
+            .ok_or_else(|| ControlError::ResourceNotFound(format!("Requested resource not found: training job {name:?} does not exist")))
+    }
+
+    fn save(&self, job: &JobRow) -> Result<(), ControlError> {
+        let conn = self.db.lock();
+        conn.execute(
+            "UPDATE training_jobs SET status = ?2, secondary_status = ?3, status_message = ?4, failure_reason = ?5,
+                exit_code = ?6, last_modified_time = ?7, training_start_time = ?8, training_end_time = ?9,
+                model_artifacts = ?10, transitions = ?11, hosts = ?12, stop_requested = ?13
+             WHERE name = ?1",
+            params![
+                job.name,
+                job.status,
+                job.secondary_status,
+                job.status_message,
+                job.failure_reason,
+                job.exit_code,
+                job.last_modified_time,
+                job.training_start_time,
+                job.training_end_time,
+                job.model_artifacts,
+                serde_json::to_string(&job.transitions).unwrap_or_default(),
+                serde_json::to_string(&job.hosts).unwrap_or_default(),
+                job.stop_requested as i64,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// `CreateTrainingJob`, for a request the API layer has validated against the service model.
+    pub fn create_training_job(&self, request: Value) -> Result<String, ControlError> {
+        let name = request["TrainingJobName"].as_str().unwrap_or_default().to_string();
+        let image = request["AlgorithmSpecification"]["TrainingImage"].as_str().unwrap_or_default();
+        if image.is_empty() {
+            return Err(ControlError::Validation(
+                "AlgorithmSpecification.TrainingImage is required: Clary runs MXNet training images (AlgorithmName is not supported)".into(),
+            ));
+        }
+        let image = resolve_training_image(image).map_err(ControlError::Validation)?;
+        let instance_type = request["ResourceConfig"]["InstanceType"].as_str().unwrap_or_default();
+        if self.config.capacity.demand(instance_type).is_none() {
+            return Err(ControlError::Validation(format!(
+                "Value {instance_type:?} at 'resourceConfig.instanceType' is not an ml.<family>.<size> instance type Clary can size; use e.g. ml.c5.xlarge or add it to the capacity table"
+            )));
+        }
+        let arn = self.job_arn(&name);
+        let now = now_secs();
+        let transitions = vec![Transition {
+            status: "Starting".into(),
+            start_time: now,
+            end_time: None,
+            status_message: "Launching requested ML instances".into(),
+        }];
+        let conn = self.db.lock();
+        let inserted = conn.execute(
+            "INSERT OR IGNORE INTO training_jobs (name, arn, request, status, secondary_status, status_message,
+                creation_time, last_modified_time, transitions, runtime)
+             VALUES (?1, ?2, ?3, 'InProgress', 'Starting', 'Launching requested ML instances', ?4, ?4, ?5, ?6)",
+            params![name, arn, request.to_string(), now, serde_json::to_string(&transitions).unwrap_or_default(), image.runtime.name],
+        )?;
+        if inserted == 0 {
+            return Err(ControlError::ResourceInUse(format!(
+                "Training job names must be unique within an AWS account and region, and a training job with this name already exists ({arn})"
+            )));
+        }
+        if let Some(tags) = request["Tags"].as_array() {
+            for t in tags {
+                if let (Some(k), Some(v)) = (t["Key"].as_str(), t["Value"].as_str()) {
+                    conn.execute("INSERT OR REPLACE INTO tags (resource_arn, key, value) VALUES (?1, ?2, ?3)", params![arn, k, v])?;
+                }
+            }
+        }
+        drop(conn);
+        self.wake.notify_one();
+        Ok(arn)
+    }
+
+    pub fn describe_training_job(&self, name: &str) -> Result<Value, ControlError> {
+        let job = self.require(name)?;
+        Ok(self.describe(&job))
+    }
+
+    fn describe(&self, job: &JobRow) -> Value {
+        let req = &job.request;
+        let mut output = req["OutputDataConfig"].clone();
+        if output.get("KmsKeyId").is_none() {
+            // The SDK's attach reads this key without a default; AWS returns "" when unset.
+            output["KmsKeyId"] = json!("");
+        }
+        let mut out = json!({
+            "TrainingJobName": job.name,
+            "TrainingJobArn": job.arn,
+            "TrainingJobStatus": job.status,
+            "SecondaryStatus": job.secondary_status,
+            "HyperParameters": req.get("HyperParameters").cloned().unwrap_or_else(|| json!({})),
+            "AlgorithmSpecification": req["AlgorithmSpecification"],
+            "RoleArn": req["RoleArn"],
+            "OutputDataConfig": output,
+            "ResourceConfig": req["ResourceConfig"],
+            "StoppingCondition": req.get("StoppingCondition").cloned().unwrap_or_else(|| json!({"MaxRuntimeInSeconds": 86400})),
+            "CreationTime": job.creation_time,
+            "LastModifiedTime": job.last_modified_time,
+            "SecondaryStatusTransitions": job.transitions,
+            "EnableNetworkIsolation": req.get("EnableNetworkIsolation").cloned().unwrap_or(json!(false)),
+            "EnableInterContainerTrafficEncryption": req.get("EnableInterContainerTrafficEncryption").cloned().unwrap_or(json!(false)),
+            "EnableManagedSpotTraining": req.get("EnableManagedSpotTraining").cloned().unwrap_or(json!(false)),
+        });
+        for key in ["InputDataConfig", "VpcConfig", "CheckpointConfig", "DebugHookConfig", "ProfilerConfig", "Environment",
+                    "RetryStrategy", "TensorBoardOutputConfig", "ExperimentConfig", "DebugRuleConfigurations"] {
+            if let Some(v) = req.get(key) {
+                out[key] = v.clone();
+            }
+        }
+        out["ModelArtifacts"] = json!({"S3ModelArtifacts": job.model_artifacts.clone().unwrap_or_default()});
+        if let Some(t) = job.training_start_time {
+            out["TrainingStartTime"] = json!(t);
+        }
+        if let Some(t) = job.training_end_time {
+            out["TrainingEndTime"] = json!(t);
+            let secs = (t - job.training_start_time.unwrap_or(t)).ceil().max(0.0) as i64;
+            out["TrainingTimeInSeconds"] = json!(secs);
+            out["BillableTimeInSeconds"] = json!(secs);
+        }
+        if let Some(r) = &job.failure_reason {
+            out["FailureReason"] = json!(r);
+        }
+        out
+    }
+
+    pub fn list_training_jobs(&self, q: &ListJobs) -> Result<Value, ControlError> {
+        let max = q.max_results.unwrap_or(10).clamp(1, 100);
+        let offset: i64 = match &q.next_token {
+            Some(t) => t.parse().map_err(|_| ControlError::Validation(format!("Invalid pagination token {t:?}; pass the NextToken of the previous response")))?,
+            None => 0,
+        };
+        let order_col = match q.sort_by.as_deref().unwrap_or("CreationTime") {
+            "Name" => "name",
+            "Status" => "status",
+            _ => "creation_time",
+        };
+        let dir = if q.sort_order.as_deref() == Some("Ascending") { "ASC" } else { "DESC" };
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM training_jobs
+             WHERE (?1 IS NULL OR instr(lower(name), lower(?1)) > 0)
+               AND (?2 IS NULL OR status = ?2)
+               AND (?3 IS NULL OR creation_time > ?3) AND (?4 IS NULL OR creation_time < ?4)
+               AND (?5 IS NULL OR last_modified_time > ?5) AND (?6 IS NULL OR last_modified_time < ?6)
+             ORDER BY {order_col} {dir}, name {dir} LIMIT ?7 OFFSET ?8"
+        );
+        let conn = self.db.lock();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows: Vec<JobRow> = stmt
+            .query_map(
+                params![q.name_contains, q.status_equals, q.creation_time_after, q.creation_time_before,
+                        q.last_modified_time_after, q.last_modified_time_before, max + 1, offset],
+                row_to_job,
+            )?
+            .collect::<Result<_, _>>()?;
+        let more = rows.len() as i64 > max;
+        let summaries: Vec<Value> = rows
+            .iter()
+            .take(max as usize)
+            .map(|j| {
+                let mut s = json!({
+                    "TrainingJobName": j.name, "TrainingJobArn": j.arn, "CreationTime": j.creation_time,
+                    "LastModifiedTime": j.last_modified_time, "TrainingJobStatus": j.status, "SecondaryStatus": j.secondary_status,
+                });
+                if let Some(t) = j.training_end_time {
+                    s["TrainingEndTime"] = json!(t);
+                }
+                s
+            })
+            .collect();
+        let mut out = json!({"TrainingJobSummaries": summaries});
+        if more {
+            out["NextToken"] = json!((offset + max).to_string());
+        }
+        Ok(out)
+    }
+
+    pub fn stop_training_job(&self, name: &str) -> Result<(), ControlError> {
+        let mut job = self.require(name)?;
+        if is_terminal(&job.status) {
+            return Err(ControlError::Validation(format!(
+                "The training job {name} has already ended with status {}; only InProgress jobs can be stopped",
+                job.status
+            )));
+        }
+        if job.status == "Stopping" {
+            return Ok(());
+        }
+        job.stop_requested = true;
+        if job.hosts.is_empty() {
+            // Still queued: nothing runs yet, so it stops at once.
+            self.finish(&mut job, Outcome::Stopped, None, None, None);
+        } else {
+            self.set_secondary(&mut job, "Stopping", "Stopping the training job");
+            job.status = "Stopping".into();
+            for h in &job.hosts {
+                self.exec.terminate(HostProcess { pid: h.pid, start_ticks: h.start_ticks });
+            }
+        }
+        self.save(&job)
+    }
+
+    pub fn list_tags(&self, arn: &str) -> Result<Value, ControlError> {
+        self.require_resource(arn)?;
+        let conn = self.db.lock();
+        let mut stmt = conn.prepare("SELECT key, value FROM tags WHERE resource_arn = ?1 ORDER BY key")?;
+        let tags: Vec<Value> = stmt
+            .query_map(params![arn], |r| Ok(json!({"Key": r.get::<_, String>(0)?, "Value": r.get::<_, String>(1)?})))?
+            .collect::<Result<_, _>>()?;
+        Ok(json!({"Tags": tags}))
+    }
+
+    pub fn add_tags(&self, arn: &str, tags: &[(String, String)]) -> Result<Value, ControlError> {
+        self.require_resource(arn)?;
+        let conn = self.db.lock();
+        for (k, v) in tags {
+            conn.execute("INSERT OR REPLACE INTO tags (resource_arn, key, value) VALUES (?1, ?2, ?3)", params![arn, k, v])?;
+        }
+        drop(conn);
+        self.list_tags(arn)
+    }
+
+    pub fn delete_tags(&self, arn: &str, keys: &[String]) -> Result<(), ControlError> {
+        self.require_resource(arn)?;
+        let conn = self.db.lock();
+        for k in keys {
+            conn.execute("DELETE FROM tags WHERE resource_arn = ?1 AND key = ?2", params![arn, k])?;
+        }
+        Ok(())
+    }
+
+    fn require_resource(&self, arn: &str) -> Result<(), ControlError> {
+        let n: i64 = self.db.lock().query_row("SELECT COUNT(*) FROM training_jobs WHERE arn = ?1", params![arn], |r| r.get(0))?;
+        if n == 0 {
+            return Err(ControlError::Validation(format!("Resource {arn} does not exist; pass the ARN of an existing training job")));
+        }
+        Ok(())
+    }
+
+    fn set_secondary(&self, job: &mut JobRow, status: &str, message: &str) {
+        let now = now_secs();
+        if let Some(last) = job.transitions.last_mut() {
+            if last.status == status && last.status_message == message {
+                return;
+            }
+            last.end_time.get_or_insert(now);
+        }
+        job.transitions.push(Transition { status: status.into(), start_time: now, end_time: None, status_message: message.into() });
+        job.secondary_status = status.into();
+        job.status_message = message.into();
+        job.last_modified_time = now;
+    }
+
+    /// Moves a job to its terminal status.
+    fn finish(&self, job: &mut JobRow, outcome: Outcome, reason: Option<String>, exit_code: Option<i32>, artifacts: Option<String>) {
+        let (status, secondary, message) = match outcome {
+            Outcome::Completed => ("Completed", "Completed", "Training job completed".to_string()),
+            Outcome::Failed => ("Failed", "Failed", "Training job failed".to_string()),
+            Outcome::Stopped => ("Stopped", "Stopped", "Training job stopped".to_string()),
+            Outcome::MaxRuntimeExceeded => (
+                "Stopped",
+                "MaxRuntimeExceeded",
+                "Training job stopped because it exceeded MaxRuntimeInSeconds".to_string(),
+            ),
+        };
+        let message = match exit_code {
+            Some(code) if outcome != Outcome::Completed => format!("{message} (the training script exited with code {code})"),
+            _ => message,
+        };
+        self.set_secondary(job, secondary, &message);
+        if let Some(last) = job.transitions.last_mut() {
+            last.end_time = Some(last.start_time);
+        }
+        job.status = status.into();
+        job.training_end_time = Some(now_secs());
+        job.training_start_time.get_or_insert(job.creation_time);
+        job.exit_code = exit_code.map(i64::from);
+        if let Some(a) = artifacts {
+            job.model_artifacts = Some(a);
+        }
+        job.failure_reason = match outcome {
+            Outcome::Completed | Outcome::Stopped => None,
+            Outcome::MaxRuntimeExceeded => Some(reason.unwrap_or_else(|| "MaxRuntimeExceeded: Training job exceeded MaxRuntimeInSeconds".into())),
+            Outcome::Failed => Some(reason.unwrap_or_else(|| "AlgorithmError: the training job failed".into())),
+        };
+    }
+
+    pub fn report_status(&self, r: &StatusReport) -> Result<(), ControlError> {
+        let mut job = self.require(&r.job_name)?;
+        // A stop in progress owns the secondary status until the agent's result arrives.
+        if job.status == "InProgress" {
+            self.set_secondary(&mut job, &r.status, &r.message);
+            self.save(&job)?;
+        }
+        Ok(())
+    }
+
+    pub fn report_logs(&self, b: &LogBatch) -> Result<(), ControlError> {
+        self.require(&b.job_name)?;
+        let events: Vec<(i64, String)> = b.events.iter().map(|e| (e.timestamp, e.message.clone())).collect();
+        self.logs.append(TRAINING_LOG_GROUP, &b.log_stream, &events)
+    }
+
+    pub fn report_result(&self, r: &ResultReport) -> Result<(), ControlError> {
+        let mut job = self.require(&r.job_name)?;
+        if is_terminal(&job.status) {
+            return Ok(());
+        }
+        let Some(host) = job.hosts.iter_mut().find(|h| h.host == r.host) else {
+            return Err(ControlError::Validation(format!("{} is not a host of training job {}", r.host, r.job_name)));
+        };
+        host.result = Some(r.clone());
+        let failed = job.hosts.iter().filter_map(|h| h.result.as_ref()).find(|res| res.outcome != Outcome::Completed).cloned();
+        let all_done = job.hosts.iter().all(|h| h.result.is_some());
+        if let Some(bad) = failed {
+            // One host ending badly ends the job; the others are told to stop.
+            for h in job.hosts.iter().filter(|h| h.result.is_none()) {
+                self.exec.terminate(HostProcess { pid: h.pid, start_ticks: h.start_ticks });
+            }
+            let reason = bad.failure_reason.clone().map(|f| if job.hosts.len() > 1 { format!("{} (host {})", f, bad.host) } else { f });
+            let artifacts = job.hosts.iter().find_map(|h| h.result.as_ref().and_then(|r| r.model_artifacts.clone()));
+            let outcome = if job.stop_requested && bad.outcome == Outcome::Failed { Outcome::Stopped } else { bad.outcome };
+            self.finish(&mut job, outcome, reason, bad.exit_code, artifacts);
+        } else if all_done {
+            let artifacts = job.hosts.iter().find_map(|h| h.result.as_ref().and_then(|r| r.model_artifacts.clone()));
+            self.finish(&mut job, Outcome::Completed, None, Some(0), artifacts);
+        }
+        self.save(&job)
+    }
+
+    /// The queue and the watch over running agents; runs for the server's lifetime.
+    pub async fn run_scheduler(self: Arc<Self>) {
+        self.recover_after_restart();
+        loop {
+            if let Err(e) = self.schedule_once() {
+                tracing::error!("scheduler: {e}");
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    fn active_jobs(&self) -> Result<Vec<JobRow>, ControlError> {
+        let conn = self.db.lock();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {JOB_COLUMNS} FROM training_jobs WHERE status IN ('InProgress', 'Stopping') ORDER BY creation_time, name"
+        ))?;
+        let rows = stmt.query_map([], row_to_job)?.collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Jobs that were running when the server went down: agents still alive are watched again
+    /// (they kept reporting to this address); jobs whose agents are gone fail with a reason.
+    fn recover_after_restart(&self) {
+        let Ok(jobs) = self.active_jobs() else { return };
+        for mut job in jobs.into_iter().filter(|j| !j.hosts.is_empty()) {
+            let lost: Vec<String> = job
+                .hosts
+                .iter()
+                .filter(|h| h.result.is_none() && !self.exec.is_alive(HostProcess { pid: h.pid, start_ticks: h.start_ticks }))
+                .map(|h| format!("{} (pid {})", h.host, h.pid))
+                .collect();
+            if lost.is_empty() {
+                tracing::info!("re-attached to training job {} after restart", job.name);
+                continue;
+            }
+            let reason = format!(
+                "InternalServerError: the Clary server restarted while this job was running and the host agent of {} was gone; create the job again under a new name",
+                lost.join(", ")
+            );
+            self.finish(&mut job, Outcome::Failed, Some(reason), None, None);
+            let _ = self.save(&job);
+        }
+    }
+
+    fn schedule_once(&self) -> Result<(), ControlError> {
+        let jobs = self.active_jobs()?;
+        let demand_of = |job: &JobRow| {
+            let rc = &job.request["ResourceConfig"];
+            let it = rc["InstanceType"].as_str().unwrap_or_default();
+            let n = rc["InstanceCount"].as_u64().unwrap_or(1).max(1) as u32;
+            let (c, m) = self.config.capacity.demand(it).unwrap_or((1, 1.0));
+            ((c * n).min(self.config.capacity.cpus), (m * n as f64).min(self.config.capacity.memory_gib))
+        };
+        let (mut used_cpus, mut used_mem) = (0u32, 0f64);
+        for job in jobs.iter().filter(|j| !j.hosts.is_empty()) {
+            let (c, m) = demand_of(job);
+            used_cpus += c;
+            used_mem += m;
+        }
+        for mut job in jobs {
+            if job.hosts.is_empty() {
+                let (c, m) = demand_of(&job);
+                if used_cpus + c > self.config.capacity.cpus || used_mem + m > self.config.capacity.memory_gib + 1e-9 {
+                    // First in, first out: a big job at the head is not overtaken by small ones.
+                    let msg = format!(
+                        "Launching requested ML instances: waiting for capacity ({c} vCPUs needed, {} of {} in use)",
+                        used_cpus, self.config.capacity.cpus
+                    );
+                    if job.status_message != msg {
+                        self.set_secondary(&mut job, "Starting", &msg);
+                        self.save(&job)?;
+                    }
+                    break;
+                }
+                used_cpus += c;
+                used_mem += m;
+                if let Err(e) = self.launch(&mut job) {
+                    self.finish(&mut job, Outcome::Failed, Some(format!("InternalServerError: could not start the job: {e}")), None, None);
+                }
+                self.save(&job)?;
+            } else {
+                self.watch(&mut job)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn watch(&self, job: &mut JobRow) -> Result<(), ControlError> {
+        let dead: Vec<String> = job
+            .hosts
+            .iter()
+            .filter(|h| h.result.is_none() && !self.exec.is_alive(HostProcess { pid: h.pid, start_ticks: h.start_ticks }))
+            .map(|h| h.host.clone())
+            .collect();
+        if dead.is_empty() {
+            return Ok(());
+        }
+        // A result may have landed between our read and the liveness check.
+        let fresh = self.require(&job.name)?;
+        if is_terminal(&fresh.status) || dead.iter().all(|d| fresh.hosts.iter().any(|h| &h.host == d && h.result.is_some())) {
+            return Ok(());
+        }
+        *job = fresh;
+        let log = self.config.data_dir.join("jobs").join(&job.name).join(&dead[0]).join("agent.log");
+        let outcome = if job.stop_requested { Outcome::Stopped } else { Outcome::Failed };
+        let reason = format!(
+            "InternalServerError: the host agent of {} exited without reporting a result; its log is {}",
+            dead.join(", "),
+            log.display()
+        );
+        self.finish(job, outcome, Some(reason), None, None);
+        self.save(job)
+    }
+
+    fn launch(&self, job: &mut JobRow) -> Result<(), String> {
+        let req = job.request.clone();
+        let rc = &req["ResourceConfig"];
+        let count = rc["InstanceCount"].as_u64().unwrap_or(1).max(1);
+        let hosts: Vec<String> = (1..=count).map(|i| format!("algo-{i}")).collect();
+        let image = resolve_training_image(req["AlgorithmSpecification"]["TrainingImage"].as_str().unwrap_or_default())?;
+        let (output_bucket, output_prefix) = parse_s3_uri(req["OutputDataConfig"]["S3OutputPath"].as_str().unwrap_or_default())
+            .ok_or("OutputDataConfig.S3OutputPath is not an s3:// URI")?;
+        let input_mode = req["AlgorithmSpecification"]["TrainingInputMode"].as_str().unwrap_or("File").to_string();
+        let mut channels = Vec::new();
+        for ch in req["InputDataConfig"].as_array().cloned().unwrap_or_default() {
+            let name = ch["ChannelName"].as_str().unwrap_or_default().to_string();
+            let s3 = &ch["DataSource"]["S3DataSource"];
+            let (bucket, prefix) = parse_s3_uri(s3["S3Uri"].as_str().unwrap_or_default()).ok_or(format!("channel {name} has no S3Uri"))?;
+            let mut config = serde_json::Map::new();
+            if let Some(ct) = ch.get("ContentType") {
+                config.insert("ContentType".into(), ct.clone());
+            }
+            config.insert("TrainingInputMode".into(), ch.get("InputMode").cloned().unwrap_or(json!(input_mode)));
+            config.insert("S3DistributionType".into(), s3.get("S3DataDistributionType").cloned().unwrap_or(json!("FullyReplicated")));
+            config.insert("RecordWrapperType".into(), ch.get("RecordWrapperType").cloned().unwrap_or(json!("None")));
+            if let Some(c) = ch.get("CompressionType") {
+                config.insert("CompressionType".into(), c.clone());
+            }
+            channels.push(ChannelSpec { name, bucket, prefix, config: Value::Object(config) });
+        }
+        let hyperparameters: BTreeMap<String, String> = req["HyperParameters"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+            .unwrap_or_default();
+        let environment: BTreeMap<String, String> = req["Environment"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+            .unwrap_or_default();
+        let python = self.runtimes.python(&image.runtime);
+        let epoch = chrono::Utc::now().timestamp();
+        let job_dir = self.config.data_dir.join("jobs").join(&job.name);
+        let now = now_secs();
+        job.training_start_time = Some(now);
+        self.set_secondary(job, "Starting", "Preparing the instances for training");
+        for host in &hosts {
+            let base_dir = job_dir.join(host);
+            std::fs::create_dir_all(&base_dir).map_err(|e| format!("creating {}: {e}", base_dir.display()))?;
+            let log_stream = format!("{}/{host}-{epoch}", job.name);
+            self.logs.create_stream(TRAINING_LOG_GROUP, &log_stream).map_err(|e| e.to_string())?;
+            let spec = HostSpec {
+                job_name: job.name.clone(),
+                job_arn: job.arn.clone(),
+                region: self.config.region.clone(),
+                current_host: host.clone(),
+                hosts: hosts.clone(),
+                instance_type: rc["InstanceType"].as_str().unwrap_or_default().to_string(),
+                base_dir: base_dir.join("opt_ml"),
+                hyperparameters: hyperparameters.clone(),
+                channels: channels.clone(),
+                training_input_mode: input_mode.clone(),
+                output_bucket: output_bucket.clone(),
+                output_prefix: output_prefix.clone(),
+                python: python.clone(),
+                framework_module: MXNET_TRAINING_MODULE.into(),
+                environment: environment.clone(),
+                max_runtime_secs: req["StoppingCondition"]["MaxRuntimeInSeconds"].as_u64().unwrap_or(86_400),
+                stop_grace_secs: self.config.stop_grace_secs,
+                store_root: self.config.data_dir.join("objects"),
+                control_url: self.config.control_url.clone(),
+                access_key: self.config.access_key.clone(),
+                secret_key: self.config.secret_key.clone(),
+                log_stream: log_stream.clone(),
+                python_shims: self.config.python_shims.clone(),
+                runtimes_dir: self.config.runtimes_dir.clone(),
+                runtime: image.runtime.name.to_string(),
+                framework_version: image.framework_version.clone(),
+                device: image.device.clone(),
+            };
+            let spec_path = base_dir.join("spec.json");
+            let bytes = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
+            std::fs::write(&spec_path, bytes).map_err(|e| format!("writing {}: {e}", spec_path.display()))?;
+            let proc = self
+                .exec
+                .launch(&self.config.agent_program, &spec_path, &base_dir.join("agent.log"))
+                .map_err(|e| e.to_string())?;
+            job.hosts.push(HostState { host: host.clone(), pid: proc.pid, start_ticks: proc.start_ticks, log_stream, result: None });
+        }
+        Ok(())
+    }
+
+    /// Instance sizes for `clary`'s own display; unknown types give `None`.
+    pub fn instance_shape(instance_type: &str) -> Option<(u32, f64)> {
+        instance_shape(instance_type)
+    }
+}

@@ -1,0 +1,113 @@
+//! The messages between the control plane and a host agent. The launch spec is a JSON file the
+//! executor hands the agent; reports travel back as SigV4-signed JSON 1.1 calls with
+//! `X-Amz-Target: ClaryAgent.<Op>` on the server's one port.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// `X-Amz-Target` prefix of agent reports.
+pub const AGENT_TARGET_PREFIX: &str = "ClaryAgent.";
+/// SigV4 service name of agent reports.
+pub const AGENT_SIGNING_SERVICE: &str = "clary";
+
+/// Where a channel's objects are and how the agent should present them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChannelSpec {
+    pub name: String,
+    pub bucket: String,
+    pub prefix: String,
+    /// The channel's entry for `inputdataconfig.json`, exactly as the toolkit expects it.
+    pub config: serde_json::Value,
+}
+
+/// Everything one host agent needs to run its share of a training job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HostSpec {
+    pub job_name: String,
+    pub job_arn: String,
+    pub region: String,
+    pub current_host: String,
+    pub hosts: Vec<String>,
+    pub instance_type: String,
+    /// The per-host directory standing in for `/opt/ml`.
+    pub base_dir: PathBuf,
+    /// Hyperparameters exactly as the client sent them (JSON-encoded strings).
+    pub hyperparameters: BTreeMap<String, String>,
+    pub channels: Vec<ChannelSpec>,
+    pub training_input_mode: String,
+    /// `S3OutputPath` split into bucket and key prefix.
+    pub output_bucket: String,
+    pub output_prefix: String,
+    /// The runtime's Python interpreter.
+    pub python: PathBuf,
+    /// `SAGEMAKER_TRAINING_MODULE` of the image this job asked for.
+    pub framework_module: String,
+    /// Extra environment from `CreateTrainingJob.Environment`.
+    pub environment: BTreeMap<String, String>,
+    pub max_runtime_secs: u64,
+    /// SIGTERM → SIGKILL grace period when stopping.
+    pub stop_grace_secs: u64,
+    /// Root of the local object store (the embedded default).
+    pub store_root: PathBuf,
+    /// Where reports go, and the key pair to sign them with.
+    pub control_url: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// Log stream for this host: `<job>/<host>-<epoch seconds>`.
+    pub log_stream: String,
+    /// Directory of the Python helper modules put on `PYTHONPATH`.
+    pub python_shims: PathBuf,
+    /// Where runtimes live, and which one (with the version and device the image asked for).
+    pub runtimes_dir: PathBuf,
+    pub runtime: String,
+    pub framework_version: String,
+    pub device: String,
+}
+
+/// A secondary-status change on one host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct StatusReport {
+    pub job_name: String,
+    pub host: String,
+    pub status: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct LogLine {
+    /// Epoch milliseconds when the line was read.
+    pub timestamp: i64,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct LogBatch {
+    pub job_name: String,
+    pub log_stream: String,
+    pub events: Vec<LogLine>,
+}
+
+/// How a host's part of the job ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    Failed,
+    Stopped,
+    MaxRuntimeExceeded,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ResultReport {
+    pub job_name: String,
+    pub host: String,
+    pub outcome: Outcome,
+    pub failure_reason: Option<String>,
+    pub exit_code: Option<i32>,
+    /// `s3://` URI of `model.tar.gz` when one was uploaded.
+    pub model_artifacts: Option<String>,
+}
