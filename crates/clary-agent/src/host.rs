@@ -1,0 +1,241 @@
+//! One host's run of a training job: stage, install, run the script, package, report.
+
+use crate::contract::TrainingContract;
+use crate::reporter::Reporter;
+use crate::runner::{EntryPoint, RunEnd, run_user_process};
+use crate::staging;
+use clary_exec::protocol::{HostSpec, LogLine, Outcome, ResultReport};
+use clary_exec::runtimes::{RUNTIMES, Runtimes};
+use clary_store::LocalStore;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// The first this many characters of the failure file become `FailureReason` (as on AWS).
+const FAILURE_REASON_CHARS: usize = 1024;
+
+/// Writes the agent's own lines into the job log in the toolkit's format.
+#[derive(Clone)]
+pub struct JobLog {
+    tx: UnboundedSender<LogLine>,
+}
+
+impl JobLog {
+    pub fn line(&self, message: &str) {
+        let _ = self.tx.send(LogLine { timestamp: chrono::Utc::now().timestamp_millis(), message: message.to_string() });
+    }
+
+    pub fn info(&self, message: &str) {
+        let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S,%3f");
+        for l in message.lines() {
+            self.line(&format!("{now} clary-agent  INFO     {l}"));
+        }
+    }
+
+    pub fn sender(&self) -> UnboundedSender<LogLine> {
+        self.tx.clone()
+    }
+}
+
+fn num_gpus() -> usize {
+    std::process::Command::new("nvidia-smi")
+        .arg("--list-gpus")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("GPU ")).count())
+        .unwrap_or(0)
+}
+
+/// Runs the host; returns the agent's exit code (0 when the result reached the server).
+pub async fn run_host(spec: HostSpec) -> i32 {
+    let reporter = Reporter::new(&spec.control_url, &spec.access_key, &spec.secret_key, &spec.region, &spec.job_name);
+    let (tx, shipper) = reporter.start_log_shipper(&spec.log_stream);
+    let log = JobLog { tx };
+    let result = run_stages(&spec, &reporter, &log).await;
+    drop(log);
+    let _ = shipper.await;
+    match reporter.result(&result).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("clary agent: could not report the result of {}: {e}", spec.job_name);
+            1
+        }
+    }
+}
+
+fn failed(spec: &HostSpec, reason: String) -> ResultReport {
+    ResultReport {
+        job_name: spec.job_name.clone(),
+        host: spec.current_host.clone(),
+        outcome: Outcome::Failed,
+        failure_reason: Some(reason),
+        exit_code: None,
+        model_artifacts: None,
+    }
+}
+
+async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> ResultReport {
+    let num_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let contract = TrainingContract::new(spec, num_cpus, num_gpus());
+    let layout = contract.layout.clone();
+    let _ = reporter.status(&spec.current_host, "Downloading", "Downloading input data").await;
+    let store = match LocalStore::open(&spec.store_root) {
+        Ok(s) => s,
+        Err(e) => return failed(spec, format!("InternalServerError: opening the object store: {e}")),
+    };
+    let channel_names: Vec<String> = spec.channels.iter().map(|c| c.name.clone()).collect();
+    if let Err(e) = layout.create(&channel_names).and_then(|_| contract.write_config_files(spec)) {
+        return failed(spec, format!("InternalServerError: preparing {}: {e}", layout.base.display()));
+    }
+    // The runtime (built once, with its progress in this job's log) and the data, in parallel.
+    let python = {
+        let runtimes = Runtimes::new(spec.runtimes_dir.clone());
+        let def = RUNTIMES.iter().find(|r| r.name == spec.runtime).cloned();
+        let log2 = log.clone();
+        let ensure = tokio::task::spawn_blocking(move || {
+            let def = def.ok_or_else(|| "unknown runtime".to_string())?;
+            runtimes.ensure(&def, &mut |line| log2.line(line))
+        });
+        for ch in &spec.channels {
+            match staging::stage_channel(&store, ch, &layout.channel(&ch.name)) {
+                Ok(n) => log.info(&format!("Channel {}: {n} objects from s3://{}/{} ready", ch.name, ch.bucket, ch.prefix)),
+                Err(e) => return failed(spec, format!("ClientError: {e}")),
+            }
+        }
+        match ensure.await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return failed(spec, format!("InternalServerError: the {} runtime could not be built: {e}", spec.runtime)),
+            Err(e) => return failed(spec, format!("InternalServerError: {e}")),
+        }
+    };
+    if spec.device == "gpu" && contract.num_gpus == 0 {
+        log.info("The job asked for a GPU image, but this host has no GPU: it runs on CPU MXNet (SM_NUM_GPUS=0)");
+    }
+    if let Err(e) = staging::fetch_code(&store, &contract.module_dir, &layout.code(), log) {
+        return failed(spec, format!("ClientError: {e}"));
+    }
+    let entry = EntryPoint::classify(&contract.entry_point, &layout.code());
+    let python = match staging::install_requirements(&entry, &python, &layout, log).await {
+        Ok(p) => p,
+        Err(e) => return failed_with_file(spec, &layout.output(), e),
+    };
+    let env = build_env(spec, &contract, &python);
+    let args = contract.cmd_args();
+    let _ = reporter.status(&spec.current_host, "Training", "Training image download completed. Training in progress.").await;
+    let end = run_user_process(&entry, &python, &args, &env, &layout.code(), spec, log).await;
+    let (outcome, exit_code, reason) = match &end {
+        RunEnd::Exited { code: 0, .. } => {
+            let _ = std::fs::write(layout.output().join("success"), "");
+            (Outcome::Completed, Some(0), None)
+        }
+        RunEnd::Exited { code, command } => {
+            let text = format!("ExecuteUserScriptError:\nExitCode {code}\nErrorMessage \"\"\nCommand \"{command}\"");
+            (Outcome::Failed, Some(*code), Some(failure_reason(&layout.output(), &text)))
+        }
+        RunEnd::Signalled { signal, command, stopped: false, timed_out: false } => {
+            let extra = if *signal == 9 { "\nExtraInfo \"OutOfMemory: Process killed by SIGKILL (signal 9)\"" } else { "" };
+            let text = format!("ExecuteUserScriptError:\nExitCode {}\nErrorMessage \"\"\nCommand \"{command}\"{extra}", 128 + signal);
+            (Outcome::Failed, Some(128 + signal), Some(failure_reason(&layout.output(), &text)))
+        }
+        RunEnd::Signalled { timed_out: true, .. } => (
+            Outcome::MaxRuntimeExceeded,
+            None,
+            Some(format!("MaxRuntimeExceeded: Training job exceeded MaxRuntimeInSeconds ({} s)", spec.max_runtime_secs)),
+        ),
+        RunEnd::Signalled { .. } => (Outcome::Stopped, None, None),
+        RunEnd::SpawnFailed(e) => (Outcome::Failed, None, Some(failure_reason(&layout.output(), &format!("ExecuteUserScriptError:\n{e}")))),
+    };
+    let _ = reporter.status(&spec.current_host, "Uploading", "Uploading generated training model").await;
+    let model_artifacts = match staging::upload_artifacts(&store, spec, &layout, log) {
+        Ok(uri) => uri,
+        Err(e) => {
+            return ResultReport {
+                outcome: Outcome::Failed,
+                failure_reason: Some(format!("ClientError: uploading model artifacts failed: {e}")),
+                ..failed(spec, String::new())
+            };
+        }
+    };
+    ResultReport {
+        job_name: spec.job_name.clone(),
+        host: spec.current_host.clone(),
+        outcome,
+        failure_reason: reason,
+        exit_code,
+        model_artifacts,
+    }
+}
+
+/// Writes the toolkit's failure text unless the script left its own (TT 5.1.4 keeps an
+/// existing `output/failure`), and returns the `FailureReason` from the file.
+fn failure_reason(output_dir: &Path, text: &str) -> String {
+    let path = output_dir.join("failure");
+    if !path.exists() {
+        let _ = std::fs::write(&path, text);
+    }
+    let body = std::fs::read_to_string(&path).unwrap_or_else(|_| text.to_string());
+    let body: String = body.chars().take(FAILURE_REASON_CHARS).collect();
+    format!("AlgorithmError: {body}")
+}
+
+fn failed_with_file(spec: &HostSpec, output_dir: &Path, text: String) -> ResultReport {
+    failed(spec, failure_reason(output_dir, &text))
+}
+
+/// The script's environment: the agent's own (PATH, HOME, ...), the platform variables, the
+/// toolkit's `SM_*` set, and credentials that point boto3 in the script back at Clary.
+fn build_env(spec: &HostSpec, contract: &TrainingContract, python: &Path) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| !k.starts_with("SM_") && !k.starts_with("CLARY_")).collect();
+    let code = contract.layout.code();
+    let mut pythonpath = vec![code.display().to_string(), spec.python_shims.display().to_string()];
+    if let Ok(existing) = std::env::var("PYTHONPATH")
+        && !existing.is_empty()
+    {
+        pythonpath.push(existing);
+    }
+    let bin_dir = python.parent().map(PathBuf::from).unwrap_or_default();
+    let path = format!("{}:{}", bin_dir.display(), env.get("PATH").cloned().unwrap_or_else(|| "/usr/bin:/bin".into()));
+    let region = spec.region.clone();
+    let fixed: [(&str, String); 16] = [
+        ("PATH", path),
+        ("PYTHONPATH", pythonpath.join(":")),
+        ("PYTHONUNBUFFERED", "1".into()),
+        ("PYTHONDONTWRITEBYTECODE", "1".into()),
+        ("TRAINING_JOB_NAME", spec.job_name.clone()),
+        ("TRAINING_JOB_ARN", spec.job_arn.clone()),
+        ("SAGEMAKER_BASE_DIR", contract.layout.base.display().to_string()),
+        ("SAGEMAKER_TRAINING_MODULE", spec.framework_module.clone()),
+        ("SAGEMAKER_JOB_NAME", spec.job_name.clone()),
+        ("SAGEMAKER_REGION", region.clone()),
+        ("CURRENT_HOST", spec.current_host.clone()),
+        ("AWS_REGION", region.clone()),
+        ("AWS_DEFAULT_REGION", region),
+        ("AWS_ENDPOINT_URL", spec.control_url.trim_end_matches('/').to_string()),
+        ("AWS_ACCESS_KEY_ID", spec.access_key.clone()),
+        ("AWS_SECRET_ACCESS_KEY", spec.secret_key.clone()),
+    ];
+    for (k, v) in fixed {
+        env.insert(k.to_string(), v);
+    }
+    for (k, v) in &spec.environment {
+        env.insert(k.clone(), v.clone());
+    }
+    env.extend(contract.sm_env(spec, &spec.framework_module));
+    env
+}
+
+/// For `clary agent --dry-run`: the config files are written and the environment and
+/// arguments the script would get are returned, without running anything.
+pub fn dry_run(spec: &HostSpec) -> std::io::Result<serde_json::Value> {
+    let num_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let contract = TrainingContract::new(spec, num_cpus, num_gpus());
+    let channels: Vec<String> = spec.channels.iter().map(|c| c.name.clone()).collect();
+    contract.layout.create(&channels)?;
+    contract.write_config_files(spec)?;
+    Ok(serde_json::json!({
+        "sm_env": contract.sm_env(spec, &spec.framework_module),
+        "args": contract.cmd_args(),
+        "entry_point": contract.entry_point,
+    }))
+}

@@ -1,0 +1,122 @@
+//! Sends the agent's reports to the control plane: status changes, batched log lines, and the
+//! final result. Every call is SigV4-signed. Calls are retried with backoff so a restarting
+//! server loses nothing: the agent keeps its lines until the server answers again.
+
+use clary_exec::protocol::{AGENT_SIGNING_SERVICE, AGENT_TARGET_PREFIX, LogBatch, LogLine, ResultReport, StatusReport};
+use clary_sigv4::Signer;
+use serde::Serialize;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long a report is retried before the agent gives up on the server.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(15 * 60);
+/// Log lines are sent when this many are waiting, or after [`FLUSH_EVERY`].
+const BATCH_LINES: usize = 500;
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+#[derive(Clone)]
+pub struct Reporter {
+    http: reqwest::Client,
+    url: String,
+    signer: Signer,
+    job_name: String,
+}
+
+impl Reporter {
+    pub fn new(url: &str, access_key: &str, secret_key: &str, region: &str, job_name: &str) -> Self {
+        Reporter {
+            http: reqwest::Client::new(),
+            url: url.trim_end_matches('/').to_string() + "/",
+            signer: Signer { access_key: access_key.into(), secret_key: secret_key.into(), region: region.into() },
+            job_name: job_name.into(),
+        }
+    }
+
+    async fn call<T: Serialize>(&self, op: &str, body: &T) -> Result<(), String> {
+        let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let started = std::time::Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.try_call(op, &body).await {
+                Ok(()) => return Ok(()),
+                // A 4xx means the server understood and refused; retrying won't help.
+                Err((Some(status), msg)) if status.is_client_error() => return Err(msg),
+                Err((_, msg)) if started.elapsed() > GIVE_UP_AFTER => return Err(msg),
+                Err(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn try_call(&self, op: &str, body: &[u8]) -> Result<(), (Option<reqwest::StatusCode>, String)> {
+        let uri: http::Uri = self.url.parse().map_err(|e| (None, format!("bad control URL {}: {e}", self.url)))?;
+        let mut headers = http::HeaderMap::new();
+        headers.insert("content-type", http::HeaderValue::from_static("application/x-amz-json-1.1"));
+        let target = format!("{AGENT_TARGET_PREFIX}{op}");
+        headers.insert("x-amz-target", target.parse().map_err(|_| (None, "bad target".to_string()))?);
+        self.signer
+            .sign(AGENT_SIGNING_SERVICE, &http::Method::POST, &uri, &mut headers, body, chrono::Utc::now())
+            .map_err(|e| (None, e))?;
+        let mut req = self.http.post(&self.url).body(body.to_vec());
+        for (k, v) in &headers {
+            req = req.header(k.as_str(), v.as_bytes());
+        }
+        let resp = req.send().await.map_err(|e| (None, format!("{op}: {e}")))?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            let text = resp.text().await.unwrap_or_default();
+            Err((Some(status), format!("{op}: HTTP {status}: {text}")))
+        }
+    }
+
+    pub async fn status(&self, host: &str, status: &str, message: &str) -> Result<(), String> {
+        let r = StatusReport { job_name: self.job_name.clone(), host: host.into(), status: status.into(), message: message.into() };
+        self.call("ReportStatus", &r).await
+    }
+
+    pub async fn result(&self, r: &ResultReport) -> Result<(), String> {
+        self.call("ReportResult", r).await
+    }
+
+    /// Starts the task that batches log lines; send lines into the returned channel and drop
+    /// every sender, then await the handle to flush the rest.
+    pub fn start_log_shipper(&self, log_stream: &str) -> (mpsc::UnboundedSender<LogLine>, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<LogLine>();
+        let me = self.clone();
+        let stream = log_stream.to_string();
+        let handle = tokio::spawn(async move {
+            let mut pending: Vec<LogLine> = Vec::new();
+            let mut open = true;
+            while open || !pending.is_empty() {
+                if open {
+                    let deadline = tokio::time::sleep(FLUSH_EVERY);
+                    tokio::pin!(deadline);
+                    loop {
+                        tokio::select! {
+                            line = rx.recv() => match line {
+                                Some(l) => {
+                                    pending.push(l);
+                                    if pending.len() >= BATCH_LINES { break; }
+                                }
+                                None => { open = false; break; }
+                            },
+                            _ = &mut deadline => break,
+                        }
+                    }
+                }
+                if pending.is_empty() {
+                    continue;
+                }
+                let batch = LogBatch { job_name: me.job_name.clone(), log_stream: stream.clone(), events: std::mem::take(&mut pending) };
+                if let Err(e) = me.call("PutLogLines", &batch).await {
+                    eprintln!("clary agent: dropping {} log lines: {e}", batch.events.len());
+                }
+            }
+        });
+        (tx, handle)
+    }
+}
