@@ -1,1 +1,184 @@
+//! Wire protocols: one port that tells the AWS services apart (SDK-WIRE.md §1.3), verifies
+//! SigV4 on every call, and hands typed calls to the control plane or the object store.
+//!
+//! Dispatch order: `X-Amz-Target` (SageMaker, Logs, agent reports) → the SageMaker Runtime path
+//! for scope `sagemaker` → query protocol for scopes `sts`/`iam` → S3 (s3s) for everything else.
 
+pub mod json_api;
+pub mod query;
+pub mod s3;
+pub mod validate;
+
+use bytes::Bytes;
+use clary_control::{ControlError, ControlPlane};
+use clary_exec::protocol::{AGENT_SIGNING_SERVICE, AGENT_TARGET_PREFIX};
+use clary_store::LocalStore;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use std::sync::Arc;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// Largest JSON/query request body accepted (SageMaker's own limit is far below this).
+const MAX_API_BODY: usize = 16 * 1024 * 1024;
+
+pub struct ApiState {
+    pub control: Arc<ControlPlane>,
+    pub store: LocalStore,
+    pub s3: s3s::service::S3Service,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+    pub account: String,
+}
+
+impl ApiState {
+    pub fn new(control: Arc<ControlPlane>, store: LocalStore, access_key: &str, secret_key: &str, region: &str, account: &str) -> Arc<Self> {
+        let mut builder = s3s::service::S3ServiceBuilder::new(s3::S3Store { store: store.clone() });
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(access_key, secret_key));
+        Arc::new(ApiState {
+            control,
+            store,
+            s3: builder.build(),
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+            region: region.into(),
+            account: account.into(),
+        })
+    }
+}
+
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|e| match e {}).boxed()
+}
+
+pub(crate) fn request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A JSON 1.1 error (`{"__type": ..., "message": ...}`), as botocore parses it.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"__type": code, "message": message, "Message": message});
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amzn-errortype", code)
+        .header("x-amzn-requestid", request_id())
+        .body(full(body.to_string()))
+        .expect("static response parts are valid")
+}
+
+fn json_ok(value: serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amzn-requestid", request_id())
+        .body(full(value.to_string()))
+        .expect("static response parts are valid")
+}
+
+fn control_error(e: &ControlError) -> Response<Body> {
+    let status = match e {
+        ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    // SageMaker's "not found" is a ValidationException on the wire for Describe* calls.
+    let code = match e {
+        ControlError::ResourceNotFound(_) if e.to_string().starts_with("Requested resource not found") => "ValidationException",
+        ControlError::ResourceNotFound(_) => "ResourceNotFoundException",
+        other => other.code(),
+    };
+    json_error(status, code, &e.to_string())
+}
+
+/// Entry point for every request on the server's port.
+pub async fn handle(state: Arc<ApiState>, req: Request<hyper::body::Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+    let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let scope = clary_sigv4::scope_service(req.headers());
+    let is_runtime = scope.as_deref() == Some("sagemaker")
+        && req.method() == http::Method::POST
+        && req.uri().path().starts_with("/endpoints/")
+        && req.uri().path().ends_with("/invocations");
+    let is_query = matches!(scope.as_deref(), Some("sts") | Some("iam"));
+    if target.is_none() && !is_runtime && !is_query && req.uri().path() != "/_clary/health" {
+        return Ok(s3(state, req).await);
+    }
+    let (parts, body) = req.into_parts();
+    if parts.uri.path() == "/_clary/health" {
+        return Ok(Response::new(full("ok")));
+    }
+    let body = match http_body_util::Limited::new(body, MAX_API_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Ok(json_error(StatusCode::PAYLOAD_TOO_LARGE, "ValidationException", &format!("request body rejected: {e}"))),
+    };
+    let auth = clary_sigv4::verify(&parts.method, &parts.uri, &parts.headers, &body, chrono::Utc::now(), |ak| {
+        (ak == state.access_key).then(|| state.secret_key.clone())
+    });
+    let auth = match auth {
+        Ok(a) => a,
+        Err(e) => {
+            if is_query {
+                return Ok(query::error(StatusCode::FORBIDDEN, e.code(), &e.to_string()));
+            }
+            return Ok(json_error(StatusCode::FORBIDDEN, e.code(), &e.to_string()));
+        }
+    };
+    if is_query {
+        return Ok(query::handle(&state, &auth.service, &body));
+    }
+    if is_runtime {
+        let name = parts.uri.path().trim_start_matches("/endpoints/").trim_end_matches("/invocations");
+        return Ok(json_error(
+            StatusCode::BAD_REQUEST,
+            "ValidationError",
+            &format!("Endpoint {name} of account {} not found.", state.account),
+        ));
+    }
+    let target = target.unwrap_or_default();
+    let parsed: serde_json::Value = if body.is_empty() {
+        serde_json::json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return Ok(json_error(StatusCode::BAD_REQUEST, "SerializationException", &format!("the request body is not JSON: {e}"))),
+        }
+    };
+    let (service, op) = target.split_once('.').map(|(s, o)| (s.to_string(), o.to_string())).unwrap_or((target.clone(), String::new()));
+    let expected_scope = match service.as_str() {
+        "SageMaker" => "sagemaker",
+        "Logs_20140328" => "logs",
+        _ if target.starts_with(AGENT_TARGET_PREFIX) => AGENT_SIGNING_SERVICE,
+        _ => "",
+    };
+    if auth.service != expected_scope {
+        return Ok(json_error(
+            StatusCode::BAD_REQUEST,
+            "UnknownOperationException",
+            &format!("X-Amz-Target {target:?} does not belong to the credential scope's service {:?}", auth.service),
+        ));
+    }
+    let st = state.clone();
+    let result = tokio::task::spawn_blocking(move || match service.as_str() {
+        "SageMaker" => json_api::sagemaker(&st, &op, parsed),
+        "Logs_20140328" => json_api::logs(&st, &op, parsed),
+        _ => json_api::agent(&st, &op, parsed),
+    })
+    .await;
+    Ok(match result {
+        Ok(Ok(v)) => json_ok(v),
+        Ok(Err(e)) => control_error(&e),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", &format!("the request failed: {e}")),
+    })
+}
+
+async fn s3(state: Arc<ApiState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    match hyper::service::Service::call(&state.s3, req).await {
+        Ok(resp) => resp.map(|b| b.map_err(|e| -> BoxError { e.to_string().into() }).boxed()),
+        Err(e) => {
+            let mut r = Response::new(full(format!("<Error><Code>InternalError</Code><Message>{e:?}</Message></Error>")));
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        }
+    }
+}

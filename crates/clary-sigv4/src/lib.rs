@@ -184,13 +184,27 @@ impl Signer {
         body: &[u8],
         now: DateTime<Utc>,
     ) -> Result<(), String> {
+        let hash = hex::encode(Sha256::digest(body));
+        self.sign_with_payload_hash(service, method, uri, headers, &hash, now)
+    }
+
+    /// Like [`sign`](Self::sign) with a precomputed payload hash, or `UNSIGNED-PAYLOAD` for S3
+    /// bodies streamed from disk.
+    pub fn sign_with_payload_hash(
+        &self,
+        service: &str,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &mut http::HeaderMap,
+        payload_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
         let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
         let date = &amz_date[..8];
         let host = uri.authority().ok_or("the URI has no host")?.as_str().to_string();
         headers.insert(http::header::HOST, header_value(&host)?);
         headers.insert("x-amz-date", header_value(&amz_date)?);
-        let payload_hash = hex::encode(Sha256::digest(body));
-        headers.insert("x-amz-content-sha256", header_value(&payload_hash)?);
+        headers.insert("x-amz-content-sha256", header_value(payload_hash)?);
         let mut signed: Vec<String> = headers
             .keys()
             .map(|k| k.as_str().to_string())
@@ -203,7 +217,7 @@ impl Signer {
             uri,
             headers,
             &signed,
-            &payload_hash,
+            payload_hash,
             service == "s3",
         )?;
         let sig = signature(&self.secret_key, &amz_date, date, &self.region, service, &canonical);

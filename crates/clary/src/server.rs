@@ -1,0 +1,133 @@
+//! `clary server`: the control plane, the object store and the API on one port.
+
+use crate::settings::{self, Identity, ServerInfo};
+use anyhow::{Context, Result};
+use clary_control::capacity::Capacity;
+use clary_control::{ControlConfig, ControlPlane};
+use clary_store::LocalStore;
+use hyper_util::rt::TokioIo;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The Python helpers given to every job, embedded in the binary.
+const PYTHON_SHIMS: &[(&str, &str)] = &[
+    ("sagemaker_mxnet_container/__init__.py", include_str!("../../../python/sagemaker_mxnet_container/__init__.py")),
+    ("sagemaker_mxnet_container/training_utils.py", include_str!("../../../python/sagemaker_mxnet_container/training_utils.py")),
+];
+
+#[derive(clap::Args, Debug)]
+pub struct ServerArgs {
+    /// Address to listen on (port 0 picks a free one; the URL is printed and saved).
+    #[arg(long, env = "CLARY_LISTEN", default_value = settings::DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Where state, objects and jobs live [default: $XDG_DATA_HOME/clary].
+    #[arg(long, env = "CLARY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Access key clients sign with [default: generated on first start, kept in the data dir].
+    #[arg(long, env = "CLARY_ACCESS_KEY", requires = "secret_key")]
+    pub access_key: Option<String>,
+    #[arg(long, env = "CLARY_SECRET_KEY", requires = "access_key", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    #[arg(long, env = "CLARY_REGION", default_value = settings::DEFAULT_REGION)]
+    pub region: String,
+    /// Where runtimes (Python environments) are built [default: <data-dir>/runtimes].
+    #[arg(long, env = "CLARY_RUNTIMES_DIR")]
+    pub runtimes_dir: Option<PathBuf>,
+    /// vCPUs the queue may hand out [default: this machine's].
+    #[arg(long, env = "CLARY_CAPACITY_CPUS")]
+    pub capacity_cpus: Option<u32>,
+    /// Memory the queue may hand out, GiB [default: this machine's].
+    #[arg(long, env = "CLARY_CAPACITY_MEMORY_GIB")]
+    pub capacity_memory_gib: Option<f64>,
+    /// Instance-type overrides for the queue, `ml.x.y=VCPUS:GIB`, repeatable.
+    #[arg(long = "instance-shape", value_parser = parse_shape)]
+    pub instance_shapes: Vec<(String, (u32, f64))>,
+    /// Seconds between SIGTERM and SIGKILL when a job is stopped (SageMaker: 120).
+    #[arg(long, env = "CLARY_STOP_GRACE_SECS", default_value_t = 120)]
+    pub stop_grace_secs: u64,
+}
+
+fn parse_shape(s: &str) -> Result<(String, (u32, f64)), String> {
+    let (t, shape) = s.split_once('=').ok_or("expected ml.x.y=VCPUS:GIB")?;
+    let (c, m) = shape.split_once(':').ok_or("expected ml.x.y=VCPUS:GIB")?;
+    Ok((t.to_string(), (c.parse().map_err(|_| "VCPUS must be an integer")?, m.parse().map_err(|_| "GIB must be a number")?)))
+}
+
+pub async fn run(args: ServerArgs) -> Result<()> {
+    let data_dir = args.data_dir.clone().unwrap_or_else(settings::default_data_dir);
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+    let mut identity = Identity::load_or_create(&data_dir)?;
+    if let (Some(a), Some(s)) = (&args.access_key, &args.secret_key) {
+        identity.access_key = a.clone();
+        identity.secret_key = s.clone();
+    }
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {} (is another clary server running? pick another --listen)", args.listen))?;
+    let addr = listener.local_addr()?;
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    let url = format!("http://{host}:{}", addr.port());
+
+    let shims = data_dir.join("python");
+    for (rel, text) in PYTHON_SHIMS {
+        let p = shims.join(rel);
+        std::fs::create_dir_all(p.parent().expect("shim paths have a parent"))?;
+        std::fs::write(&p, text)?;
+    }
+    let store = LocalStore::open(data_dir.join("objects")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bucket = identity.default_bucket(&args.region);
+    if store.head_bucket(&bucket).is_err() {
+        store.create_bucket(&bucket).map_err(|e| anyhow::anyhow!("creating the default bucket: {e}"))?;
+    }
+    let mut capacity = Capacity::of_this_machine();
+    if let Some(c) = args.capacity_cpus {
+        capacity.cpus = c;
+    }
+    if let Some(m) = args.capacity_memory_gib {
+        capacity.memory_gib = m;
+    }
+    capacity.overrides = args.instance_shapes.iter().cloned().collect();
+    let config = ControlConfig {
+        data_dir: data_dir.clone(),
+        runtimes_dir: args.runtimes_dir.clone().unwrap_or_else(|| data_dir.join("runtimes")),
+        region: args.region.clone(),
+        account: identity.account.clone(),
+        control_url: url.clone(),
+        access_key: identity.access_key.clone(),
+        secret_key: identity.secret_key.clone(),
+        agent_program: std::env::current_exe().context("locating the clary binary")?,
+        python_shims: shims,
+        capacity,
+        stop_grace_secs: args.stop_grace_secs,
+    };
+    let control = ControlPlane::open(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let state = clary_api::ApiState::new(control.clone(), store, &identity.access_key, &identity.secret_key, &args.region, &identity.account);
+    let info = ServerInfo { url: url.clone(), region: args.region.clone(), pid: std::process::id() };
+    std::fs::write(ServerInfo::path(&data_dir), serde_json::to_vec_pretty(&info)?)?;
+    tokio::spawn(control.clone().run_scheduler());
+    println!("clary server listening on {url} (data dir {})", data_dir.display());
+    println!("point clients at it with: eval \"$(clary env --data-dir {})\"", data_dir.display());
+    serve(listener, state).await
+}
+
+async fn serve(listener: tokio::net::TcpListener, state: Arc<clary_api::ApiState>) -> Result<()> {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => r?,
+            _ = tokio::signal::ctrl_c() => {
+                // Running jobs keep going: their agents re-attach when a server starts again.
+                println!("clary server stopping; running jobs continue and re-attach on the next start");
+                return Ok(());
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| clary_api::handle(state.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,1 @@
+"""Compatibility package for scripts written for AWS's MXNet training containers (Clary)."""
