@@ -1,0 +1,176 @@
+"""Starts real `clary server` processes on free loopback ports and gives tests real clients
+(boto3 with the environment exactly as `clary env` prints it)."""
+import io
+import os
+import re
+import shlex
+import signal
+import subprocess
+import tarfile
+import time
+import uuid
+
+import boto3
+import pytest
+from botocore.config import Config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLARY = os.environ.get("CLARY_BIN", os.path.join(ROOT, "target", "debug", "clary"))
+RUNTIMES = os.environ.get("CLARY_RUNTIMES_DIR", os.path.expanduser("~/.cache/clary/runtimes"))
+IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/mxnet-training:1.9.0-cpu-py38"
+
+
+class Server:
+    """One `clary server` process, started and ended by PID."""
+
+    def __init__(self, data_dir, extra_args=(), listen="127.0.0.1:0"):
+        self.data_dir = str(data_dir)
+        self.extra_args = list(extra_args)
+        self.listen = listen
+        self.proc = None
+        self.url = None
+
+    def start(self):
+        os.makedirs(self.data_dir, exist_ok=True)
+        log = open(os.path.join(self.data_dir, "server.log"), "ab")
+        self.proc = subprocess.Popen(
+            [CLARY, "server", "--listen", self.listen, "--data-dir", self.data_dir,
+             "--runtimes-dir", RUNTIMES, "--stop-grace-secs", "3", *self.extra_args],
+            stdout=subprocess.PIPE, stderr=log, text=True)
+        line = self.proc.stdout.readline()
+        m = re.search(r"listening on (http://\S+)", line)
+        assert m, "server did not start: %r" % line
+        self.url = m.group(1)
+        self.listen = self.url[len("http://"):]
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+
+    def env(self):
+        """The variables `clary env` prints, parsed."""
+        out = subprocess.run([CLARY, "env", "--data-dir", self.data_dir], check=True, capture_output=True, text=True).stdout
+        env = {}
+        for line in out.splitlines():
+            k, v = line[len("export "):].split("=", 1)
+            env[k] = shlex.split(v)[0]
+        return env
+
+    def client(self, service, **kw):
+        e = self.env()
+        cfg = Config(retries={"max_attempts": 1}, **kw)
+        return boto3.client(service, endpoint_url=e["AWS_ENDPOINT_URL"], aws_access_key_id=e["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=e["AWS_SECRET_ACCESS_KEY"], region_name=e["AWS_DEFAULT_REGION"], config=cfg)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("clary")).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def sm(server):
+    return server.client("sagemaker")
+
+
+@pytest.fixture(scope="session")
+def s3(server):
+    return server.client("s3")
+
+
+@pytest.fixture(scope="session")
+def logs(server):
+    return server.client("logs")
+
+
+@pytest.fixture(scope="session")
+def bucket(s3):
+    name = "test-" + uuid.uuid4().hex[:12]
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def unique(prefix):
+    return "%s-%s" % (prefix, uuid.uuid4().hex[:10])
+
+
+def upload_code(s3, bucket, job, files):
+    """Packs {name: text} as sourcedir.tar.gz the way the SDK does; returns its S3 URI."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755
+            tar.addfile(info, io.BytesIO(data))
+    key = "%s/source/sourcedir.tar.gz" % job
+    s3.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
+    return "s3://%s/%s" % (bucket, key)
+
+
+def job_request(job, bucket, source_uri, program="train.py", hps=None, channels=None, max_run=600, instance_type="ml.c5.xlarge"):
+    hyper = {k: v for k, v in (hps or {}).items()}
+    hyper.update({
+        "sagemaker_program": '"%s"' % program,
+        "sagemaker_submit_directory": '"%s"' % source_uri,
+        "sagemaker_container_log_level": "20",
+        "sagemaker_job_name": '"%s"' % job,
+        "sagemaker_region": '"us-east-1"',
+    })
+    req = dict(
+        TrainingJobName=job,
+        AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        RoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
+        OutputDataConfig={"S3OutputPath": "s3://%s/output" % bucket},
+        ResourceConfig={"InstanceType": instance_type, "InstanceCount": 1, "VolumeSizeInGB": 30},
+        StoppingCondition={"MaxRuntimeInSeconds": max_run},
+        HyperParameters=hyper,
+    )
+    if channels:
+        req["InputDataConfig"] = [
+            {"ChannelName": name, "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
+                                                                   "S3DataDistributionType": "FullyReplicated"}}}
+            for name, uri in channels.items()]
+    return req
+
+
+def wait_for(sm, job, timeout=300, until=("Completed", "Failed", "Stopped")):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        d = sm.describe_training_job(TrainingJobName=job)
+        if d["TrainingJobStatus"] in until:
+            return d
+        time.sleep(0.3)
+    raise AssertionError("job %s did not reach %s within %ss: %s" % (job, until, timeout, d))
+
+
+def wait_secondary(sm, job, secondary, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        d = sm.describe_training_job(TrainingJobName=job)
+        if d["SecondaryStatus"] == secondary:
+            return d
+        time.sleep(0.2)
+    raise AssertionError("job %s never reached %s: %s" % (job, secondary, d))
+
+
+def log_text(logs, job):
+    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=job + "/")["logStreams"]
+    lines = []
+    for s in streams:
+        token = None
+        while True:
+            kw = dict(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=s["logStreamName"], startFromHead=True)
+            if token:
+                kw["nextToken"] = token
+            page = logs.get_log_events(**kw)
+            if not page["events"]:
+                break
+            lines += [e["message"] for e in page["events"]]
+            token = page["nextForwardToken"]
+    return "\n".join(lines)
