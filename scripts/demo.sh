@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Clary's main job on the embedded default, on a fresh machine: build, start a server on a free
+# port with a throwaway data dir, train the MNIST-style example, print where the model is.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}
+export CLARY_RUNTIMES_DIR=${CLARY_RUNTIMES_DIR:-$CACHE/clary/runtimes}
+cargo build --release --locked
+CLARY=$PWD/target/release/clary
+"$CLARY" runtimes build mxnet-1.9
+# The runtime's Python has numpy; the data generator needs nothing else.
+"$CLARY_RUNTIMES_DIR/mxnet-1.9/bin/python" examples/mnist/generate_data.py
+DATA=$(mktemp -d)
+"$CLARY" server --listen 127.0.0.1:0 --data-dir "$DATA" > "$DATA/server.out" 2>"$DATA/server.log" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 50); do grep -q listening "$DATA/server.out" 2>/dev/null && break; sleep 0.1; done
+eval "$("$CLARY" env --data-dir "$DATA")"
+"$CLARY" train examples/mnist/train.py --source-dir examples/mnist \
+    --channel train=examples/mnist/data/train --channel test=examples/mnist/data/test \
+    --hp epochs=2 --hp learning-rate=0.1 --framework-version 1.9.0 --wait
