@@ -74,7 +74,14 @@ impl Layout {
     }
 
     pub fn create(&self, channels: &[String]) -> std::io::Result<()> {
-        for d in [self.config(), self.model(), self.output_data(), self.intermediate(), self.code(), self.checkpoints()] {
+        for d in [
+            self.config(),
+            self.model(),
+            self.output_data(),
+            self.intermediate(),
+            self.code(),
+            self.checkpoints(),
+        ] {
             std::fs::create_dir_all(d)?;
         }
         for c in channels {
@@ -127,7 +134,9 @@ pub struct TrainingContract {
 
 impl TrainingContract {
     pub fn new(spec: &HostSpec, num_cpus: usize, num_gpus: usize) -> Self {
-        let layout = Layout { base: spec.base_dir.clone() };
+        let layout = Layout {
+            base: spec.base_dir.clone(),
+        };
         let resource_config = json!({
             "current_host": spec.current_host,
             "current_instance_type": spec.instance_type,
@@ -136,7 +145,12 @@ impl TrainingContract {
             "instance_groups": [{"instance_group_name": GROUP_NAME, "instance_type": spec.instance_type, "hosts": spec.hosts}],
             "network_interface_name": "eth0",
         });
-        let input_data_config = Value::Object(spec.channels.iter().map(|c| (c.name.clone(), c.config.clone())).collect());
+        let input_data_config = Value::Object(
+            spec.channels
+                .iter()
+                .map(|c| (c.name.clone(), c.config.clone()))
+                .collect(),
+        );
         let mut user_hps = Vec::new();
         let mut sm_hps: Vec<(String, Py)> = Vec::new();
         for (k, raw) in &spec.hyperparameters {
@@ -154,8 +168,13 @@ impl TrainingContract {
             .cloned()
             .or_else(|| sm("sagemaker_program").map(|v| v.py_str()))
             .unwrap_or_default();
-        let module_name = entry_point.strip_suffix(".py").unwrap_or(&entry_point).to_string();
-        let module_dir = sm("sagemaker_submit_directory").map(|v| v.py_str()).unwrap_or_else(|| path_str(&layout.code()));
+        let module_name = entry_point
+            .strip_suffix(".py")
+            .unwrap_or(&entry_point)
+            .to_string();
+        let module_dir = sm("sagemaker_submit_directory")
+            .map(|v| v.py_str())
+            .unwrap_or_else(|| path_str(&layout.code()));
         let log_level = sm("sagemaker_container_log_level").unwrap_or(Py::Int("20".into()));
         let additional_framework_params = sm_hps
             .iter()
@@ -178,9 +197,12 @@ impl TrainingContract {
     }
 
     fn framework_flag(&self, name: &str) -> bool {
-        self.additional_framework_params
-            .iter()
-            .any(|(k, v)| k == name && !matches!(v, Py::Bool(false) | Py::None) && *v != Py::Int("0".into()) && *v != Py::Str(String::new()))
+        self.additional_framework_params.iter().any(|(k, v)| {
+            k == name
+                && !matches!(v, Py::Bool(false) | Py::None)
+                && *v != Py::Int("0".into())
+                && *v != Py::Str(String::new())
+        })
     }
 
     /// The command-line arguments (TT `mapping.to_cmd_args`).
@@ -209,10 +231,32 @@ impl TrainingContract {
     fn training_env(&self, spec: &HostSpec, framework_module: &str) -> Py {
         let hosts = &spec.hosts;
         let distribution_groups: Vec<String> =
-            if DISTRIBUTION_FLAGS.iter().any(|f| self.framework_flag(f)) { vec![GROUP_NAME.to_string()] } else { vec![] };
-        let distribution_hosts: Vec<String> = if distribution_groups.is_empty() { vec![] } else { hosts.clone() };
-        let master = distribution_hosts.first().or(hosts.first()).cloned().unwrap_or_default();
-        let channel_dirs = Py::Dict(spec.channels.iter().map(|c| (c.name.clone(), Py::Str(path_str(&self.layout.channel(&c.name))))).collect());
+            if DISTRIBUTION_FLAGS.iter().any(|f| self.framework_flag(f)) {
+                vec![GROUP_NAME.to_string()]
+            } else {
+                vec![]
+            };
+        let distribution_hosts: Vec<String> = if distribution_groups.is_empty() {
+            vec![]
+        } else {
+            hosts.clone()
+        };
+        let master = distribution_hosts
+            .first()
+            .or(hosts.first())
+            .cloned()
+            .unwrap_or_default();
+        let channel_dirs = Py::Dict(
+            spec.channels
+                .iter()
+                .map(|c| {
+                    (
+                        c.name.clone(),
+                        Py::Str(path_str(&self.layout.channel(&c.name))),
+                    )
+                })
+                .collect(),
+        );
         let group = Py::Dict(vec![
             ("hosts".into(), strs(hosts)),
             ("instance_group_name".into(), Py::Str(GROUP_NAME.into())),
@@ -221,22 +265,37 @@ impl TrainingContract {
         let l = &self.layout;
         let job_name = spec.job_name.clone();
         Py::Dict(vec![
-            ("additional_framework_parameters".into(), Py::Dict(self.additional_framework_params.clone())),
+            (
+                "additional_framework_parameters".into(),
+                Py::Dict(self.additional_framework_params.clone()),
+            ),
             ("channel_input_dirs".into(), channel_dirs),
             ("current_host".into(), Py::Str(spec.current_host.clone())),
             ("current_instance_group".into(), Py::Str(GROUP_NAME.into())),
             ("current_instance_group_hosts".into(), strs(hosts)),
-            ("current_instance_type".into(), Py::Str(spec.instance_type.clone())),
+            (
+                "current_instance_type".into(),
+                Py::Str(spec.instance_type.clone()),
+            ),
             ("distribution_hosts".into(), strs(&distribution_hosts)),
-            ("distribution_instance_groups".into(), strs(&distribution_groups)),
+            (
+                "distribution_instance_groups".into(),
+                strs(&distribution_groups),
+            ),
             ("framework_module".into(), Py::Str(framework_module.into())),
             ("hosts".into(), strs(hosts)),
             ("hyperparameters".into(), Py::Dict(self.user_hps.clone())),
             ("input_config_dir".into(), Py::Str(path_str(&l.config()))),
-            ("input_data_config".into(), from_json(&self.input_data_config)),
+            (
+                "input_data_config".into(),
+                from_json(&self.input_data_config),
+            ),
             ("input_dir".into(), Py::Str(path_str(&l.input()))),
             ("instance_groups".into(), strs(&[GROUP_NAME.to_string()])),
-            ("instance_groups_dict".into(), Py::Dict(vec![(GROUP_NAME.into(), group)])),
+            (
+                "instance_groups_dict".into(),
+                Py::Dict(vec![(GROUP_NAME.into(), group)]),
+            ),
             ("is_hetero".into(), Py::Bool(false)),
             ("is_master".into(), Py::Bool(spec.current_host == master)),
             ("is_modelparallel_enabled".into(), Py::None),
@@ -252,9 +311,15 @@ impl TrainingContract {
             ("num_cpus".into(), Py::Int(self.num_cpus.to_string())),
             ("num_gpus".into(), Py::Int(self.num_gpus.to_string())),
             ("num_neurons".into(), Py::Int("0".into())),
-            ("output_data_dir".into(), Py::Str(path_str(&l.output_data()))),
+            (
+                "output_data_dir".into(),
+                Py::Str(path_str(&l.output_data())),
+            ),
             ("output_dir".into(), Py::Str(path_str(&l.output()))),
-            ("output_intermediate_dir".into(), Py::Str(path_str(&l.intermediate()))),
+            (
+                "output_intermediate_dir".into(),
+                Py::Str(path_str(&l.intermediate())),
+            ),
             ("resource_config".into(), from_json(&self.resource_config)),
             ("topology".into(), Py::List(vec![])),
             ("user_entry_point".into(), Py::Str(self.entry_point.clone())),
@@ -264,14 +329,27 @@ impl TrainingContract {
     /// The `SM_*` variables (TT `Environment.to_env_vars` through `mapping.to_env_vars`), sorted.
     pub fn sm_env(&self, spec: &HostSpec, framework_module: &str) -> BTreeMap<String, String> {
         let training_env = self.training_env(spec, framework_module);
-        let Py::Dict(te) = &training_env else { unreachable!("training_env builds a dict") };
-        let get = |k: &str| te.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or(Py::None);
+        let Py::Dict(te) = &training_env else {
+            unreachable!("training_env builds a dict")
+        };
+        let get = |k: &str| {
+            te.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or(Py::None)
+        };
         let mut vars: Vec<(String, Py)> = vec![
             ("hosts".into(), get("hosts")),
-            ("network_interface_name".into(), get("network_interface_name")),
+            (
+                "network_interface_name".into(),
+                get("network_interface_name"),
+            ),
             ("hps".into(), get("hyperparameters")),
             ("user_entry_point".into(), get("user_entry_point")),
-            ("framework_params".into(), get("additional_framework_parameters")),
+            (
+                "framework_params".into(),
+                get("additional_framework_parameters"),
+            ),
             ("resource_config".into(), get("resource_config")),
             ("input_data_config".into(), get("input_data_config")),
             ("output_data_dir".into(), get("output_data_dir")),
@@ -282,11 +360,20 @@ impl TrainingContract {
             }),
             ("current_host".into(), get("current_host")),
             ("current_instance_type".into(), get("current_instance_type")),
-            ("current_instance_group".into(), get("current_instance_group")),
-            ("current_instance_group_hosts".into(), get("current_instance_group_hosts")),
+            (
+                "current_instance_group".into(),
+                get("current_instance_group"),
+            ),
+            (
+                "current_instance_group_hosts".into(),
+                get("current_instance_group_hosts"),
+            ),
             ("instance_groups".into(), get("instance_groups")),
             ("instance_groups_dict".into(), get("instance_groups_dict")),
-            ("distribution_instance_groups".into(), get("distribution_instance_groups")),
+            (
+                "distribution_instance_groups".into(),
+                get("distribution_instance_groups"),
+            ),
             ("is_hetero".into(), get("is_hetero")),
             ("module_name".into(), get("module_name")),
             ("log_level".into(), get("log_level")),
@@ -301,10 +388,16 @@ impl TrainingContract {
             ("module_dir".into(), get("module_dir")),
             ("training_env".into(), training_env.clone()),
             ("user_args".into(), strs(&self.cmd_args())),
-            ("output_intermediate_dir".into(), get("output_intermediate_dir")),
+            (
+                "output_intermediate_dir".into(),
+                get("output_intermediate_dir"),
+            ),
         ];
         for c in &spec.channels {
-            vars.push((format!("channel_{}", c.name), Py::Str(path_str(&self.layout.channel(&c.name)))));
+            vars.push((
+                format!("channel_{}", c.name),
+                Py::Str(path_str(&self.layout.channel(&c.name))),
+            ));
         }
         for (k, v) in &self.user_hps {
             vars.push((format!("hp_{k}"), v.clone()));
@@ -325,7 +418,9 @@ impl TrainingContract {
     pub fn write_config_files(&self, spec: &HostSpec) -> std::io::Result<()> {
         let dir = self.layout.config();
         std::fs::create_dir_all(&dir)?;
-        let write = |name: &str, v: &Value| std::fs::write(dir.join(name), serde_json::to_vec(v).unwrap_or_default());
+        let write = |name: &str, v: &Value| {
+            std::fs::write(dir.join(name), serde_json::to_vec(v).unwrap_or_default())
+        };
         write("hyperparameters.json", &json!(spec.hyperparameters))?;
         write("resourceconfig.json", &self.resource_config)?;
         write("inputdataconfig.json", &self.input_data_config)
@@ -354,7 +449,9 @@ mod tests {
         .map(|(k, v)| (k.to_string(), decode_hyperparameter(v)))
         .collect();
         let c = TrainingContract {
-            layout: Layout { base: "/opt/ml".into() },
+            layout: Layout {
+                base: "/opt/ml".into(),
+            },
             resource_config: json!({}),
             input_data_config: json!({}),
             user_hps: hps,
@@ -369,8 +466,24 @@ mod tests {
         assert_eq!(
             c.cmd_args(),
             [
-                "--_ps_port", "8000", "--batch-size", "128", "--lr", "0.01", "--lst", "[1, 2, 3]", "--nested", "a=1,b=[1, 2]",
-                "--none_val", "", "--opt", "sgd", "--use_gpu", "True", "-x", "1"
+                "--_ps_port",
+                "8000",
+                "--batch-size",
+                "128",
+                "--lr",
+                "0.01",
+                "--lst",
+                "[1, 2, 3]",
+                "--nested",
+                "a=1,b=[1, 2]",
+                "--none_val",
+                "",
+                "--opt",
+                "sgd",
+                "--use_gpu",
+                "True",
+                "-x",
+                "1"
             ]
         );
     }

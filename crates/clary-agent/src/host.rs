@@ -22,7 +22,10 @@ pub struct JobLog {
 
 impl JobLog {
     pub fn line(&self, message: &str) {
-        let _ = self.tx.send(LogLine { timestamp: chrono::Utc::now().timestamp_millis(), message: message.to_string() });
+        let _ = self.tx.send(LogLine {
+            timestamp: chrono::Utc::now().timestamp_millis(),
+            message: message.to_string(),
+        });
     }
 
     pub fn info(&self, message: &str) {
@@ -43,13 +46,24 @@ fn num_gpus() -> usize {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("GPU ")).count())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("GPU "))
+                .count()
+        })
         .unwrap_or(0)
 }
 
 /// Runs the host; returns the agent's exit code (0 when the result reached the server).
 pub async fn run_host(spec: HostSpec) -> i32 {
-    let reporter = Reporter::new(&spec.control_url, &spec.access_key, &spec.secret_key, &spec.region, &spec.job_name);
+    let reporter = Reporter::new(
+        &spec.control_url,
+        &spec.access_key,
+        &spec.secret_key,
+        &spec.region,
+        &spec.job_name,
+    );
     let (tx, shipper) = reporter.start_log_shipper(&spec.log_stream);
     let log = JobLog { tx };
     let result = run_stages(&spec, &reporter, &log).await;
@@ -58,7 +72,10 @@ pub async fn run_host(spec: HostSpec) -> i32 {
     match reporter.result(&result).await {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("clary agent: could not report the result of {}: {e}", spec.job_name);
+            eprintln!(
+                "clary agent: could not report the result of {}: {e}",
+                spec.job_name
+            );
             1
         }
     }
@@ -76,17 +93,35 @@ fn failed(spec: &HostSpec, reason: String) -> ResultReport {
 }
 
 async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> ResultReport {
-    let num_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let num_cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let contract = TrainingContract::new(spec, num_cpus, num_gpus());
     let layout = contract.layout.clone();
-    let _ = reporter.status(&spec.current_host, "Downloading", "Downloading input data").await;
+    let _ = reporter
+        .status(&spec.current_host, "Downloading", "Downloading input data")
+        .await;
     let store = match LocalStore::open(&spec.store_root) {
         Ok(s) => s,
-        Err(e) => return failed(spec, format!("InternalServerError: opening the object store: {e}")),
+        Err(e) => {
+            return failed(
+                spec,
+                format!("InternalServerError: opening the object store: {e}"),
+            );
+        }
     };
     let channel_names: Vec<String> = spec.channels.iter().map(|c| c.name.clone()).collect();
-    if let Err(e) = layout.create(&channel_names).and_then(|_| contract.write_config_files(spec)) {
-        return failed(spec, format!("InternalServerError: preparing {}: {e}", layout.base.display()));
+    if let Err(e) = layout
+        .create(&channel_names)
+        .and_then(|_| contract.write_config_files(spec))
+    {
+        return failed(
+            spec,
+            format!(
+                "InternalServerError: preparing {}: {e}",
+                layout.base.display()
+            ),
+        );
     }
     // The runtime (built once, with its progress in this job's log) and the data, in parallel.
     let python = {
@@ -99,13 +134,24 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
         });
         for ch in &spec.channels {
             match staging::stage_channel(&store, ch, &layout.channel(&ch.name)) {
-                Ok(n) => log.info(&format!("Channel {}: {n} objects from s3://{}/{} ready", ch.name, ch.bucket, ch.prefix)),
+                Ok(n) => log.info(&format!(
+                    "Channel {}: {n} objects from s3://{}/{} ready",
+                    ch.name, ch.bucket, ch.prefix
+                )),
                 Err(e) => return failed(spec, format!("ClientError: {e}")),
             }
         }
         match ensure.await {
             Ok(Ok(p)) => p,
-            Ok(Err(e)) => return failed(spec, format!("InternalServerError: the {} runtime could not be built: {e}", spec.runtime)),
+            Ok(Err(e)) => {
+                return failed(
+                    spec,
+                    format!(
+                        "InternalServerError: the {} runtime could not be built: {e}",
+                        spec.runtime
+                    ),
+                );
+            }
             Err(e) => return failed(spec, format!("InternalServerError: {e}")),
         }
     };
@@ -122,7 +168,13 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
     };
     let env = build_env(spec, &contract, &python);
     let args = contract.cmd_args();
-    let _ = reporter.status(&spec.current_host, "Training", "Training image download completed. Training in progress.").await;
+    let _ = reporter
+        .status(
+            &spec.current_host,
+            "Training",
+            "Training image download completed. Training in progress.",
+        )
+        .await;
     let end = run_user_process(&entry, &python, &args, &env, &layout.code(), spec, log).await;
     let (outcome, exit_code, reason) = match &end {
         RunEnd::Exited { code: 0, .. } => {
@@ -130,29 +182,71 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
             (Outcome::Completed, Some(0), None)
         }
         RunEnd::Exited { code, command } => {
-            let text = format!("ExecuteUserScriptError:\nExitCode {code}\nErrorMessage \"\"\nCommand \"{command}\"");
-            (Outcome::Failed, Some(*code), Some(failure_reason(&layout.output(), &text)))
+            let text = format!(
+                "ExecuteUserScriptError:\nExitCode {code}\nErrorMessage \"\"\nCommand \"{command}\""
+            );
+            (
+                Outcome::Failed,
+                Some(*code),
+                Some(failure_reason(&layout.output(), &text)),
+            )
         }
-        RunEnd::Signalled { signal, command, stopped: false, timed_out: false } => {
-            let extra = if *signal == 9 { "\nExtraInfo \"OutOfMemory: Process killed by SIGKILL (signal 9)\"" } else { "" };
-            let text = format!("ExecuteUserScriptError:\nExitCode {}\nErrorMessage \"\"\nCommand \"{command}\"{extra}", 128 + signal);
-            (Outcome::Failed, Some(128 + signal), Some(failure_reason(&layout.output(), &text)))
+        RunEnd::Signalled {
+            signal,
+            command,
+            stopped: false,
+            timed_out: false,
+        } => {
+            let extra = if *signal == 9 {
+                "\nExtraInfo \"OutOfMemory: Process killed by SIGKILL (signal 9)\""
+            } else {
+                ""
+            };
+            let text = format!(
+                "ExecuteUserScriptError:\nExitCode {}\nErrorMessage \"\"\nCommand \"{command}\"{extra}",
+                128 + signal
+            );
+            (
+                Outcome::Failed,
+                Some(128 + signal),
+                Some(failure_reason(&layout.output(), &text)),
+            )
         }
-        RunEnd::Signalled { timed_out: true, .. } => (
+        RunEnd::Signalled {
+            timed_out: true, ..
+        } => (
             Outcome::MaxRuntimeExceeded,
             None,
-            Some(format!("MaxRuntimeExceeded: Training job exceeded MaxRuntimeInSeconds ({} s)", spec.max_runtime_secs)),
+            Some(format!(
+                "MaxRuntimeExceeded: Training job exceeded MaxRuntimeInSeconds ({} s)",
+                spec.max_runtime_secs
+            )),
         ),
         RunEnd::Signalled { .. } => (Outcome::Stopped, None, None),
-        RunEnd::SpawnFailed(e) => (Outcome::Failed, None, Some(failure_reason(&layout.output(), &format!("ExecuteUserScriptError:\n{e}")))),
+        RunEnd::SpawnFailed(e) => (
+            Outcome::Failed,
+            None,
+            Some(failure_reason(
+                &layout.output(),
+                &format!("ExecuteUserScriptError:\n{e}"),
+            )),
+        ),
     };
-    let _ = reporter.status(&spec.current_host, "Uploading", "Uploading generated training model").await;
+    let _ = reporter
+        .status(
+            &spec.current_host,
+            "Uploading",
+            "Uploading generated training model",
+        )
+        .await;
     let model_artifacts = match staging::upload_artifacts(&store, spec, &layout, log) {
         Ok(uri) => uri,
         Err(e) => {
             return ResultReport {
                 outcome: Outcome::Failed,
-                failure_reason: Some(format!("ClientError: uploading model artifacts failed: {e}")),
+                failure_reason: Some(format!(
+                    "ClientError: uploading model artifacts failed: {e}"
+                )),
                 ..failed(spec, String::new())
             };
         }
@@ -185,17 +279,32 @@ fn failed_with_file(spec: &HostSpec, output_dir: &Path, text: String) -> ResultR
 
 /// The script's environment: the agent's own (PATH, HOME, ...), the platform variables, the
 /// toolkit's `SM_*` set, and credentials that point boto3 in the script back at Clary.
-fn build_env(spec: &HostSpec, contract: &TrainingContract, python: &Path) -> BTreeMap<String, String> {
-    let mut env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| !k.starts_with("SM_") && !k.starts_with("CLARY_")).collect();
+fn build_env(
+    spec: &HostSpec,
+    contract: &TrainingContract,
+    python: &Path,
+) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| !k.starts_with("SM_") && !k.starts_with("CLARY_"))
+        .collect();
     let code = contract.layout.code();
-    let mut pythonpath = vec![code.display().to_string(), spec.python_shims.display().to_string()];
+    let mut pythonpath = vec![
+        code.display().to_string(),
+        spec.python_shims.display().to_string(),
+    ];
     if let Ok(existing) = std::env::var("PYTHONPATH")
         && !existing.is_empty()
     {
         pythonpath.push(existing);
     }
     let bin_dir = python.parent().map(PathBuf::from).unwrap_or_default();
-    let path = format!("{}:{}", bin_dir.display(), env.get("PATH").cloned().unwrap_or_else(|| "/usr/bin:/bin".into()));
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        env.get("PATH")
+            .cloned()
+            .unwrap_or_else(|| "/usr/bin:/bin".into())
+    );
     let region = spec.region.clone();
     let fixed: [(&str, String); 16] = [
         ("PATH", path),
@@ -204,14 +313,20 @@ fn build_env(spec: &HostSpec, contract: &TrainingContract, python: &Path) -> BTr
         ("PYTHONDONTWRITEBYTECODE", "1".into()),
         ("TRAINING_JOB_NAME", spec.job_name.clone()),
         ("TRAINING_JOB_ARN", spec.job_arn.clone()),
-        ("SAGEMAKER_BASE_DIR", contract.layout.base.display().to_string()),
+        (
+            "SAGEMAKER_BASE_DIR",
+            contract.layout.base.display().to_string(),
+        ),
         ("SAGEMAKER_TRAINING_MODULE", spec.framework_module.clone()),
         ("SAGEMAKER_JOB_NAME", spec.job_name.clone()),
         ("SAGEMAKER_REGION", region.clone()),
         ("CURRENT_HOST", spec.current_host.clone()),
         ("AWS_REGION", region.clone()),
         ("AWS_DEFAULT_REGION", region),
-        ("AWS_ENDPOINT_URL", spec.control_url.trim_end_matches('/').to_string()),
+        (
+            "AWS_ENDPOINT_URL",
+            spec.control_url.trim_end_matches('/').to_string(),
+        ),
         ("AWS_ACCESS_KEY_ID", spec.access_key.clone()),
         ("AWS_SECRET_ACCESS_KEY", spec.secret_key.clone()),
     ];
@@ -228,7 +343,9 @@ fn build_env(spec: &HostSpec, contract: &TrainingContract, python: &Path) -> BTr
 /// For `clary agent --dry-run`: the config files are written and the environment and
 /// arguments the script would get are returned, without running anything.
 pub fn dry_run(spec: &HostSpec) -> std::io::Result<serde_json::Value> {
-    let num_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let num_cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let contract = TrainingContract::new(spec, num_cpus, num_gpus());
     let channels: Vec<String> = spec.channels.iter().map(|c| c.name.clone()).collect();
     contract.layout.create(&channels)?;

@@ -23,7 +23,11 @@ pub enum Py {
 
 /// `json.loads(s)`, or `None` where Python would raise (the toolkit then keeps the raw string).
 pub fn json_loads(s: &str) -> Option<Py> {
-    let mut p = Parser { s: s.as_bytes(), i: 0, src: s };
+    let mut p = Parser {
+        s: s.as_bytes(),
+        i: 0,
+        src: s,
+    };
     p.ws();
     let v = p.value(0)?;
     p.ws();
@@ -145,7 +149,9 @@ impl Parser<'_> {
             return None;
         }
         let mut is_float = false;
-        if self.s.get(self.i) == Some(&b'.') && self.s.get(self.i + 1).is_some_and(u8::is_ascii_digit) {
+        if self.s.get(self.i) == Some(&b'.')
+            && self.s.get(self.i + 1).is_some_and(u8::is_ascii_digit)
+        {
             self.i += 1;
             digits(self);
             is_float = true;
@@ -169,7 +175,11 @@ impl Parser<'_> {
             let neg = text.starts_with('-');
             let mag = text.trim_start_matches('-').trim_start_matches('0');
             let mag = if mag.is_empty() { "0" } else { mag };
-            Some(Py::Int(if neg && mag != "0" { format!("-{mag}") } else { mag.to_string() }))
+            Some(Py::Int(if neg && mag != "0" {
+                format!("-{mag}")
+            } else {
+                mag.to_string()
+            }))
         }
     }
 
@@ -197,7 +207,9 @@ impl Parser<'_> {
                         b't' => out.push('\t'),
                         b'u' => {
                             let hi = self.hex4()?;
-                            if (0xD800..0xDC00).contains(&hi) && self.src[self.i..].starts_with("\\u") {
+                            if (0xD800..0xDC00).contains(&hi)
+                                && self.src[self.i..].starts_with("\\u")
+                            {
                                 let save = self.i;
                                 self.i += 2;
                                 let lo = self.hex4()?;
@@ -245,7 +257,11 @@ pub fn float_repr(x: f64) -> String {
     let (mant, exp) = sci.split_once('e').expect("{:e} always has an exponent");
     let exp: i32 = exp.parse().expect("exponent is an integer");
     let neg = mant.starts_with('-');
-    let digits: String = mant.trim_start_matches('-').chars().filter(|c| *c != '.').collect();
+    let digits: String = mant
+        .trim_start_matches('-')
+        .chars()
+        .filter(|c| *c != '.')
+        .collect();
     let decpt = exp + 1;
     let body = if (-3..=16).contains(&decpt) {
         let n = digits.len() as i32;
@@ -254,12 +270,20 @@ pub fn float_repr(x: f64) -> String {
         } else if decpt >= n {
             format!("{}{}.0", digits, "0".repeat((decpt - n) as usize))
         } else {
-            format!("{}.{}", &digits[..decpt as usize], &digits[decpt as usize..])
+            format!(
+                "{}.{}",
+                &digits[..decpt as usize],
+                &digits[decpt as usize..]
+            )
         }
     } else {
         let (first, rest) = digits.split_at(1);
         let e = decpt - 1;
-        let mant = if rest.is_empty() { first.to_string() } else { format!("{first}.{rest}") };
+        let mant = if rest.is_empty() {
+            first.to_string()
+        } else {
+            format!("{first}.{rest}")
+        };
         format!("{mant}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
     };
     if neg { format!("-{body}") } else { body }
@@ -280,7 +304,11 @@ fn is_printable(c: char) -> bool {
 
 /// `repr(str)`.
 pub fn str_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
@@ -331,10 +359,17 @@ impl Py {
             Py::Int(i) => i.clone(),
             Py::Float(f) => float_repr(*f),
             Py::Str(s) => str_repr(s),
-            Py::List(items) => format!("[{}]", items.iter().map(Py::py_repr).collect::<Vec<_>>().join(", ")),
+            Py::List(items) => format!(
+                "[{}]",
+                items.iter().map(Py::py_repr).collect::<Vec<_>>().join(", ")
+            ),
             Py::Dict(items) => format!(
                 "{{{}}}",
-                items.iter().map(|(k, v)| format!("{}: {}", str_repr(k), v.py_repr())).collect::<Vec<_>>().join(", ")
+                items
+                    .iter()
+                    .map(|(k, v)| format!("{}: {}", str_repr(k), v.py_repr()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }
@@ -352,7 +387,9 @@ impl Py {
             Py::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             Py::Int(i) => out.push_str(i),
             Py::Float(f) if f.is_nan() => out.push_str("NaN"),
-            Py::Float(f) if f.is_infinite() => out.push_str(if *f > 0.0 { "Infinity" } else { "-Infinity" }),
+            Py::Float(f) if f.is_infinite() => {
+                out.push_str(if *f > 0.0 { "Infinity" } else { "-Infinity" })
+            }
             Py::Float(f) => out.push_str(&float_repr(*f)),
             Py::Str(s) => json_string(s, out),
             Py::List(items) => {
@@ -439,10 +476,24 @@ mod tests {
     #[test]
     fn json_values_print_like_the_toolkit() {
         let v = json_loads(r#"[1, "a's", null, true, 1e-5, {"z": 1, "a": "é"}]"#).unwrap();
-        assert_eq!(v.py_str(), r#"[1, "a's", None, True, 1e-05, {'z': 1, 'a': 'é'}]"#);
-        assert_eq!(v.json_compact_sorted(), r#"[1,"a's",null,true,1e-05,{"a":"\u00e9","z":1}]"#);
-        assert_eq!(json_loads("1000000000000000000000000000000").unwrap().py_str(), "1000000000000000000000000000000");
-        assert_eq!(json_loads(r#"{"a": 1, "b": 2, "a": 3}"#).unwrap().py_str(), "{'a': 3, 'b': 2}");
+        assert_eq!(
+            v.py_str(),
+            r#"[1, "a's", None, True, 1e-05, {'z': 1, 'a': 'é'}]"#
+        );
+        assert_eq!(
+            v.json_compact_sorted(),
+            r#"[1,"a's",null,true,1e-05,{"a":"\u00e9","z":1}]"#
+        );
+        assert_eq!(
+            json_loads("1000000000000000000000000000000")
+                .unwrap()
+                .py_str(),
+            "1000000000000000000000000000000"
+        );
+        assert_eq!(
+            json_loads(r#"{"a": 1, "b": 2, "a": 3}"#).unwrap().py_str(),
+            "{'a': 3, 'b': 2}"
+        );
         assert_eq!(decode_hyperparameter("sgd"), Py::Str("sgd".into()));
         assert_eq!(json_loads(" 7 ").unwrap(), Py::Int("7".into()));
         assert!(json_loads("01").is_none());

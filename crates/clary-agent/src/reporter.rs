@@ -2,7 +2,9 @@
 //! final result. Every call is SigV4-signed. Calls are retried with backoff so a restarting
 //! server loses nothing: the agent keeps its lines until the server answers again.
 
-use clary_exec::protocol::{AGENT_SIGNING_SERVICE, AGENT_TARGET_PREFIX, LogBatch, LogLine, ResultReport, StatusReport};
+use clary_exec::protocol::{
+    AGENT_SIGNING_SERVICE, AGENT_TARGET_PREFIX, LogBatch, LogLine, ResultReport, StatusReport,
+};
 use clary_sigv4::Signer;
 use serde::Serialize;
 use std::time::Duration;
@@ -23,11 +25,21 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(url: &str, access_key: &str, secret_key: &str, region: &str, job_name: &str) -> Self {
+    pub fn new(
+        url: &str,
+        access_key: &str,
+        secret_key: &str,
+        region: &str,
+        job_name: &str,
+    ) -> Self {
         Reporter {
             http: reqwest::Client::new(),
             url: url.trim_end_matches('/').to_string() + "/",
-            signer: Signer { access_key: access_key.into(), secret_key: secret_key.into(), region: region.into() },
+            signer: Signer {
+                access_key: access_key.into(),
+                secret_key: secret_key.into(),
+                region: region.into(),
+            },
             job_name: job_name.into(),
         }
     }
@@ -50,14 +62,36 @@ impl Reporter {
         }
     }
 
-    async fn try_call(&self, op: &str, body: &[u8]) -> Result<(), (Option<reqwest::StatusCode>, String)> {
-        let uri: http::Uri = self.url.parse().map_err(|e| (None, format!("bad control URL {}: {e}", self.url)))?;
+    async fn try_call(
+        &self,
+        op: &str,
+        body: &[u8],
+    ) -> Result<(), (Option<reqwest::StatusCode>, String)> {
+        let uri: http::Uri = self
+            .url
+            .parse()
+            .map_err(|e| (None, format!("bad control URL {}: {e}", self.url)))?;
         let mut headers = http::HeaderMap::new();
-        headers.insert("content-type", http::HeaderValue::from_static("application/x-amz-json-1.1"));
+        headers.insert(
+            "content-type",
+            http::HeaderValue::from_static("application/x-amz-json-1.1"),
+        );
         let target = format!("{AGENT_TARGET_PREFIX}{op}");
-        headers.insert("x-amz-target", target.parse().map_err(|_| (None, "bad target".to_string()))?);
+        headers.insert(
+            "x-amz-target",
+            target
+                .parse()
+                .map_err(|_| (None, "bad target".to_string()))?,
+        );
         self.signer
-            .sign(AGENT_SIGNING_SERVICE, &http::Method::POST, &uri, &mut headers, body, chrono::Utc::now())
+            .sign(
+                AGENT_SIGNING_SERVICE,
+                &http::Method::POST,
+                &uri,
+                &mut headers,
+                body,
+                chrono::Utc::now(),
+            )
             .map_err(|e| (None, e))?;
         let mut req = self.http.post(&self.url).body(body.to_vec());
         for (k, v) in &headers {
@@ -74,7 +108,12 @@ impl Reporter {
     }
 
     pub async fn status(&self, host: &str, status: &str, message: &str) -> Result<(), String> {
-        let r = StatusReport { job_name: self.job_name.clone(), host: host.into(), status: status.into(), message: message.into() };
+        let r = StatusReport {
+            job_name: self.job_name.clone(),
+            host: host.into(),
+            status: status.into(),
+            message: message.into(),
+        };
         self.call("ReportStatus", &r).await
     }
 
@@ -84,7 +123,10 @@ impl Reporter {
 
     /// Starts the task that batches log lines; send lines into the returned channel and drop
     /// every sender, then await the handle to flush the rest.
-    pub fn start_log_shipper(&self, log_stream: &str) -> (mpsc::UnboundedSender<LogLine>, tokio::task::JoinHandle<()>) {
+    pub fn start_log_shipper(
+        &self,
+        log_stream: &str,
+    ) -> (mpsc::UnboundedSender<LogLine>, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<LogLine>();
         let me = self.clone();
         let stream = log_stream.to_string();
@@ -111,9 +153,16 @@ impl Reporter {
                 if pending.is_empty() {
                     continue;
                 }
-                let batch = LogBatch { job_name: me.job_name.clone(), log_stream: stream.clone(), events: std::mem::take(&mut pending) };
+                let batch = LogBatch {
+                    job_name: me.job_name.clone(),
+                    log_stream: stream.clone(),
+                    events: std::mem::take(&mut pending),
+                };
                 if let Err(e) = me.call("PutLogLines", &batch).await {
-                    eprintln!("clary agent: dropping {} log lines: {e}", batch.events.len());
+                    eprintln!(
+                        "clary agent: dropping {} log lines: {e}",
+                        batch.events.len()
+                    );
                 }
             }
         });

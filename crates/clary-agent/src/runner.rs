@@ -41,13 +41,24 @@ impl EntryPoint {
 
 #[derive(Debug)]
 pub enum RunEnd {
-    Exited { code: i32, command: String },
-    Signalled { signal: i32, command: String, stopped: bool, timed_out: bool },
+    Exited {
+        code: i32,
+        command: String,
+    },
+    Signalled {
+        signal: i32,
+        command: String,
+        stopped: bool,
+        timed_out: bool,
+    },
     SpawnFailed(String),
 }
 
 fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\"'\"'"))
@@ -70,12 +81,18 @@ pub fn command_line(entry: &EntryPoint, python: &Path, args: &[String]) -> (Stri
         }
         EntryPoint::Command(script) => {
             let quoted: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
-            ("/bin/sh".into(), vec!["-c".into(), format!("./{script} {}", quoted.join(" "))])
+            (
+                "/bin/sh".into(),
+                vec!["-c".into(), format!("./{script} {}", quoted.join(" "))],
+            )
         }
     }
 }
 
-fn forward_lines<R: AsyncRead + Unpin + Send + 'static>(reader: R, tx: tokio::sync::mpsc::UnboundedSender<LogLine>) -> tokio::task::JoinHandle<()> {
+fn forward_lines<R: AsyncRead + Unpin + Send + 'static>(
+    reader: R,
+    tx: tokio::sync::mpsc::UnboundedSender<LogLine>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(reader).split(b'\n');
         while let Ok(Some(mut line)) = lines.next_segment().await {
@@ -84,13 +101,21 @@ fn forward_lines<R: AsyncRead + Unpin + Send + 'static>(reader: R, tx: tokio::sy
             }
             line.truncate(MAX_EVENT_BYTES);
             let message = String::from_utf8_lossy(&line).into_owned();
-            let _ = tx.send(LogLine { timestamp: chrono::Utc::now().timestamp_millis(), message });
+            let _ = tx.send(LogLine {
+                timestamp: chrono::Utc::now().timestamp_millis(),
+                message,
+            });
         }
     })
 }
 
 /// Runs a helper command (pip) with its output in the job log; returns its exit code.
-pub async fn stream_command(program: &Path, args: &[String], cwd: &Path, log: &JobLog) -> Result<i32, String> {
+pub async fn stream_command(
+    program: &Path,
+    args: &[String],
+    cwd: &Path,
+    log: &JobLog,
+) -> Result<i32, String> {
     let mut child = Command::new(program)
         .args(args)
         .current_dir(cwd)
@@ -120,7 +145,10 @@ pub async fn run_user_process(
     let shown = format!("{program} {}", argv.join(" "));
     if let EntryPoint::Command(script) = entry {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(code_dir.join(script), std::fs::Permissions::from_mode(0o777));
+        let _ = std::fs::set_permissions(
+            code_dir.join(script),
+            std::fs::Permissions::from_mode(0o777),
+        );
     }
     log.info(&format!(
         "Invoking user script\n\nTraining Env:\n\n{}\n\nEnvironment variables:\n\n{}\n\nInvoking script with the following command:\n\n{shown}\n",
@@ -186,12 +214,25 @@ pub async fn run_user_process(
         Ok(s) => {
             use std::os::unix::process::ExitStatusExt;
             match (s.code(), s.signal()) {
-                (Some(code), _) if !stopped && !timed_out => RunEnd::Exited { code, command: shown },
-                (_, Some(sig)) => RunEnd::Signalled { signal: sig, command: shown, stopped, timed_out },
+                (Some(code), _) if !stopped && !timed_out => RunEnd::Exited {
+                    code,
+                    command: shown,
+                },
+                (_, Some(sig)) => RunEnd::Signalled {
+                    signal: sig,
+                    command: shown,
+                    stopped,
+                    timed_out,
+                },
                 (code, _) => {
                     // Exited on its own after SIGTERM: still a stop (or a timeout).
                     let _ = code;
-                    RunEnd::Signalled { signal: 15, command: shown, stopped, timed_out }
+                    RunEnd::Signalled {
+                        signal: 15,
+                        command: shown,
+                        stopped,
+                        timed_out,
+                    }
                 }
             }
         }
@@ -206,12 +247,31 @@ mod tests {
     #[test]
     fn entry_points_are_classified_like_the_toolkit() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(EntryPoint::classify("train.py", dir.path()), EntryPoint::Program("train.py".into()));
-        assert_eq!(EntryPoint::classify("run.sh", dir.path()), EntryPoint::Command("run.sh".into()));
-        assert_eq!(EntryPoint::classify("bin", dir.path()), EntryPoint::Command("bin".into()));
+        assert_eq!(
+            EntryPoint::classify("train.py", dir.path()),
+            EntryPoint::Program("train.py".into())
+        );
+        assert_eq!(
+            EntryPoint::classify("run.sh", dir.path()),
+            EntryPoint::Command("run.sh".into())
+        );
+        assert_eq!(
+            EntryPoint::classify("bin", dir.path()),
+            EntryPoint::Command("bin".into())
+        );
         std::fs::write(dir.path().join("setup.py"), "").unwrap();
-        assert_eq!(EntryPoint::classify("train.py", dir.path()), EntryPoint::Package("train.py".into()));
-        let (p, a) = command_line(&EntryPoint::Command("run.sh".into()), Path::new("py"), &["a b".into(), "--x".into()]);
-        assert_eq!((p.as_str(), a[1].as_str()), ("/bin/sh", "./run.sh 'a b' --x"));
+        assert_eq!(
+            EntryPoint::classify("train.py", dir.path()),
+            EntryPoint::Package("train.py".into())
+        );
+        let (p, a) = command_line(
+            &EntryPoint::Command("run.sh".into()),
+            Path::new("py"),
+            &["a b".into(), "--x".into()],
+        );
+        assert_eq!(
+            (p.as_str(), a[1].as_str()),
+            ("/bin/sh", "./run.sh 'a b' --x")
+        );
     }
 }

@@ -32,9 +32,12 @@ pub fn relative_key(prefix: &str, key: &str) -> String {
 /// File mode: every object under the channel's prefix appears under `dest`. The local store's
 /// data files are hard-linked (no bytes copied); a copy is the fallback across filesystems.
 pub fn stage_channel(store: &LocalStore, ch: &ChannelSpec, dest: &Path) -> Result<usize, String> {
-    let objects = store
-        .list(&ch.bucket, &ch.prefix)
-        .map_err(|e| format!("listing s3://{}/{} for channel {}: {e}", ch.bucket, ch.prefix, ch.name))?;
+    let objects = store.list(&ch.bucket, &ch.prefix).map_err(|e| {
+        format!(
+            "listing s3://{}/{} for channel {}: {e}",
+            ch.bucket, ch.prefix, ch.name
+        )
+    })?;
     if objects.is_empty() {
         return Err(format!(
             "No S3 objects found under S3 URL \"s3://{}/{}\" given in input data source for channel {}. Please ensure that the bucket exists and that objects exist under that S3 prefix.",
@@ -44,18 +47,25 @@ pub fn stage_channel(store: &LocalStore, ch: &ChannelSpec, dest: &Path) -> Resul
     let mut n = 0;
     for obj in objects {
         let rel = relative_key(&ch.prefix, &obj.key);
-        let Some(target) = safe_join(dest, &rel) else { continue };
+        let Some(target) = safe_join(dest, &rel) else {
+            continue;
+        };
         if obj.key.ends_with('/') {
-            fs::create_dir_all(&target).map_err(|e| format!("creating {}: {e}", target.display()))?;
+            fs::create_dir_all(&target)
+                .map_err(|e| format!("creating {}: {e}", target.display()))?;
             continue;
         }
         if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+            fs::create_dir_all(parent)
+                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
         }
-        let (_, source) = store.data_path(&ch.bucket, &obj.key).map_err(|e| e.to_string())?;
+        let (_, source) = store
+            .data_path(&ch.bucket, &obj.key)
+            .map_err(|e| e.to_string())?;
         let _ = fs::remove_file(&target);
         if fs::hard_link(&source, &target).is_err() {
-            fs::copy(&source, &target).map_err(|e| format!("copying {} to {}: {e}", obj.key, target.display()))?;
+            fs::copy(&source, &target)
+                .map_err(|e| format!("copying {} to {}: {e}", obj.key, target.display()))?;
         }
         n += 1;
     }
@@ -77,19 +87,29 @@ fn safe_join(dest: &Path, rel: &str) -> Option<PathBuf> {
 
 /// Fetches `sagemaker_submit_directory` into the code directory, only when that directory is
 /// empty (toolkit behaviour: code already present wins).
-pub fn fetch_code(store: &LocalStore, module_dir: &str, code: &Path, log: &JobLog) -> Result<(), String> {
-    let empty = fs::read_dir(code).map(|mut d| d.next().is_none()).unwrap_or(true);
+pub fn fetch_code(
+    store: &LocalStore,
+    module_dir: &str,
+    code: &Path,
+    log: &JobLog,
+) -> Result<(), String> {
+    let empty = fs::read_dir(code)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true);
     if !empty {
         return Ok(());
     }
     let Some(rest) = module_dir.strip_prefix("s3://") else {
         let src = Path::new(module_dir);
         if src.is_dir() && src != code {
-            return copy_dir(src, code).map_err(|e| format!("copying the code from {module_dir}: {e}"));
+            return copy_dir(src, code)
+                .map_err(|e| format!("copying the code from {module_dir}: {e}"));
         }
         return Ok(());
     };
-    let (bucket, key) = rest.split_once('/').ok_or_else(|| format!("sagemaker_submit_directory {module_dir:?} has no key"))?;
+    let (bucket, key) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("sagemaker_submit_directory {module_dir:?} has no key"))?;
     let (_, file) = store
         .open_object(bucket, key)
         .map_err(|e| format!("the training code {module_dir} could not be read: {e}"))?;
@@ -118,7 +138,12 @@ fn copy_dir(src: &Path, dst: &Path) -> std::io::Result<()> {
 /// Installs `requirements.txt` (and the package itself for `setup.py` entry points) into a
 /// job-private environment layered over the runtime, so the shared runtime never changes.
 /// Returns the interpreter to run the script with.
-pub async fn install_requirements(entry: &EntryPoint, runtime_python: &Path, layout: &Layout, log: &JobLog) -> Result<PathBuf, String> {
+pub async fn install_requirements(
+    entry: &EntryPoint,
+    runtime_python: &Path,
+    layout: &Layout,
+    log: &JobLog,
+) -> Result<PathBuf, String> {
     let code = layout.code();
     let requirements = code.join("requirements.txt");
     let is_package = matches!(entry, EntryPoint::Package(_));
@@ -149,45 +174,88 @@ pub async fn install_requirements(entry: &EntryPoint, runtime_python: &Path, lay
         .output()
         .map_err(|e| format!("InstallRequirementsError: {e}"))?;
     let job_site = PathBuf::from(String::from_utf8_lossy(&job_site.stdout).trim());
-    fs::write(job_site.join("_clary_runtime.pth"), site_dirs.join("\n") + "\n")
-        .map_err(|e| format!("InstallRequirementsError: linking the runtime: {e}"))?;
-    let mut cmd = vec!["-m".to_string(), "pip".into(), "install".into(), "--disable-pip-version-check".into(), "--progress-bar".into(), "off".into()];
+    fs::write(
+        job_site.join("_clary_runtime.pth"),
+        site_dirs.join("\n") + "\n",
+    )
+    .map_err(|e| format!("InstallRequirementsError: linking the runtime: {e}"))?;
+    let mut cmd = vec![
+        "-m".to_string(),
+        "pip".into(),
+        "install".into(),
+        "--disable-pip-version-check".into(),
+        "--progress-bar".into(),
+        "off".into(),
+    ];
     if is_package {
         cmd.push(".".into());
     }
     if requirements.is_file() {
         cmd.extend(["-r".into(), "requirements.txt".into()]);
     }
-    log.info(&format!("Installing dependencies from {}: {} {}", code.display(), job_python.display(), cmd.join(" ")));
+    log.info(&format!(
+        "Installing dependencies from {}: {} {}",
+        code.display(),
+        job_python.display(),
+        cmd.join(" ")
+    ));
     let code_status = stream_command(&job_python, &cmd, &code, log).await?;
     if code_status != 0 {
-        let kind = if is_package { "InstallModuleError" } else { "InstallRequirementsError" };
-        return Err(format!("{kind}:\nExitCode {code_status}\nCommand \"{} {}\"", job_python.display(), cmd.join(" ")));
+        let kind = if is_package {
+            "InstallModuleError"
+        } else {
+            "InstallRequirementsError"
+        };
+        return Err(format!(
+            "{kind}:\nExitCode {code_status}\nCommand \"{} {}\"",
+            job_python.display(),
+            cmd.join(" ")
+        ));
     }
     Ok(job_python)
 }
 
 /// Packs `model/` into `model.tar.gz` and `output/data` into `output.tar.gz` under
 /// `<output path>/<job>/output/`. Returns the model's URI.
-pub fn upload_artifacts(store: &LocalStore, spec: &HostSpec, layout: &Layout, log: &JobLog) -> Result<Option<String>, String> {
+pub fn upload_artifacts(
+    store: &LocalStore,
+    spec: &HostSpec,
+    layout: &Layout,
+    log: &JobLog,
+) -> Result<Option<String>, String> {
     // On a multi-host job the model comes from the first host, the one the toolkits'
     // `save` helpers write on; the others' directories would only overwrite it.
     if spec.hosts.first() != Some(&spec.current_host) {
         return Ok(None);
     }
     let prefix = spec.output_prefix.trim_end_matches('/');
-    let base = if prefix.is_empty() { format!("{}/output", spec.job_name) } else { format!("{prefix}/{}/output", spec.job_name) };
+    let base = if prefix.is_empty() {
+        format!("{}/output", spec.job_name)
+    } else {
+        format!("{prefix}/{}/output", spec.job_name)
+    };
     let upload = |dir: &Path, name: &str| -> Result<String, String> {
         let key = format!("{base}/{name}");
-        let writer = store.writer(&spec.output_bucket, &key).map_err(|e| e.to_string())?;
-        let writer = pack_dir(dir, writer, DEFAULT_GZIP_LEVEL).map_err(|e| format!("packing {}: {e}", dir.display()))?;
-        let opts = PutOptions { content_type: Some("application/x-tar".into()), ..PutOptions::default() };
+        let writer = store
+            .writer(&spec.output_bucket, &key)
+            .map_err(|e| e.to_string())?;
+        let writer = pack_dir(dir, writer, DEFAULT_GZIP_LEVEL)
+            .map_err(|e| format!("packing {}: {e}", dir.display()))?;
+        let opts = PutOptions {
+            content_type: Some("application/x-tar".into()),
+            ..PutOptions::default()
+        };
         let meta = writer.commit(opts).map_err(|e| e.to_string())?;
-        log.info(&format!("Uploaded s3://{}/{key} ({} bytes)", spec.output_bucket, meta.size));
+        log.info(&format!(
+            "Uploaded s3://{}/{key} ({} bytes)",
+            spec.output_bucket, meta.size
+        ));
         Ok(format!("s3://{}/{key}", spec.output_bucket))
     };
     let model = upload(&layout.model(), "model.tar.gz")?;
-    let has_output = fs::read_dir(layout.output_data()).map(|mut d| d.next().is_some()).unwrap_or(false);
+    let has_output = fs::read_dir(layout.output_data())
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
     if has_output {
         upload(&layout.output_data(), "output.tar.gz")?;
     }
@@ -201,8 +269,14 @@ mod tests {
     #[test]
     fn keys_map_to_paths_relative_to_the_prefix() {
         assert_eq!(relative_key("data/train", "data/train/a.csv"), "a.csv");
-        assert_eq!(relative_key("data/train/", "data/train/sub/a.csv"), "sub/a.csv");
-        assert_eq!(relative_key("data/train.csv", "data/train.csv"), "train.csv");
+        assert_eq!(
+            relative_key("data/train/", "data/train/sub/a.csv"),
+            "sub/a.csv"
+        );
+        assert_eq!(
+            relative_key("data/train.csv", "data/train.csv"),
+            "train.csv"
+        );
         assert_eq!(relative_key("data/train", "data/train2/x"), "train2/x");
         assert_eq!(relative_key("", "x/y"), "x/y");
         assert!(safe_join(Path::new("/d"), "../x").is_none());

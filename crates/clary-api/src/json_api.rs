@@ -27,7 +27,15 @@ fn tag_pairs(v: &Value) -> Vec<(String, String)> {
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
-                .filter_map(|t| Some((t.get("Key")?.as_str()?.to_string(), t.get("Value").and_then(Value::as_str).unwrap_or("").to_string())))
+                .filter_map(|t| {
+                    Some((
+                        t.get("Key")?.as_str()?.to_string(),
+                        t.get("Value")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                    ))
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -61,7 +69,15 @@ pub fn sagemaker(state: &ApiState, op: &str, body: Value) -> Result<Value, Contr
                 next_token: str_field(&body, "NextToken").map(str::to_string),
             };
             if let Some(s) = &q.status_equals
-                && !["InProgress", "Completed", "Failed", "Stopping", "Stopped", "Deleting"].contains(&s.as_str())
+                && ![
+                    "InProgress",
+                    "Completed",
+                    "Failed",
+                    "Stopping",
+                    "Stopped",
+                    "Deleting",
+                ]
+                .contains(&s.as_str())
             {
                 return Err(ControlError::Validation(format!(
                     "1 validation error detected: Value '{s}' at 'statusEquals' failed to satisfy constraint: Member must satisfy enum value set: [InProgress, Completed, Failed, Stopping, Stopped, Deleting]"
@@ -81,7 +97,11 @@ pub fn sagemaker(state: &ApiState, op: &str, body: Value) -> Result<Value, Contr
             let keys: Vec<String> = body
                 .get("TagKeys")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|k| k.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             cp.delete_tags(required(&body, "ResourceArn")?, &keys)?;
             Ok(json!({}))
@@ -101,29 +121,44 @@ pub fn logs(state: &ApiState, op: &str, body: Value) -> Result<Value, ControlErr
     };
     let limit = body.get("limit").and_then(Value::as_i64);
     match op {
-        "DescribeLogGroups" => logs.describe_log_groups(str_field(&body, "logGroupNamePrefix").unwrap_or(""), limit, str_field(&body, "nextToken")),
+        "DescribeLogGroups" => logs.describe_log_groups(
+            str_field(&body, "logGroupNamePrefix").unwrap_or(""),
+            limit,
+            str_field(&body, "nextToken"),
+        ),
         "DescribeLogStreams" => logs.describe_log_streams(
             group()?,
             str_field(&body, "logStreamNamePrefix"),
             str_field(&body, "orderBy") == Some("LastEventTime"),
-            body.get("descending").and_then(Value::as_bool).unwrap_or(false),
+            body.get("descending")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             limit,
             str_field(&body, "nextToken"),
         ),
         "GetLogEvents" => logs.get_log_events(GetEvents {
             group: group()?,
-            stream: str_field(&body, "logStreamName").ok_or_else(|| ControlError::InvalidParameter("logStreamName is required".into()))?,
+            stream: str_field(&body, "logStreamName").ok_or_else(|| {
+                ControlError::InvalidParameter("logStreamName is required".into())
+            })?,
             start_time: body.get("startTime").and_then(Value::as_i64),
             end_time: body.get("endTime").and_then(Value::as_i64),
             next_token: str_field(&body, "nextToken"),
             limit,
-            start_from_head: body.get("startFromHead").and_then(Value::as_bool).unwrap_or(false),
+            start_from_head: body
+                .get("startFromHead")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         }),
         "FilterLogEvents" => {
             let names: Option<Vec<String>> = body
                 .get("logStreamNames")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect());
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                });
             logs.filter_log_events(
                 group()?,
                 names.as_deref(),
@@ -142,12 +177,21 @@ pub fn logs(state: &ApiState, op: &str, body: Value) -> Result<Value, ControlErr
 }
 
 pub fn agent(state: &ApiState, op: &str, body: Value) -> Result<Value, ControlError> {
-    let bad = |e: serde_json::Error| ControlError::Validation(format!("malformed agent report: {e}"));
+    let bad =
+        |e: serde_json::Error| ControlError::Validation(format!("malformed agent report: {e}"));
     match op {
-        "ReportStatus" => state.control.report_status(&serde_json::from_value::<StatusReport>(body).map_err(bad)?),
-        "PutLogLines" => state.control.report_logs(&serde_json::from_value::<LogBatch>(body).map_err(bad)?),
-        "ReportResult" => state.control.report_result(&serde_json::from_value::<ResultReport>(body).map_err(bad)?),
-        other => Err(ControlError::Validation(format!("unknown agent operation {other}"))),
+        "ReportStatus" => state
+            .control
+            .report_status(&serde_json::from_value::<StatusReport>(body).map_err(bad)?),
+        "PutLogLines" => state
+            .control
+            .report_logs(&serde_json::from_value::<LogBatch>(body).map_err(bad)?),
+        "ReportResult" => state
+            .control
+            .report_result(&serde_json::from_value::<ResultReport>(body).map_err(bad)?),
+        other => Err(ControlError::Validation(format!(
+            "unknown agent operation {other}"
+        ))),
     }?;
     Ok(json!({}))
 }

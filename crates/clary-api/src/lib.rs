@@ -34,8 +34,17 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    pub fn new(control: Arc<ControlPlane>, store: LocalStore, access_key: &str, secret_key: &str, region: &str, account: &str) -> Arc<Self> {
-        let mut builder = s3s::service::S3ServiceBuilder::new(s3::S3Store { store: store.clone() });
+    pub fn new(
+        control: Arc<ControlPlane>,
+        store: LocalStore,
+        access_key: &str,
+        secret_key: &str,
+        region: &str,
+        account: &str,
+    ) -> Arc<Self> {
+        let mut builder = s3s::service::S3ServiceBuilder::new(s3::S3Store {
+            store: store.clone(),
+        });
         builder.set_auth(s3s::auth::SimpleAuth::from_single(access_key, secret_key));
         Arc::new(ApiState {
             control,
@@ -85,7 +94,11 @@ fn control_error(e: &ControlError) -> Response<Body> {
     };
     // SageMaker's "not found" is a ValidationException on the wire for Describe* calls.
     let code = match e {
-        ControlError::ResourceNotFound(_) if e.to_string().starts_with("Requested resource not found") => "ValidationException",
+        ControlError::ResourceNotFound(_)
+            if e.to_string().starts_with("Requested resource not found") =>
+        {
+            "ValidationException"
+        }
         ControlError::ResourceNotFound(_) => "ResourceNotFoundException",
         other => other.code(),
     };
@@ -93,8 +106,15 @@ fn control_error(e: &ControlError) -> Response<Body> {
 }
 
 /// Entry point for every request on the server's port.
-pub async fn handle(state: Arc<ApiState>, req: Request<hyper::body::Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
-    let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_string);
+pub async fn handle(
+    state: Arc<ApiState>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let target = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let scope = clary_sigv4::scope_service(req.headers());
     let is_runtime = scope.as_deref() == Some("sagemaker")
         && req.method() == http::Method::POST
@@ -108,18 +128,36 @@ pub async fn handle(state: Arc<ApiState>, req: Request<hyper::body::Incoming>) -
     if parts.uri.path() == "/_clary/health" {
         return Ok(Response::new(full("ok")));
     }
-    let body = match http_body_util::Limited::new(body, MAX_API_BODY).collect().await {
+    let body = match http_body_util::Limited::new(body, MAX_API_BODY)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
-        Err(e) => return Ok(json_error(StatusCode::PAYLOAD_TOO_LARGE, "ValidationException", &format!("request body rejected: {e}"))),
+        Err(e) => {
+            return Ok(json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "ValidationException",
+                &format!("request body rejected: {e}"),
+            ));
+        }
     };
-    let auth = clary_sigv4::verify(&parts.method, &parts.uri, &parts.headers, &body, chrono::Utc::now(), |ak| {
-        (ak == state.access_key).then(|| state.secret_key.clone())
-    });
+    let auth = clary_sigv4::verify(
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        &body,
+        chrono::Utc::now(),
+        |ak| (ak == state.access_key).then(|| state.secret_key.clone()),
+    );
     let auth = match auth {
         Ok(a) => a,
         Err(e) => {
             if is_query {
-                return Ok(query::error(StatusCode::FORBIDDEN, e.code(), &e.to_string()));
+                return Ok(query::error(
+                    StatusCode::FORBIDDEN,
+                    e.code(),
+                    &e.to_string(),
+                ));
             }
             return Ok(json_error(StatusCode::FORBIDDEN, e.code(), &e.to_string()));
         }
@@ -128,7 +166,11 @@ pub async fn handle(state: Arc<ApiState>, req: Request<hyper::body::Incoming>) -
         return Ok(query::handle(&state, &auth.service, &body));
     }
     if is_runtime {
-        let name = parts.uri.path().trim_start_matches("/endpoints/").trim_end_matches("/invocations");
+        let name = parts
+            .uri
+            .path()
+            .trim_start_matches("/endpoints/")
+            .trim_end_matches("/invocations");
         return Ok(json_error(
             StatusCode::BAD_REQUEST,
             "ValidationError",
@@ -141,10 +183,19 @@ pub async fn handle(state: Arc<ApiState>, req: Request<hyper::body::Incoming>) -
     } else {
         match serde_json::from_slice(&body) {
             Ok(v) => v,
-            Err(e) => return Ok(json_error(StatusCode::BAD_REQUEST, "SerializationException", &format!("the request body is not JSON: {e}"))),
+            Err(e) => {
+                return Ok(json_error(
+                    StatusCode::BAD_REQUEST,
+                    "SerializationException",
+                    &format!("the request body is not JSON: {e}"),
+                ));
+            }
         }
     };
-    let (service, op) = target.split_once('.').map(|(s, o)| (s.to_string(), o.to_string())).unwrap_or((target.clone(), String::new()));
+    let (service, op) = target
+        .split_once('.')
+        .map(|(s, o)| (s.to_string(), o.to_string()))
+        .unwrap_or((target.clone(), String::new()));
     let expected_scope = match service.as_str() {
         "SageMaker" => "sagemaker",
         "Logs_20140328" => "logs",
@@ -155,7 +206,10 @@ pub async fn handle(state: Arc<ApiState>, req: Request<hyper::body::Incoming>) -
         return Ok(json_error(
             StatusCode::BAD_REQUEST,
             "UnknownOperationException",
-            &format!("X-Amz-Target {target:?} does not belong to the credential scope's service {:?}", auth.service),
+            &format!(
+                "X-Amz-Target {target:?} does not belong to the credential scope's service {:?}",
+                auth.service
+            ),
         ));
     }
     let st = state.clone();
@@ -168,7 +222,11 @@ pub async fn handle(state: Arc<ApiState>, req: Request<hyper::body::Incoming>) -
     Ok(match result {
         Ok(Ok(v)) => json_ok(v),
         Ok(Err(e)) => control_error(&e),
-        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", &format!("the request failed: {e}")),
+        Err(e) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalFailure",
+            &format!("the request failed: {e}"),
+        ),
     })
 }
 
@@ -176,7 +234,9 @@ async fn s3(state: Arc<ApiState>, req: Request<hyper::body::Incoming>) -> Respon
     match hyper::service::Service::call(&state.s3, req).await {
         Ok(resp) => resp.map(|b| b.map_err(|e| -> BoxError { e.to_string().into() }).boxed()),
         Err(e) => {
-            let mut r = Response::new(full(format!("<Error><Code>InternalError</Code><Message>{e:?}</Message></Error>")));
+            let mut r = Response::new(full(format!(
+                "<Error><Code>InternalError</Code><Message>{e:?}</Message></Error>"
+            )));
             *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
             r
         }

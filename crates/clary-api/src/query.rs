@@ -5,7 +5,11 @@ use crate::{ApiState, Body, full, request_id};
 use http::{Response, StatusCode};
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
 }
 
 fn form(body: &[u8]) -> Vec<(String, String)> {
@@ -14,7 +18,11 @@ fn form(body: &[u8]) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let dec = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
             (dec(k), dec(v))
         })
         .collect()
@@ -30,7 +38,11 @@ fn xml(status: StatusCode, body: String) -> Response<Body> {
 }
 
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let kind = if status.is_server_error() { "Receiver" } else { "Sender" };
+    let kind = if status.is_server_error() {
+        "Receiver"
+    } else {
+        "Sender"
+    };
     xml(
         status,
         format!(
@@ -63,11 +75,16 @@ pub fn handle(state: &ApiState, service: &str, body: &[u8]) -> Response<Body> {
         ),
         ("iam", "GetRole") => {
             let Some(name) = get("RoleName").filter(|n| !n.is_empty() && n.len() <= 64) else {
-                return error(StatusCode::BAD_REQUEST, "ValidationError", "RoleName must be 1 to 64 characters");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "ValidationError",
+                    "RoleName must be 1 to 64 characters",
+                );
             };
             let arn = role_arn(&state.account, name);
             // A stable, name-derived id: the same role name always looks the same.
-            let digest = md5::Digest::finalize(<md5::Md5 as md5::Digest>::new_with_prefix(name.as_bytes()));
+            let digest =
+                md5::Digest::finalize(<md5::Md5 as md5::Digest>::new_with_prefix(name.as_bytes()));
             let id = format!("AROA{}", hex::encode(&digest[..8]).to_uppercase());
             xml(
                 StatusCode::OK,
@@ -81,7 +98,9 @@ pub fn handle(state: &ApiState, service: &str, body: &[u8]) -> Response<Body> {
         (svc, act) => error(
             StatusCode::BAD_REQUEST,
             "InvalidAction",
-            &format!("The action {act:?} of service {svc} is not valid for this endpoint; Clary serves sts:GetCallerIdentity and iam:GetRole"),
+            &format!(
+                "The action {act:?} of service {svc} is not valid for this endpoint; Clary serves sts:GetCallerIdentity and iam:GetRole"
+            ),
         ),
     }
 }

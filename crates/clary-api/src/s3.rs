@@ -60,7 +60,9 @@ fn put_options(
         content_disposition,
         content_language,
         cache_control,
-        user_metadata: metadata.map(|m| m.into_iter().collect()).unwrap_or_default(),
+        user_metadata: metadata
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default(),
         ..PutOptions::default()
     }
 }
@@ -70,9 +72,15 @@ async fn drain(body: Option<StreamingBlob>, sink: &mut (dyn Write + Send)) -> S3
     let mut n = 0u64;
     if let Some(mut body) = body {
         while let Some(chunk) = body.next().await {
-            let chunk: Bytes = chunk.map_err(|e| S3Error::with_message(S3ErrorCode::IncompleteBody, format!("reading the body: {e}")))?;
-            tokio::task::block_in_place(|| sink.write_all(&chunk))
-                .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, format!("storing the body: {e}")))?;
+            let chunk: Bytes = chunk.map_err(|e| {
+                S3Error::with_message(
+                    S3ErrorCode::IncompleteBody,
+                    format!("reading the body: {e}"),
+                )
+            })?;
+            tokio::task::block_in_place(|| sink.write_all(&chunk)).map_err(|e| {
+                S3Error::with_message(S3ErrorCode::InternalError, format!("storing the body: {e}"))
+            })?;
             n += chunk.len() as u64;
         }
     }
@@ -89,7 +97,10 @@ fn file_body(file: std::fs::File, len: u64) -> StreamingBlob {
         let want = left.min(CHUNK) as usize;
         let mut buf = vec![0u8; want];
         match tokio::task::block_in_place(|| file.read_exact(&mut buf)) {
-            Ok(()) => Some((Ok::<Bytes, std::io::Error>(Bytes::from(buf)), (file, left - want as u64))),
+            Ok(()) => Some((
+                Ok::<Bytes, std::io::Error>(Bytes::from(buf)),
+                (file, left - want as u64),
+            )),
             Err(e) => Some((Err(e), (file, 0))),
         }
     });
@@ -119,7 +130,9 @@ fn list_page(
     let mut truncated = false;
     for meta in objects.into_iter().filter(|m| m.key.as_str() > start_after) {
         let rolled = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
-            meta.key[prefix.len()..].find(d).map(|i| meta.key[..prefix.len() + i + d.len()].to_string())
+            meta.key[prefix.len()..]
+                .find(d)
+                .map(|i| meta.key[..prefix.len() + i + d.len()].to_string())
         });
         if let Some(cp) = &rolled
             && prefixes.last() == Some(cp)
@@ -142,14 +155,24 @@ fn list_page(
                     size: Some(meta.size as i64),
                     e_tag: Some(etag(&meta)),
                     last_modified: Some(timestamp(meta.last_modified)),
-                    storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+                    storage_class: Some(ObjectStorageClass::from_static(
+                        ObjectStorageClass::STANDARD,
+                    )),
                     ..Object::default()
                 });
             }
         }
     }
-    let prefixes = prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(p) }).collect();
-    (contents, prefixes, truncated, if truncated { last } else { None })
+    let prefixes = prefixes
+        .into_iter()
+        .map(|p| CommonPrefix { prefix: Some(p) })
+        .collect();
+    (
+        contents,
+        prefixes,
+        truncated,
+        if truncated { last } else { None },
+    )
 }
 
 /// A common prefix ends with the delimiter; resuming after it must skip every key under it.
@@ -161,41 +184,73 @@ fn resume_after(marker: &str, delimiter: Option<&str>) -> String {
 }
 
 fn owner() -> Owner {
-    Owner { display_name: Some("clary".into()), id: Some("clary".into()) }
+    Owner {
+        display_name: Some("clary".into()),
+        id: Some("clary".into()),
+    }
 }
 
 #[async_trait::async_trait]
 impl S3 for S3Store {
-    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
         let bucket = req.input.bucket;
         blocking(|| self.store.create_bucket(&bucket))?;
-        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{bucket}")), ..Default::default() }))
+        Ok(S3Response::new(CreateBucketOutput {
+            location: Some(format!("/{bucket}")),
+            ..Default::default()
+        }))
     }
 
-    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
         blocking(|| self.store.head_bucket(&req.input.bucket))?;
         Ok(S3Response::new(HeadBucketOutput::default()))
     }
 
-    async fn get_bucket_location(&self, req: S3Request<GetBucketLocationInput>) -> S3Result<S3Response<GetBucketLocationOutput>> {
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
         blocking(|| self.store.head_bucket(&req.input.bucket))?;
         Ok(S3Response::new(GetBucketLocationOutput::default()))
     }
 
-    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
         let buckets = blocking(|| self.store.list_buckets())?
             .into_iter()
-            .map(|b| Bucket { name: Some(b.name), creation_date: Some(timestamp(b.created)), ..Default::default() })
+            .map(|b| Bucket {
+                name: Some(b.name),
+                creation_date: Some(timestamp(b.created)),
+                ..Default::default()
+            })
             .collect();
-        Ok(S3Response::new(ListBucketsOutput { buckets: Some(buckets), owner: Some(owner()), ..Default::default() }))
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(buckets),
+            owner: Some(owner()),
+            ..Default::default()
+        }))
     }
 
-    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
         blocking(|| self.store.delete_bucket(&req.input.bucket))?;
         Ok(S3Response::new(DeleteBucketOutput::default()))
     }
 
-    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
         let i = req.input;
         let mut writer = blocking(|| self.store.writer(&i.bucket, &i.key))?;
         drain(i.body, &mut writer).await?;
@@ -204,10 +259,20 @@ impl S3 for S3Store {
         if let Some(md5) = &i.content_md5 {
             let computed = base64_of_hex(&writer.md5_hex());
             if *md5 != computed {
-                return Err(S3Error::with_message(S3ErrorCode::BadDigest, "The Content-MD5 you specified did not match what we received."));
+                return Err(S3Error::with_message(
+                    S3ErrorCode::BadDigest,
+                    "The Content-MD5 you specified did not match what we received.",
+                ));
             }
         }
-        let mut opts = put_options(i.content_type, i.content_encoding, i.content_disposition, i.content_language, i.cache_control, i.metadata);
+        let mut opts = put_options(
+            i.content_type,
+            i.content_encoding,
+            i.content_disposition,
+            i.content_language,
+            i.cache_control,
+            i.metadata,
+        );
         opts.checksum_crc32 = i.checksum_crc32.clone();
         opts.checksum_sha256 = i.checksum_sha256.clone();
         let meta = blocking(|| writer.commit(opts))?;
@@ -219,21 +284,42 @@ impl S3 for S3Store {
         }))
     }
 
-    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
         let i = req.input;
         let (meta, mut file) = blocking(|| self.store.open_object(&i.bucket, &i.key))?;
         if let Some(ETagCondition::ETag(want)) = &i.if_match
             && want.value() != meta.etag.trim_matches('"')
         {
-            return Err(S3Error::with_message(S3ErrorCode::PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+            return Err(S3Error::with_message(
+                S3ErrorCode::PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold",
+            ));
         }
         let (start, len, content_range) = match &i.range {
             Some(r) => {
                 let range = r.check(meta.size).map_err(|_| {
-                    S3Error::with_message(S3ErrorCode::InvalidRange, format!("The requested range is not satisfiable for an object of {} bytes", meta.size))
+                    S3Error::with_message(
+                        S3ErrorCode::InvalidRange,
+                        format!(
+                            "The requested range is not satisfiable for an object of {} bytes",
+                            meta.size
+                        ),
+                    )
                 })?;
                 let len = range.end - range.start;
-                (range.start, len, Some(format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), meta.size)))
+                (
+                    range.start,
+                    len,
+                    Some(format!(
+                        "bytes {}-{}/{}",
+                        range.start,
+                        range.end.saturating_sub(1),
+                        meta.size
+                    )),
+                )
             }
             None => (0, meta.size, None),
         };
@@ -254,13 +340,24 @@ impl S3 for S3Store {
             content_language: meta.content_language.clone(),
             cache_control: meta.cache_control.clone(),
             metadata: Some(meta.user_metadata.clone().into_iter().collect()),
-            checksum_crc32: if checksums { meta.checksum_crc32.clone() } else { None },
-            checksum_sha256: if checksums { meta.checksum_sha256.clone() } else { None },
+            checksum_crc32: if checksums {
+                meta.checksum_crc32.clone()
+            } else {
+                None
+            },
+            checksum_sha256: if checksums {
+                meta.checksum_sha256.clone()
+            } else {
+                None
+            },
             ..Default::default()
         }))
     }
 
-    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = req.input;
         let meta = blocking(|| self.store.head(&i.bucket, &i.key))?;
         let checksums = i.checksum_mode.is_some();
@@ -273,23 +370,54 @@ impl S3 for S3Store {
             cache_control: meta.cache_control.clone(),
             accept_ranges: Some("bytes".into()),
             metadata: Some(meta.user_metadata.clone().into_iter().collect()),
-            checksum_crc32: if checksums { meta.checksum_crc32.clone() } else { None },
-            checksum_sha256: if checksums { meta.checksum_sha256.clone() } else { None },
+            checksum_crc32: if checksums {
+                meta.checksum_crc32.clone()
+            } else {
+                None
+            },
+            checksum_sha256: if checksums {
+                meta.checksum_sha256.clone()
+            } else {
+                None
+            },
             ..Default::default()
         }))
     }
 
-    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
         let i = req.input;
-        let CopySource::Bucket { bucket: src_bucket, key: src_key, .. } = &i.copy_source else {
-            return Err(S3Error::with_message(S3ErrorCode::InvalidArgument, "Only bucket/key copy sources are supported"));
+        let CopySource::Bucket {
+            bucket: src_bucket,
+            key: src_key,
+            ..
+        } = &i.copy_source
+        else {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidArgument,
+                "Only bucket/key copy sources are supported",
+            ));
         };
         let replace = i
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE)
-            .then(|| put_options(i.content_type, i.content_encoding, i.content_disposition, i.content_language, i.cache_control, i.metadata));
-        let meta = blocking(|| self.store.copy(src_bucket, src_key, &i.bucket, &i.key, replace))?;
+            .then(|| {
+                put_options(
+                    i.content_type,
+                    i.content_encoding,
+                    i.content_disposition,
+                    i.content_language,
+                    i.cache_control,
+                    i.metadata,
+                )
+            });
+        let meta = blocking(|| {
+            self.store
+                .copy(src_bucket, src_key, &i.bucket, &i.key, replace)
+        })?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(etag(&meta)),
@@ -300,12 +428,18 @@ impl S3 for S3Store {
         }))
     }
 
-    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
         blocking(|| self.store.delete(&req.input.bucket, &req.input.key))?;
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
-    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let i = req.input;
         blocking(|| self.store.head_bucket(&i.bucket))?;
         let quiet = i.delete.quiet.unwrap_or(false);
@@ -313,7 +447,10 @@ impl S3 for S3Store {
         let mut errors = Vec::new();
         for obj in i.delete.objects {
             match blocking(|| self.store.delete(&i.bucket, &obj.key)) {
-                Ok(()) if !quiet => deleted.push(DeletedObject { key: Some(obj.key), ..Default::default() }),
+                Ok(()) if !quiet => deleted.push(DeletedObject {
+                    key: Some(obj.key),
+                    ..Default::default()
+                }),
                 Ok(()) => {}
                 Err(e) => errors.push(Error {
                     key: Some(obj.key),
@@ -323,16 +460,24 @@ impl S3 for S3Store {
                 }),
             }
         }
-        Ok(S3Response::new(DeleteObjectsOutput { deleted: Some(deleted), errors: Some(errors), ..Default::default() }))
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: Some(errors),
+            ..Default::default()
+        }))
     }
 
-    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
         let i = req.input;
         let prefix = i.prefix.clone().unwrap_or_default();
         let objects = blocking(|| self.store.list(&i.bucket, &prefix))?;
         let max = i.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
         let after = resume_after(i.marker.as_deref().unwrap_or(""), i.delimiter.as_deref());
-        let (contents, prefixes, truncated, next) = list_page(objects, &prefix, i.delimiter.as_deref(), &after, max);
+        let (contents, prefixes, truncated, next) =
+            list_page(objects, &prefix, i.delimiter.as_deref(), &after, max);
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(i.bucket),
             prefix: Some(prefix),
@@ -347,14 +492,22 @@ impl S3 for S3Store {
         }))
     }
 
-    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let i = req.input;
         let prefix = i.prefix.clone().unwrap_or_default();
         let objects = blocking(|| self.store.list(&i.bucket, &prefix))?;
         let max = i.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
-        let marker = i.continuation_token.clone().or(i.start_after.clone()).unwrap_or_default();
+        let marker = i
+            .continuation_token
+            .clone()
+            .or(i.start_after.clone())
+            .unwrap_or_default();
         let after = resume_after(&marker, i.delimiter.as_deref());
-        let (contents, prefixes, truncated, next) = list_page(objects, &prefix, i.delimiter.as_deref(), &after, max);
+        let (contents, prefixes, truncated, next) =
+            list_page(objects, &prefix, i.delimiter.as_deref(), &after, max);
         let count = (contents.len() + prefixes.len()) as i32;
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(i.bucket),
@@ -372,9 +525,19 @@ impl S3 for S3Store {
         }))
     }
 
-    async fn create_multipart_upload(&self, req: S3Request<CreateMultipartUploadInput>) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let i = req.input;
-        let opts = put_options(i.content_type, i.content_encoding, i.content_disposition, i.content_language, i.cache_control, i.metadata);
+        let opts = put_options(
+            i.content_type,
+            i.content_encoding,
+            i.content_disposition,
+            i.content_language,
+            i.cache_control,
+            i.metadata,
+        );
         let up = blocking(|| self.store.create_upload(&i.bucket, &i.key, opts))?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(i.bucket),
@@ -384,16 +547,28 @@ impl S3 for S3Store {
         }))
     }
 
-    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
         let i = req.input;
-        let part_number = u32::try_from(i.part_number)
-            .map_err(|_| S3Error::with_message(S3ErrorCode::InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"))?;
+        let part_number = u32::try_from(i.part_number).map_err(|_| {
+            S3Error::with_message(
+                S3ErrorCode::InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive",
+            )
+        })?;
         // Receive the body first (it may be large and slow), then store it as the part.
         let mut tmp = tempfile_in(&self.store)?;
         drain(i.body, tmp.as_file_mut()).await?;
-        let mut file = tmp.reopen().map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?;
+        let mut file = tmp
+            .reopen()
+            .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?;
         let part = blocking(|| {
-            self.store.upload_part(&i.bucket, &i.key, &i.upload_id, part_number, |w| std::io::copy(&mut file, w).map(|_| ()))
+            self.store
+                .upload_part(&i.bucket, &i.key, &i.upload_id, part_number, |w| {
+                    std::io::copy(&mut file, w).map(|_| ())
+                })
         })?;
         check_checksum(&i.checksum_crc32, &part.checksum_crc32, "CRC32")?;
         Ok(S3Response::new(UploadPartOutput {
@@ -403,7 +578,10 @@ impl S3 for S3Store {
         }))
     }
 
-    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
         let i = req.input;
         let after = i.part_number_marker.unwrap_or(0).max(0) as u32;
         let max = i.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
@@ -421,7 +599,11 @@ impl S3 for S3Store {
                 ..Default::default()
             })
             .collect();
-        let next = if truncated { parts.last().and_then(|p| p.part_number) } else { None };
+        let next = if truncated {
+            parts.last().and_then(|p| p.part_number)
+        } else {
+            None
+        };
         Ok(S3Response::new(ListPartsOutput {
             bucket: Some(i.bucket),
             key: Some(i.key),
@@ -434,7 +616,10 @@ impl S3 for S3Store {
         }))
     }
 
-    async fn complete_multipart_upload(&self, req: S3Request<CompleteMultipartUploadInput>) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let i = req.input;
         let parts: Vec<(u32, String)> = i
             .multipart_upload
@@ -447,7 +632,10 @@ impl S3 for S3Store {
                 (n, e)
             })
             .collect();
-        let meta = blocking(|| self.store.complete_upload(&i.bucket, &i.key, &i.upload_id, &parts))?;
+        let meta = blocking(|| {
+            self.store
+                .complete_upload(&i.bucket, &i.key, &i.upload_id, &parts)
+        })?;
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(i.bucket.clone()),
             key: Some(i.key.clone()),
@@ -457,13 +645,19 @@ impl S3 for S3Store {
         }))
     }
 
-    async fn abort_multipart_upload(&self, req: S3Request<AbortMultipartUploadInput>) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         let i = req.input;
         blocking(|| self.store.abort_upload(&i.bucket, &i.key, &i.upload_id))?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 
-    async fn list_multipart_uploads(&self, req: S3Request<ListMultipartUploadsInput>) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let i = req.input;
         let prefix = i.prefix.clone().unwrap_or_default();
         let uploads: Vec<MultipartUpload> = blocking(|| self.store.list_uploads(&i.bucket))?
@@ -487,7 +681,8 @@ impl S3 for S3Store {
 }
 
 fn tempfile_in(store: &LocalStore) -> S3Result<tempfile::NamedTempFile> {
-    tempfile::NamedTempFile::new_in(store.root().join("tmp")).map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))
+    tempfile::NamedTempFile::new_in(store.root().join("tmp"))
+        .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))
 }
 
 fn base64_of_hex(hex_str: &str) -> String {

@@ -6,7 +6,9 @@ use serde_json::Value;
 
 fn fail(value: &str, at: &str, constraint: &str) -> ControlError {
     let shown: String = value.chars().take(100).collect();
-    ControlError::Validation(format!("1 validation error detected: Value '{shown}' at '{at}' failed to satisfy constraint: {constraint}"))
+    ControlError::Validation(format!(
+        "1 validation error detected: Value '{shown}' at '{at}' failed to satisfy constraint: {constraint}"
+    ))
 }
 
 fn need<'a>(v: &'a Value, field: &str, at: &str) -> Result<&'a Value, ControlError> {
@@ -17,15 +19,22 @@ fn need<'a>(v: &'a Value, field: &str, at: &str) -> Result<&'a Value, ControlErr
 }
 
 fn string<'a>(v: &'a Value, at: &str) -> Result<&'a str, ControlError> {
-    v.as_str().ok_or_else(|| fail(&v.to_string(), at, "Member must be a string"))
+    v.as_str()
+        .ok_or_else(|| fail(&v.to_string(), at, "Member must be a string"))
 }
 
 /// `[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}`, 1 to 63 characters.
 pub fn resource_name(name: &str, at: &str) -> Result<(), ControlError> {
     let ok = (1..=63).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {
@@ -38,56 +47,127 @@ pub fn resource_name(name: &str, at: &str) -> Result<(), ControlError> {
 }
 
 fn role_arn(arn: &str) -> bool {
-    let Some(rest) = arn.strip_prefix("arn:aws") else { return false };
-    let Some((_, rest)) = rest.split_once(":iam::") else { return false };
-    let Some((account, role)) = rest.split_once(":role") else { return false };
-    account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) && role.len() > 1 && (20..=2048).contains(&arn.len())
+    let Some(rest) = arn.strip_prefix("arn:aws") else {
+        return false;
+    };
+    let Some((_, rest)) = rest.split_once(":iam::") else {
+        return false;
+    };
+    let Some((account, role)) = rest.split_once(":role") else {
+        return false;
+    };
+    account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && role.len() > 1
+        && (20..=2048).contains(&arn.len())
 }
 
 fn one_of(value: &str, allowed: &[&str], at: &str) -> Result<(), ControlError> {
     if allowed.contains(&value) {
         Ok(())
     } else {
-        Err(fail(value, at, &format!("Member must satisfy enum value set: [{}]", allowed.join(", "))))
+        Err(fail(
+            value,
+            at,
+            &format!(
+                "Member must satisfy enum value set: [{}]",
+                allowed.join(", ")
+            ),
+        ))
     }
 }
 
 /// Validates the request; `bucket_exists` checks the S3 buckets it names.
-pub fn create_training_job(req: &Value, bucket_exists: &dyn Fn(&str) -> bool) -> Result<(), ControlError> {
-    let name = string(need(req, "TrainingJobName", "trainingJobName")?, "trainingJobName")?;
+pub fn create_training_job(
+    req: &Value,
+    bucket_exists: &dyn Fn(&str) -> bool,
+) -> Result<(), ControlError> {
+    let name = string(
+        need(req, "TrainingJobName", "trainingJobName")?,
+        "trainingJobName",
+    )?;
     resource_name(name, "trainingJobName")?;
     let role = string(need(req, "RoleArn", "roleArn")?, "roleArn")?;
     if !role_arn(role) {
-        return Err(fail(role, "roleArn", "Member must satisfy regular expression pattern: ^arn:aws[a-z\\-]*:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+$"));
+        return Err(fail(
+            role,
+            "roleArn",
+            "Member must satisfy regular expression pattern: ^arn:aws[a-z\\-]*:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+$",
+        ));
     }
     let algo = need(req, "AlgorithmSpecification", "algorithmSpecification")?;
-    let mode = string(need(algo, "TrainingInputMode", "algorithmSpecification.trainingInputMode")?, "algorithmSpecification.trainingInputMode")?;
-    one_of(mode, &["Pipe", "File", "FastFile"], "algorithmSpecification.trainingInputMode")?;
+    let mode = string(
+        need(
+            algo,
+            "TrainingInputMode",
+            "algorithmSpecification.trainingInputMode",
+        )?,
+        "algorithmSpecification.trainingInputMode",
+    )?;
+    one_of(
+        mode,
+        &["Pipe", "File", "FastFile"],
+        "algorithmSpecification.trainingInputMode",
+    )?;
     if let Some(img) = algo.get("TrainingImage") {
         let img = string(img, "algorithmSpecification.trainingImage")?;
         if img.len() > 255 {
-            return Err(fail(img, "algorithmSpecification.trainingImage", "Member must have length less than or equal to 255"));
+            return Err(fail(
+                img,
+                "algorithmSpecification.trainingImage",
+                "Member must have length less than or equal to 255",
+            ));
         }
     }
-    let hps = req.get("HyperParameters").cloned().unwrap_or(Value::Object(Default::default()));
-    let hps = hps.as_object().ok_or_else(|| fail(&hps.to_string(), "hyperParameters", "Member must be a map of strings"))?;
+    let hps = req
+        .get("HyperParameters")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()));
+    let hps = hps.as_object().ok_or_else(|| {
+        fail(
+            &hps.to_string(),
+            "hyperParameters",
+            "Member must be a map of strings",
+        )
+    })?;
     if hps.len() > 100 {
-        return Err(fail(&format!("{} entries", hps.len()), "hyperParameters", "Member must have length less than or equal to 100"));
+        return Err(fail(
+            &format!("{} entries", hps.len()),
+            "hyperParameters",
+            "Member must have length less than or equal to 100",
+        ));
     }
     for (k, v) in hps {
         let at = format!("hyperParameters.{k}");
-        let v = v.as_str().ok_or_else(|| fail(&v.to_string(), &at, "Member must be a string"))?;
+        let v = v
+            .as_str()
+            .ok_or_else(|| fail(&v.to_string(), &at, "Member must be a string"))?;
         if k.chars().count() > 256 {
-            return Err(fail(k, "hyperParameters key", "Member must have length less than or equal to 256"));
+            return Err(fail(
+                k,
+                "hyperParameters key",
+                "Member must have length less than or equal to 256",
+            ));
         }
         if v.chars().count() > 2500 {
-            return Err(fail(v, &at, "Member must have length less than or equal to 2500"));
+            return Err(fail(
+                v,
+                &at,
+                "Member must have length less than or equal to 2500",
+            ));
         }
     }
     let output = need(req, "OutputDataConfig", "outputDataConfig")?;
-    let out_path = string(need(output, "S3OutputPath", "outputDataConfig.s3OutputPath")?, "outputDataConfig.s3OutputPath")?;
+    let out_path = string(
+        need(output, "S3OutputPath", "outputDataConfig.s3OutputPath")?,
+        "outputDataConfig.s3OutputPath",
+    )?;
     let Some((out_bucket, _)) = clary_control::training::parse_s3_uri(out_path) else {
-        return Err(fail(out_path, "outputDataConfig.s3OutputPath", "Member must satisfy regular expression pattern: ^(https|s3)://([^/]+)/?(.*)$"));
+        return Err(fail(
+            out_path,
+            "outputDataConfig.s3OutputPath",
+            "Member must satisfy regular expression pattern: ^(https|s3)://([^/]+)/?(.*)$",
+        ));
     };
     if !bucket_exists(&out_bucket) {
         return Err(ControlError::Validation(format!(
@@ -95,41 +175,85 @@ pub fn create_training_job(req: &Value, bucket_exists: &dyn Fn(&str) -> bool) ->
         )));
     }
     let rc = need(req, "ResourceConfig", "resourceConfig")?;
-    string(need(rc, "InstanceType", "resourceConfig.instanceType")?, "resourceConfig.instanceType")?;
+    string(
+        need(rc, "InstanceType", "resourceConfig.instanceType")?,
+        "resourceConfig.instanceType",
+    )?;
     let count = need(rc, "InstanceCount", "resourceConfig.instanceCount")?
         .as_i64()
-        .ok_or_else(|| fail("?", "resourceConfig.instanceCount", "Member must be an integer"))?;
+        .ok_or_else(|| {
+            fail(
+                "?",
+                "resourceConfig.instanceCount",
+                "Member must be an integer",
+            )
+        })?;
     if count < 1 {
-        return Err(fail(&count.to_string(), "resourceConfig.instanceCount", "Member must have value greater than or equal to 1"));
+        return Err(fail(
+            &count.to_string(),
+            "resourceConfig.instanceCount",
+            "Member must have value greater than or equal to 1",
+        ));
     }
     if count > 20 {
         return Err(ControlError::ResourceLimitExceeded(format!(
             "The account-level service limit 'Number of instances across all training jobs' is 20 Instances, and this job asks for {count}; use fewer instances"
         )));
     }
-    if let Some(max) = req.get("StoppingCondition").and_then(|s| s.get("MaxRuntimeInSeconds")) {
+    if let Some(max) = req
+        .get("StoppingCondition")
+        .and_then(|s| s.get("MaxRuntimeInSeconds"))
+    {
         let m = max.as_i64().unwrap_or(0);
         if !(1..=2_419_200).contains(&m) {
-            return Err(fail(&max.to_string(), "stoppingCondition.maxRuntimeInSeconds", "Member must have value between 1 and 2419200"));
+            return Err(fail(
+                &max.to_string(),
+                "stoppingCondition.maxRuntimeInSeconds",
+                "Member must have value between 1 and 2419200",
+            ));
         }
     }
-    let channels = req.get("InputDataConfig").and_then(Value::as_array).cloned().unwrap_or_default();
+    let channels = req
+        .get("InputDataConfig")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if req.get("InputDataConfig").is_some() && channels.is_empty() {
-        return Err(fail("[]", "inputDataConfig", "Member must have length greater than or equal to 1"));
+        return Err(fail(
+            "[]",
+            "inputDataConfig",
+            "Member must have length greater than or equal to 1",
+        ));
     }
     if channels.len() > 20 {
-        return Err(fail(&format!("{} channels", channels.len()), "inputDataConfig", "Member must have length less than or equal to 20"));
+        return Err(fail(
+            &format!("{} channels", channels.len()),
+            "inputDataConfig",
+            "Member must have length less than or equal to 20",
+        ));
     }
     let mut seen = std::collections::BTreeSet::new();
     for (i, ch) in channels.iter().enumerate() {
         let at = format!("inputDataConfig.{}.member", i + 1);
-        let cname = string(need(ch, "ChannelName", &format!("{at}.channelName"))?, &format!("{at}.channelName"))?;
-        let ok = (1..=64).contains(&cname.len()) && cname.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        let cname = string(
+            need(ch, "ChannelName", &format!("{at}.channelName"))?,
+            &format!("{at}.channelName"),
+        )?;
+        let ok = (1..=64).contains(&cname.len())
+            && cname
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !ok {
-            return Err(fail(cname, &format!("{at}.channelName"), "Member must satisfy regular expression pattern: [A-Za-z0-9\\.\\-_]+ and have length between 1 and 64"));
+            return Err(fail(
+                cname,
+                &format!("{at}.channelName"),
+                "Member must satisfy regular expression pattern: [A-Za-z0-9\\.\\-_]+ and have length between 1 and 64",
+            ));
         }
         if !seen.insert(cname.to_string()) {
-            return Err(ControlError::Validation(format!("Channel names must be unique; {cname:?} appears more than once in InputDataConfig")));
+            return Err(ControlError::Validation(format!(
+                "Channel names must be unique; {cname:?} appears more than once in InputDataConfig"
+            )));
         }
         let ch_mode = ch.get("InputMode").and_then(Value::as_str).unwrap_or(mode);
         if ch_mode == "Pipe" {
@@ -140,7 +264,10 @@ pub fn create_training_job(req: &Value, bucket_exists: &dyn Fn(&str) -> bool) ->
         let s3 = ch.get("DataSource").and_then(|d| d.get("S3DataSource")).ok_or_else(|| {
             ControlError::Validation(format!("Channel {cname}: only DataSource.S3DataSource is supported (FileSystemDataSource needs EFS/FSx)"))
         })?;
-        let data_type = s3.get("S3DataType").and_then(Value::as_str).unwrap_or("S3Prefix");
+        let data_type = s3
+            .get("S3DataType")
+            .and_then(Value::as_str)
+            .unwrap_or("S3Prefix");
         if data_type != "S3Prefix" {
             return Err(ControlError::Validation(format!(
                 "Channel {cname}: S3DataType {data_type} is not available in this Clary yet; use S3Prefix"
@@ -148,7 +275,11 @@ pub fn create_training_job(req: &Value, bucket_exists: &dyn Fn(&str) -> bool) ->
         }
         let uri = s3.get("S3Uri").and_then(Value::as_str).unwrap_or_default();
         let Some((bucket, _)) = clary_control::training::parse_s3_uri(uri) else {
-            return Err(fail(uri, &format!("{at}.dataSource.s3DataSource.s3Uri"), "Member must satisfy regular expression pattern: ^(https|s3)://([^/]+)/?(.*)$"));
+            return Err(fail(
+                uri,
+                &format!("{at}.dataSource.s3DataSource.s3Uri"),
+                "Member must satisfy regular expression pattern: ^(https|s3)://([^/]+)/?(.*)$",
+            ));
         };
         if !bucket_exists(&bucket) {
             return Err(ControlError::Validation(format!(
@@ -156,7 +287,11 @@ pub fn create_training_job(req: &Value, bucket_exists: &dyn Fn(&str) -> bool) ->
             )));
         }
         if let Some(d) = s3.get("S3DataDistributionType").and_then(Value::as_str) {
-            one_of(d, &["FullyReplicated", "ShardedByS3Key"], &format!("{at}.dataSource.s3DataSource.s3DataDistributionType"))?;
+            one_of(
+                d,
+                &["FullyReplicated", "ShardedByS3Key"],
+                &format!("{at}.dataSource.s3DataSource.s3DataDistributionType"),
+            )?;
         }
         if let Some(c) = ch.get("CompressionType").and_then(Value::as_str) {
             one_of(c, &["None", "Gzip"], &format!("{at}.compressionType"))?;
@@ -190,16 +325,31 @@ mod tests {
         create_training_job(&good(), &exists).unwrap();
         let mut r = good();
         r["TrainingJobName"] = json!("bad_name");
-        assert!(create_training_job(&r, &exists).unwrap_err().to_string().contains("trainingJobName"));
+        assert!(
+            create_training_job(&r, &exists)
+                .unwrap_err()
+                .to_string()
+                .contains("trainingJobName")
+        );
         let mut r = good();
         r["TrainingJobName"] = json!("a-");
         assert!(create_training_job(&r, &exists).is_err());
         let mut r = good();
         r["InputDataConfig"] = json!((0..21).map(|i| json!({"ChannelName": format!("c{i}"), "DataSource": {"S3DataSource": {"S3Uri": "s3://bkt/x"}}})).collect::<Vec<_>>());
-        assert!(create_training_job(&r, &exists).unwrap_err().to_string().contains("less than or equal to 20"));
+        assert!(
+            create_training_job(&r, &exists)
+                .unwrap_err()
+                .to_string()
+                .contains("less than or equal to 20")
+        );
         let mut r = good();
         r["OutputDataConfig"]["S3OutputPath"] = json!("s3://nope/out");
-        assert!(create_training_job(&r, &exists).unwrap_err().to_string().contains("does not exist"));
+        assert!(
+            create_training_job(&r, &exists)
+                .unwrap_err()
+                .to_string()
+                .contains("does not exist")
+        );
         let mut r = good();
         r["RoleArn"] = json!("SageMakerRole");
         assert!(create_training_job(&r, &exists).is_err());

@@ -16,8 +16,14 @@ pub struct Capacity {
 
 impl Capacity {
     pub fn of_this_machine() -> Self {
-        let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
-        Capacity { cpus, memory_gib: machine_memory_gib().unwrap_or(4.0), overrides: BTreeMap::new() }
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1);
+        Capacity {
+            cpus,
+            memory_gib: machine_memory_gib().unwrap_or(4.0),
+            overrides: BTreeMap::new(),
+        }
     }
 
     /// (vCPUs, GiB) one instance of `instance_type` takes here, or `None` if the type is unknown.
@@ -52,7 +58,10 @@ pub fn instance_shape(instance_type: &str) -> Option<(u32, f64)> {
         't' => 2.0,
         _ => 4.0,
     };
-    if !family.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+    if !family
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
         return None;
     }
     Some((cpus, cpus as f64 * gib_per_cpu))
@@ -60,7 +69,13 @@ pub fn instance_shape(instance_type: &str) -> Option<(u32, f64)> {
 
 fn machine_memory_gib() -> Option<f64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: f64 = info.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kib: f64 = info
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some(kib / 1024.0 / 1024.0)
 }
 
@@ -74,7 +89,11 @@ mod tests {
         assert_eq!(instance_shape("ml.m5.2xlarge"), Some((8, 32.0)));
         assert_eq!(instance_shape("ml.p3.16xlarge"), Some((64, 256.0)));
         assert_eq!(instance_shape("c5.xlarge"), None);
-        let cap = Capacity { cpus: 2, memory_gib: 16.0, overrides: BTreeMap::new() };
+        let cap = Capacity {
+            cpus: 2,
+            memory_gib: 16.0,
+            overrides: BTreeMap::new(),
+        };
         assert_eq!(cap.demand("ml.m5.24xlarge"), Some((2, 16.0)));
     }
 }

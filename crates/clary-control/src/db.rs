@@ -59,13 +59,16 @@ pub struct Db {
 
 impl Db {
     pub fn open(path: &Path) -> Result<Self, ControlError> {
-        let conn = Connection::open(path)
-            .map_err(|e| ControlError::Internal(format!("opening the database {}: {e}", path.display())))?;
+        let conn = Connection::open(path).map_err(|e| {
+            ControlError::Internal(format!("opening the database {}: {e}", path.display()))
+        })?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let db = Db { conn: Arc::new(Mutex::new(conn)) };
+        let db = Db {
+            conn: Arc::new(Mutex::new(conn)),
+        };
         db.migrate()?;
         Ok(db)
     }

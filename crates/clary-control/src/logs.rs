@@ -34,9 +34,15 @@ impl Cursor {
         format!("{dir}/{:020}/{:020}", self.ts, self.id)
     }
     fn decode(token: &str) -> Result<(char, Cursor), ControlError> {
-        let bad = || ControlError::InvalidParameter(format!("The specified nextToken is invalid: {token:?}"));
+        let bad = || {
+            ControlError::InvalidParameter(format!("The specified nextToken is invalid: {token:?}"))
+        };
         let mut parts = token.split('/');
-        let dir = parts.next().and_then(|d| d.chars().next()).filter(|d| *d == 'f' || *d == 'b').ok_or_else(bad)?;
+        let dir = parts
+            .next()
+            .and_then(|d| d.chars().next())
+            .filter(|d| *d == 'f' || *d == 'b')
+            .ok_or_else(bad)?;
         let ts = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
         let id = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
         Ok((dir, Cursor { ts, id }))
@@ -56,7 +62,12 @@ pub struct GetEvents<'a> {
 impl Logs {
     pub fn new(db: Db, region: &str, account: &str) -> Self {
         let (appended, _) = broadcast::channel(16);
-        Logs { db, region: region.to_string(), account: account.to_string(), appended }
+        Logs {
+            db,
+            region: region.to_string(),
+            account: account.to_string(),
+            appended,
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<()> {
@@ -64,7 +75,10 @@ impl Logs {
     }
 
     fn group_arn(&self, group: &str) -> String {
-        format!("{ACCOUNT_ARN_PREFIX}:{}:{}:log-group:{group}", self.region, self.account)
+        format!(
+            "{ACCOUNT_ARN_PREFIX}:{}:{}:log-group:{group}",
+            self.region, self.account
+        )
     }
 
     pub fn create_stream(&self, group: &str, stream: &str) -> Result<(), ControlError> {
@@ -76,7 +90,12 @@ impl Logs {
     }
 
     /// Appends lines to a stream (creating it); each event keeps the timestamp it was read at.
-    pub fn append(&self, group: &str, stream: &str, events: &[(i64, String)]) -> Result<(), ControlError> {
+    pub fn append(
+        &self,
+        group: &str,
+        stream: &str,
+        events: &[(i64, String)],
+    ) -> Result<(), ControlError> {
         let now = now_millis();
         {
             let mut conn = self.db.lock();
@@ -112,11 +131,18 @@ impl Logs {
         if self.group_exists(group)? {
             Ok(())
         } else {
-            Err(ControlError::ResourceNotFound("The specified log group does not exist.".into()))
+            Err(ControlError::ResourceNotFound(
+                "The specified log group does not exist.".into(),
+            ))
         }
     }
 
-    pub fn describe_log_groups(&self, prefix: &str, limit: Option<i64>, next_token: Option<&str>) -> Result<Value, ControlError> {
+    pub fn describe_log_groups(
+        &self,
+        prefix: &str,
+        limit: Option<i64>,
+        next_token: Option<&str>,
+    ) -> Result<Value, ControlError> {
         let limit = limit.unwrap_or(50).clamp(1, 50);
         let after = next_token.unwrap_or("");
         let conn = self.db.lock();
@@ -126,7 +152,9 @@ impl Logs {
              GROUP BY log_group ORDER BY log_group LIMIT ?3",
         )?;
         let rows: Vec<(String, i64)> = stmt
-            .query_map(params![prefix, after, limit + 1], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map(params![prefix, after, limit + 1], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
             .collect::<Result<_, _>>()?;
         let more = rows.len() as i64 > limit;
         let groups: Vec<Value> = rows
@@ -161,7 +189,9 @@ impl Logs {
         self.require_group(group)?;
         let limit = limit.unwrap_or(50).clamp(1, 50);
         let offset: i64 = match next_token {
-            Some(t) => t.parse().map_err(|_| ControlError::InvalidParameter(format!("The specified nextToken is invalid: {t:?}")))?,
+            Some(t) => t.parse().map_err(|_| {
+                ControlError::InvalidParameter(format!("The specified nextToken is invalid: {t:?}"))
+            })?,
             None => 0,
         };
         let prefix = prefix.unwrap_or("");
@@ -201,7 +231,8 @@ impl Logs {
             })?
             .collect::<Result<_, _>>()?;
         let more = rows.len() as i64 > limit;
-        let mut out = json!({"logStreams": rows.into_iter().take(limit as usize).collect::<Vec<_>>()});
+        let mut out =
+            json!({"logStreams": rows.into_iter().take(limit as usize).collect::<Vec<_>>()});
         // Only when more streams really exist: the SDK's loop re-asks forever otherwise.
         if more {
             out["nextToken"] = json!((offset + limit).to_string());
@@ -217,7 +248,9 @@ impl Logs {
         )?;
         if exists == 0 {
             self.require_group(q.group)?;
-            return Err(ControlError::ResourceNotFound("The specified log stream does not exist.".into()));
+            return Err(ControlError::ResourceNotFound(
+                "The specified log stream does not exist.".into(),
+            ));
         }
         let limit = q.limit.unwrap_or(10_000).clamp(1, 10_000);
         let start = q.start_time.unwrap_or(i64::MIN);
@@ -231,19 +264,26 @@ impl Logs {
         };
         let conn = self.db.lock();
         let mut rows: Vec<(i64, i64, i64, String)> = if forward {
-            let c = cursor.unwrap_or(Cursor { ts: i64::MIN, id: i64::MIN });
+            let c = cursor.unwrap_or(Cursor {
+                ts: i64::MIN,
+                id: i64::MIN,
+            });
             let mut stmt = conn.prepare_cached(
                 "SELECT id, timestamp, ingestion_time, message FROM log_events
                  WHERE log_group = ?1 AND log_stream = ?2 AND timestamp >= ?3 AND timestamp < ?4
                    AND (timestamp > ?5 OR (timestamp = ?5 AND id > ?6))
                  ORDER BY timestamp, id LIMIT ?7",
             )?;
-            stmt.query_map(params![q.group, q.stream, start, end, c.ts, c.id, limit], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?
+            stmt.query_map(
+                params![q.group, q.stream, start, end, c.ts, c.id, limit],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?
             .collect::<Result<_, _>>()?
         } else {
-            let c = cursor.unwrap_or(Cursor { ts: i64::MAX, id: i64::MAX });
+            let c = cursor.unwrap_or(Cursor {
+                ts: i64::MAX,
+                id: i64::MAX,
+            });
             let mut stmt = conn.prepare_cached(
                 "SELECT id, timestamp, ingestion_time, message FROM log_events
                  WHERE log_group = ?1 AND log_stream = ?2 AND timestamp >= ?3 AND timestamp < ?4
@@ -251,9 +291,10 @@ impl Logs {
                  ORDER BY timestamp DESC, id DESC LIMIT ?7",
             )?;
             let mut v: Vec<_> = stmt
-                .query_map(params![q.group, q.stream, start, end, c.ts, c.id, limit], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?
+                .query_map(
+                    params![q.group, q.stream, start, end, c.ts, c.id, limit],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )?
                 .collect::<Result<_, _>>()?;
             v.reverse();
             v
@@ -266,12 +307,27 @@ impl Logs {
         // An empty page keeps the caller's position, so polling with the returned token
         // picks up exactly the events that arrive later.
         let (fwd, back) = match (rows.first(), rows.last()) {
-            (Some(first), Some(last)) => (Cursor { ts: last.1, id: last.0 }, Cursor { ts: first.1, id: first.0 }),
+            (Some(first), Some(last)) => (
+                Cursor {
+                    ts: last.1,
+                    id: last.0,
+                },
+                Cursor {
+                    ts: first.1,
+                    id: first.0,
+                },
+            ),
             _ => {
                 let here = cursor.unwrap_or(if forward {
-                    Cursor { ts: start.max(0), id: 0 }
+                    Cursor {
+                        ts: start.max(0),
+                        id: 0,
+                    }
                 } else {
-                    Cursor { ts: end.min(i64::MAX / 2), id: i64::MAX / 2 }
+                    Cursor {
+                        ts: end.min(i64::MAX / 2),
+                        id: i64::MAX / 2,
+                    }
                 });
                 (here, here)
             }
@@ -301,7 +357,10 @@ impl Logs {
         let limit = limit.unwrap_or(10_000).clamp(1, 10_000);
         let after = match next_token {
             Some(t) => Cursor::decode(t)?.1,
-            None => Cursor { ts: i64::MIN, id: i64::MIN },
+            None => Cursor {
+                ts: i64::MIN,
+                id: i64::MIN,
+            },
         };
         let terms = parse_filter_terms(filter_pattern.unwrap_or(""));
         let conn = self.db.lock();
@@ -336,8 +395,10 @@ impl Logs {
                 more = true;
                 break;
             }
-            events.push(json!({"logStreamName": stream, "timestamp": ts, "message": msg,
-                               "ingestionTime": ing, "eventId": id.to_string()}));
+            events.push(
+                json!({"logStreamName": stream, "timestamp": ts, "message": msg,
+                               "ingestionTime": ing, "eventId": id.to_string()}),
+            );
             last = Some(Cursor { ts, id });
         }
         let mut out = json!({"events": events, "searchedLogStreams": []});
@@ -379,9 +440,22 @@ mod tests {
     #[test]
     fn get_log_events_pages_forward_inclusively_and_ends_with_an_empty_page() {
         let (_d, logs) = logs();
-        logs.append("g", "s", &[(10, "a".into()), (20, "b".into()), (20, "c".into())]).unwrap();
+        logs.append(
+            "g",
+            "s",
+            &[(10, "a".into()), (20, "b".into()), (20, "c".into())],
+        )
+        .unwrap();
         fn q(start: Option<i64>, token: Option<&str>, limit: Option<i64>) -> GetEvents<'_> {
-            GetEvents { group: "g", stream: "s", start_time: start, end_time: None, next_token: token, limit, start_from_head: true }
+            GetEvents {
+                group: "g",
+                stream: "s",
+                start_time: start,
+                end_time: None,
+                next_token: token,
+                limit,
+                start_from_head: true,
+            }
         }
         let p1 = logs.get_log_events(q(Some(0), None, Some(2))).unwrap();
         assert_eq!(p1["events"].as_array().unwrap().len(), 2);
@@ -394,7 +468,12 @@ mod tests {
         assert_eq!(p3["nextForwardToken"], t2.as_str());
         // startTime is inclusive, and events at one timestamp keep their order.
         let p = logs.get_log_events(q(Some(20), None, None)).unwrap();
-        let msgs: Vec<&str> = p["events"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
+        let msgs: Vec<&str> = p["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["message"].as_str().unwrap())
+            .collect();
         assert_eq!(msgs, ["b", "c"]);
         // New events after an empty page are found with the same token.
         logs.append("g", "s", &[(30, "d".into())]).unwrap();
@@ -412,12 +491,18 @@ mod tests {
         for s in ["job/algo-1-1", "job/algo-2-1", "other/algo-1-1"] {
             logs.create_stream("g", s).unwrap();
         }
-        let all = logs.describe_log_streams("g", Some("job/"), false, false, Some(2), None).unwrap();
+        let all = logs
+            .describe_log_streams("g", Some("job/"), false, false, Some(2), None)
+            .unwrap();
         assert_eq!(all["logStreams"].as_array().unwrap().len(), 2);
         assert!(all.get("nextToken").is_none());
-        let page = logs.describe_log_streams("g", None, false, false, Some(2), None).unwrap();
+        let page = logs
+            .describe_log_streams("g", None, false, false, Some(2), None)
+            .unwrap();
         assert_eq!(page["nextToken"], "2");
-        let rest = logs.describe_log_streams("g", None, false, false, Some(2), Some("2")).unwrap();
+        let rest = logs
+            .describe_log_streams("g", None, false, false, Some(2), Some("2"))
+            .unwrap();
         assert_eq!(rest["logStreams"][0]["logStreamName"], "other/algo-1-1");
         assert!(rest.get("nextToken").is_none());
     }
@@ -425,9 +510,13 @@ mod tests {
     #[test]
     fn filter_matches_terms_across_streams() {
         let (_d, logs) = logs();
-        logs.append("g", "a", &[(1, "epoch 1 loss 0.5".into())]).unwrap();
-        logs.append("g", "b", &[(2, "epoch 2 accuracy 0.9".into())]).unwrap();
-        let out = logs.filter_log_events("g", None, None, None, None, Some("\"epoch 2\""), None, None).unwrap();
+        logs.append("g", "a", &[(1, "epoch 1 loss 0.5".into())])
+            .unwrap();
+        logs.append("g", "b", &[(2, "epoch 2 accuracy 0.9".into())])
+            .unwrap();
+        let out = logs
+            .filter_log_events("g", None, None, None, None, Some("\"epoch 2\""), None, None)
+            .unwrap();
         assert_eq!(out["events"].as_array().unwrap().len(), 1);
         assert_eq!(out["events"][0]["logStreamName"], "b");
     }

@@ -62,7 +62,9 @@ const JOB_COLUMNS: &str = "name, arn, request, status, secondary_status, status_
     creation_time, last_modified_time, training_start_time, training_end_time, model_artifacts, transitions, hosts, stop_requested";
 
 fn parse<T: serde::de::DeserializeOwned>(i: usize, s: String) -> rusqlite::Result<T> {
-    serde_json::from_str(&s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
@@ -123,28 +125,48 @@ pub fn parse_s3_uri(uri: &str) -> Option<(String, String)> {
 
 impl ControlPlane {
     pub fn open(config: ControlConfig) -> Result<Arc<Self>, ControlError> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| ControlError::Internal(format!("creating {}: {e}", config.data_dir.display())))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            ControlError::Internal(format!("creating {}: {e}", config.data_dir.display()))
+        })?;
         let db = Db::open(&config.data_dir.join("clary.db"))?;
         let logs = Logs::new(db.clone(), &config.region, &config.account);
         let runtimes = Runtimes::new(config.runtimes_dir.clone());
-        Ok(Arc::new(ControlPlane { db, logs, config, exec: LocalExecutor, runtimes, wake: Notify::new() }))
+        Ok(Arc::new(ControlPlane {
+            db,
+            logs,
+            config,
+            exec: LocalExecutor,
+            runtimes,
+            wake: Notify::new(),
+        }))
     }
 
     pub fn job_arn(&self, name: &str) -> String {
-        format!("arn:aws:sagemaker:{}:{}:training-job/{}", self.config.region, self.config.account, name.to_ascii_lowercase())
+        format!(
+            "arn:aws:sagemaker:{}:{}:training-job/{}",
+            self.config.region,
+            self.config.account,
+            name.to_ascii_lowercase()
+        )
     }
 
     fn load(&self, name: &str) -> Result<Option<JobRow>, ControlError> {
         let conn = self.db.lock();
         Ok(conn
-            .query_row(&format!("SELECT {JOB_COLUMNS} FROM training_jobs WHERE name = ?1"), params![name], row_to_job)
+            .query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM training_jobs WHERE name = ?1"),
+                params![name],
+                row_to_job,
+            )
             .optional()?)
     }
 
     fn require(&self, name: &str) -> Result<JobRow, ControlError> {
-        self.load(name)?
-            .ok_or_else(|| ControlError::ResourceNotFound(format!("Requested resource not found: training job {name:?} does not exist")))
+        self.load(name)?.ok_or_else(|| {
+            ControlError::ResourceNotFound(format!(
+                "Requested resource not found: training job {name:?} does not exist"
+            ))
+        })
     }
 
     fn save(&self, job: &JobRow) -> Result<(), ControlError> {
@@ -175,15 +197,22 @@ impl ControlPlane {
 
     /// `CreateTrainingJob`, for a request the API layer has validated against the service model.
     pub fn create_training_job(&self, request: Value) -> Result<String, ControlError> {
-        let name = request["TrainingJobName"].as_str().unwrap_or_default().to_string();
-        let image = request["AlgorithmSpecification"]["TrainingImage"].as_str().unwrap_or_default();
+        let name = request["TrainingJobName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let image = request["AlgorithmSpecification"]["TrainingImage"]
+            .as_str()
+            .unwrap_or_default();
         if image.is_empty() {
             return Err(ControlError::Validation(
                 "AlgorithmSpecification.TrainingImage is required: Clary runs MXNet training images (AlgorithmName is not supported)".into(),
             ));
         }
         let image = resolve_training_image(image).map_err(ControlError::Validation)?;
-        let instance_type = request["ResourceConfig"]["InstanceType"].as_str().unwrap_or_default();
+        let instance_type = request["ResourceConfig"]["InstanceType"]
+            .as_str()
+            .unwrap_or_default();
         if self.config.capacity.demand(instance_type).is_none() {
             return Err(ControlError::Validation(format!(
                 "Value {instance_type:?} at 'resourceConfig.instanceType' is not an ml.<family>.<size> instance type Clary can size; use e.g. ml.c5.xlarge or add it to the capacity table"
@@ -251,13 +280,24 @@ impl ControlPlane {
             "EnableInterContainerTrafficEncryption": req.get("EnableInterContainerTrafficEncryption").cloned().unwrap_or(json!(false)),
             "EnableManagedSpotTraining": req.get("EnableManagedSpotTraining").cloned().unwrap_or(json!(false)),
         });
-        for key in ["InputDataConfig", "VpcConfig", "CheckpointConfig", "DebugHookConfig", "ProfilerConfig", "Environment",
-                    "RetryStrategy", "TensorBoardOutputConfig", "ExperimentConfig", "DebugRuleConfigurations"] {
+        for key in [
+            "InputDataConfig",
+            "VpcConfig",
+            "CheckpointConfig",
+            "DebugHookConfig",
+            "ProfilerConfig",
+            "Environment",
+            "RetryStrategy",
+            "TensorBoardOutputConfig",
+            "ExperimentConfig",
+            "DebugRuleConfigurations",
+        ] {
             if let Some(v) = req.get(key) {
                 out[key] = v.clone();
             }
         }
-        out["ModelArtifacts"] = json!({"S3ModelArtifacts": job.model_artifacts.clone().unwrap_or_default()});
+        out["ModelArtifacts"] =
+            json!({"S3ModelArtifacts": job.model_artifacts.clone().unwrap_or_default()});
         if let Some(t) = job.training_start_time {
             out["TrainingStartTime"] = json!(t);
         }
@@ -276,7 +316,11 @@ impl ControlPlane {
     pub fn list_training_jobs(&self, q: &ListJobs) -> Result<Value, ControlError> {
         let max = q.max_results.unwrap_or(10).clamp(1, 100);
         let offset: i64 = match &q.next_token {
-            Some(t) => t.parse().map_err(|_| ControlError::Validation(format!("Invalid pagination token {t:?}; pass the NextToken of the previous response")))?,
+            Some(t) => t.parse().map_err(|_| {
+                ControlError::Validation(format!(
+                    "Invalid pagination token {t:?}; pass the NextToken of the previous response"
+                ))
+            })?,
             None => 0,
         };
         let order_col = match q.sort_by.as_deref().unwrap_or("CreationTime") {
@@ -284,7 +328,11 @@ impl ControlPlane {
             "Status" => "status",
             _ => "creation_time",
         };
-        let dir = if q.sort_order.as_deref() == Some("Ascending") { "ASC" } else { "DESC" };
+        let dir = if q.sort_order.as_deref() == Some("Ascending") {
+            "ASC"
+        } else {
+            "DESC"
+        };
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM training_jobs
              WHERE (?1 IS NULL OR instr(lower(name), lower(?1)) > 0)
@@ -297,8 +345,16 @@ impl ControlPlane {
         let mut stmt = conn.prepare(&sql)?;
         let rows: Vec<JobRow> = stmt
             .query_map(
-                params![q.name_contains, q.status_equals, q.creation_time_after, q.creation_time_before,
-                        q.last_modified_time_after, q.last_modified_time_before, max + 1, offset],
+                params![
+                    q.name_contains,
+                    q.status_equals,
+                    q.creation_time_after,
+                    q.creation_time_before,
+                    q.last_modified_time_after,
+                    q.last_modified_time_before,
+                    max + 1,
+                    offset
+                ],
                 row_to_job,
             )?
             .collect::<Result<_, _>>()?;
@@ -343,7 +399,10 @@ impl ControlPlane {
             self.set_secondary(&mut job, "Stopping", "Stopping the training job");
             job.status = "Stopping".into();
             for h in &job.hosts {
-                self.exec.terminate(HostProcess { pid: h.pid, start_ticks: h.start_ticks });
+                self.exec.terminate(HostProcess {
+                    pid: h.pid,
+                    start_ticks: h.start_ticks,
+                });
             }
         }
         self.save(&job)
@@ -352,9 +411,12 @@ impl ControlPlane {
     pub fn list_tags(&self, arn: &str) -> Result<Value, ControlError> {
         self.require_resource(arn)?;
         let conn = self.db.lock();
-        let mut stmt = conn.prepare("SELECT key, value FROM tags WHERE resource_arn = ?1 ORDER BY key")?;
+        let mut stmt =
+            conn.prepare("SELECT key, value FROM tags WHERE resource_arn = ?1 ORDER BY key")?;
         let tags: Vec<Value> = stmt
-            .query_map(params![arn], |r| Ok(json!({"Key": r.get::<_, String>(0)?, "Value": r.get::<_, String>(1)?})))?
+            .query_map(params![arn], |r| {
+                Ok(json!({"Key": r.get::<_, String>(0)?, "Value": r.get::<_, String>(1)?}))
+            })?
             .collect::<Result<_, _>>()?;
         Ok(json!({"Tags": tags}))
     }
@@ -363,7 +425,10 @@ impl ControlPlane {
         self.require_resource(arn)?;
         let conn = self.db.lock();
         for (k, v) in tags {
-            conn.execute("INSERT OR REPLACE INTO tags (resource_arn, key, value) VALUES (?1, ?2, ?3)", params![arn, k, v])?;
+            conn.execute(
+                "INSERT OR REPLACE INTO tags (resource_arn, key, value) VALUES (?1, ?2, ?3)",
+                params![arn, k, v],
+            )?;
         }
         drop(conn);
         self.list_tags(arn)
@@ -373,15 +438,24 @@ impl ControlPlane {
         self.require_resource(arn)?;
         let conn = self.db.lock();
         for k in keys {
-            conn.execute("DELETE FROM tags WHERE resource_arn = ?1 AND key = ?2", params![arn, k])?;
+            conn.execute(
+                "DELETE FROM tags WHERE resource_arn = ?1 AND key = ?2",
+                params![arn, k],
+            )?;
         }
         Ok(())
     }
 
     fn require_resource(&self, arn: &str) -> Result<(), ControlError> {
-        let n: i64 = self.db.lock().query_row("SELECT COUNT(*) FROM training_jobs WHERE arn = ?1", params![arn], |r| r.get(0))?;
+        let n: i64 = self.db.lock().query_row(
+            "SELECT COUNT(*) FROM training_jobs WHERE arn = ?1",
+            params![arn],
+            |r| r.get(0),
+        )?;
         if n == 0 {
-            return Err(ControlError::Validation(format!("Resource {arn} does not exist; pass the ARN of an existing training job")));
+            return Err(ControlError::Validation(format!(
+                "Resource {arn} does not exist; pass the ARN of an existing training job"
+            )));
         }
         Ok(())
     }
@@ -394,16 +468,32 @@ impl ControlPlane {
             }
             last.end_time.get_or_insert(now);
         }
-        job.transitions.push(Transition { status: status.into(), start_time: now, end_time: None, status_message: message.into() });
+        job.transitions.push(Transition {
+            status: status.into(),
+            start_time: now,
+            end_time: None,
+            status_message: message.into(),
+        });
         job.secondary_status = status.into();
         job.status_message = message.into();
         job.last_modified_time = now;
     }
 
     /// Moves a job to its terminal status.
-    fn finish(&self, job: &mut JobRow, outcome: Outcome, reason: Option<String>, exit_code: Option<i32>, artifacts: Option<String>) {
+    fn finish(
+        &self,
+        job: &mut JobRow,
+        outcome: Outcome,
+        reason: Option<String>,
+        exit_code: Option<i32>,
+        artifacts: Option<String>,
+    ) {
         let (status, secondary, message) = match outcome {
-            Outcome::Completed => ("Completed", "Completed", "Training job completed".to_string()),
+            Outcome::Completed => (
+                "Completed",
+                "Completed",
+                "Training job completed".to_string(),
+            ),
             Outcome::Failed => ("Failed", "Failed", "Training job failed".to_string()),
             Outcome::Stopped => ("Stopped", "Stopped", "Training job stopped".to_string()),
             Outcome::MaxRuntimeExceeded => (
@@ -413,7 +503,9 @@ impl ControlPlane {
             ),
         };
         let message = match exit_code {
-            Some(code) if outcome != Outcome::Completed => format!("{message} (the training script exited with code {code})"),
+            Some(code) if outcome != Outcome::Completed => {
+                format!("{message} (the training script exited with code {code})")
+            }
             _ => message,
         };
         self.set_secondary(job, secondary, &message);
@@ -429,8 +521,12 @@ impl ControlPlane {
         }
         job.failure_reason = match outcome {
             Outcome::Completed | Outcome::Stopped => None,
-            Outcome::MaxRuntimeExceeded => Some(reason.unwrap_or_else(|| "MaxRuntimeExceeded: Training job exceeded MaxRuntimeInSeconds".into())),
-            Outcome::Failed => Some(reason.unwrap_or_else(|| "AlgorithmError: the training job failed".into())),
+            Outcome::MaxRuntimeExceeded => Some(reason.unwrap_or_else(|| {
+                "MaxRuntimeExceeded: Training job exceeded MaxRuntimeInSeconds".into()
+            })),
+            Outcome::Failed => {
+                Some(reason.unwrap_or_else(|| "AlgorithmError: the training job failed".into()))
+            }
         };
     }
 
@@ -446,7 +542,11 @@ impl ControlPlane {
 
     pub fn report_logs(&self, b: &LogBatch) -> Result<(), ControlError> {
         self.require(&b.job_name)?;
-        let events: Vec<(i64, String)> = b.events.iter().map(|e| (e.timestamp, e.message.clone())).collect();
+        let events: Vec<(i64, String)> = b
+            .events
+            .iter()
+            .map(|e| (e.timestamp, e.message.clone()))
+            .collect();
         self.logs.append(TRAINING_LOG_GROUP, &b.log_stream, &events)
     }
 
@@ -456,22 +556,49 @@ impl ControlPlane {
             return Ok(());
         }
         let Some(host) = job.hosts.iter_mut().find(|h| h.host == r.host) else {
-            return Err(ControlError::Validation(format!("{} is not a host of training job {}", r.host, r.job_name)));
+            return Err(ControlError::Validation(format!(
+                "{} is not a host of training job {}",
+                r.host, r.job_name
+            )));
         };
         host.result = Some(r.clone());
-        let failed = job.hosts.iter().filter_map(|h| h.result.as_ref()).find(|res| res.outcome != Outcome::Completed).cloned();
+        let failed = job
+            .hosts
+            .iter()
+            .filter_map(|h| h.result.as_ref())
+            .find(|res| res.outcome != Outcome::Completed)
+            .cloned();
         let all_done = job.hosts.iter().all(|h| h.result.is_some());
         if let Some(bad) = failed {
             // One host ending badly ends the job; the others are told to stop.
             for h in job.hosts.iter().filter(|h| h.result.is_none()) {
-                self.exec.terminate(HostProcess { pid: h.pid, start_ticks: h.start_ticks });
+                self.exec.terminate(HostProcess {
+                    pid: h.pid,
+                    start_ticks: h.start_ticks,
+                });
             }
-            let reason = bad.failure_reason.clone().map(|f| if job.hosts.len() > 1 { format!("{} (host {})", f, bad.host) } else { f });
-            let artifacts = job.hosts.iter().find_map(|h| h.result.as_ref().and_then(|r| r.model_artifacts.clone()));
-            let outcome = if job.stop_requested && bad.outcome == Outcome::Failed { Outcome::Stopped } else { bad.outcome };
+            let reason = bad.failure_reason.clone().map(|f| {
+                if job.hosts.len() > 1 {
+                    format!("{} (host {})", f, bad.host)
+                } else {
+                    f
+                }
+            });
+            let artifacts = job
+                .hosts
+                .iter()
+                .find_map(|h| h.result.as_ref().and_then(|r| r.model_artifacts.clone()));
+            let outcome = if job.stop_requested && bad.outcome == Outcome::Failed {
+                Outcome::Stopped
+            } else {
+                bad.outcome
+            };
             self.finish(&mut job, outcome, reason, bad.exit_code, artifacts);
         } else if all_done {
-            let artifacts = job.hosts.iter().find_map(|h| h.result.as_ref().and_then(|r| r.model_artifacts.clone()));
+            let artifacts = job
+                .hosts
+                .iter()
+                .find_map(|h| h.result.as_ref().and_then(|r| r.model_artifacts.clone()));
             self.finish(&mut job, Outcome::Completed, None, Some(0), artifacts);
         }
         self.save(&job)
@@ -508,7 +635,13 @@ impl ControlPlane {
             let lost: Vec<String> = job
                 .hosts
                 .iter()
-                .filter(|h| h.result.is_none() && !self.exec.is_alive(HostProcess { pid: h.pid, start_ticks: h.start_ticks }))
+                .filter(|h| {
+                    h.result.is_none()
+                        && !self.exec.is_alive(HostProcess {
+                            pid: h.pid,
+                            start_ticks: h.start_ticks,
+                        })
+                })
                 .map(|h| format!("{} (pid {})", h.host, h.pid))
                 .collect();
             if lost.is_empty() {
@@ -531,7 +664,10 @@ impl ControlPlane {
             let it = rc["InstanceType"].as_str().unwrap_or_default();
             let n = rc["InstanceCount"].as_u64().unwrap_or(1).max(1) as u32;
             let (c, m) = self.config.capacity.demand(it).unwrap_or((1, 1.0));
-            ((c * n).min(self.config.capacity.cpus), (m * n as f64).min(self.config.capacity.memory_gib))
+            (
+                (c * n).min(self.config.capacity.cpus),
+                (m * n as f64).min(self.config.capacity.memory_gib),
+            )
         };
         let (mut used_cpus, mut used_mem) = (0u32, 0f64);
         for job in jobs.iter().filter(|j| !j.hosts.is_empty()) {
@@ -542,7 +678,9 @@ impl ControlPlane {
         for mut job in jobs {
             if job.hosts.is_empty() {
                 let (c, m) = demand_of(&job);
-                if used_cpus + c > self.config.capacity.cpus || used_mem + m > self.config.capacity.memory_gib + 1e-9 {
+                if used_cpus + c > self.config.capacity.cpus
+                    || used_mem + m > self.config.capacity.memory_gib + 1e-9
+                {
                     // First in, first out: a big job at the head is not overtaken by small ones.
                     let msg = format!(
                         "Launching requested ML instances: waiting for capacity ({c} vCPUs needed, {} of {} in use)",
@@ -557,7 +695,13 @@ impl ControlPlane {
                 used_cpus += c;
                 used_mem += m;
                 if let Err(e) = self.launch(&mut job) {
-                    self.finish(&mut job, Outcome::Failed, Some(format!("InternalServerError: could not start the job: {e}")), None, None);
+                    self.finish(
+                        &mut job,
+                        Outcome::Failed,
+                        Some(format!("InternalServerError: could not start the job: {e}")),
+                        None,
+                        None,
+                    );
                 }
                 self.save(&job)?;
             } else {
@@ -571,7 +715,13 @@ impl ControlPlane {
         let dead: Vec<String> = job
             .hosts
             .iter()
-            .filter(|h| h.result.is_none() && !self.exec.is_alive(HostProcess { pid: h.pid, start_ticks: h.start_ticks }))
+            .filter(|h| {
+                h.result.is_none()
+                    && !self.exec.is_alive(HostProcess {
+                        pid: h.pid,
+                        start_ticks: h.start_ticks,
+                    })
+            })
             .map(|h| h.host.clone())
             .collect();
         if dead.is_empty() {
@@ -579,12 +729,29 @@ impl ControlPlane {
         }
         // A result may have landed between our read and the liveness check.
         let fresh = self.require(&job.name)?;
-        if is_terminal(&fresh.status) || dead.iter().all(|d| fresh.hosts.iter().any(|h| &h.host == d && h.result.is_some())) {
+        if is_terminal(&fresh.status)
+            || dead.iter().all(|d| {
+                fresh
+                    .hosts
+                    .iter()
+                    .any(|h| &h.host == d && h.result.is_some())
+            })
+        {
             return Ok(());
         }
         *job = fresh;
-        let log = self.config.data_dir.join("jobs").join(&job.name).join(&dead[0]).join("agent.log");
-        let outcome = if job.stop_requested { Outcome::Stopped } else { Outcome::Failed };
+        let log = self
+            .config
+            .data_dir
+            .join("jobs")
+            .join(&job.name)
+            .join(&dead[0])
+            .join("agent.log");
+        let outcome = if job.stop_requested {
+            Outcome::Stopped
+        } else {
+            Outcome::Failed
+        };
         let reason = format!(
             "InternalServerError: the host agent of {} exited without reporting a result; its log is {}",
             dead.join(", "),
@@ -599,34 +766,76 @@ impl ControlPlane {
         let rc = &req["ResourceConfig"];
         let count = rc["InstanceCount"].as_u64().unwrap_or(1).max(1);
         let hosts: Vec<String> = (1..=count).map(|i| format!("algo-{i}")).collect();
-        let image = resolve_training_image(req["AlgorithmSpecification"]["TrainingImage"].as_str().unwrap_or_default())?;
-        let (output_bucket, output_prefix) = parse_s3_uri(req["OutputDataConfig"]["S3OutputPath"].as_str().unwrap_or_default())
-            .ok_or("OutputDataConfig.S3OutputPath is not an s3:// URI")?;
-        let input_mode = req["AlgorithmSpecification"]["TrainingInputMode"].as_str().unwrap_or("File").to_string();
+        let image = resolve_training_image(
+            req["AlgorithmSpecification"]["TrainingImage"]
+                .as_str()
+                .unwrap_or_default(),
+        )?;
+        let (output_bucket, output_prefix) = parse_s3_uri(
+            req["OutputDataConfig"]["S3OutputPath"]
+                .as_str()
+                .unwrap_or_default(),
+        )
+        .ok_or("OutputDataConfig.S3OutputPath is not an s3:// URI")?;
+        let input_mode = req["AlgorithmSpecification"]["TrainingInputMode"]
+            .as_str()
+            .unwrap_or("File")
+            .to_string();
         let mut channels = Vec::new();
-        for ch in req["InputDataConfig"].as_array().cloned().unwrap_or_default() {
+        for ch in req["InputDataConfig"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
             let name = ch["ChannelName"].as_str().unwrap_or_default().to_string();
             let s3 = &ch["DataSource"]["S3DataSource"];
-            let (bucket, prefix) = parse_s3_uri(s3["S3Uri"].as_str().unwrap_or_default()).ok_or(format!("channel {name} has no S3Uri"))?;
+            let (bucket, prefix) = parse_s3_uri(s3["S3Uri"].as_str().unwrap_or_default())
+                .ok_or(format!("channel {name} has no S3Uri"))?;
             let mut config = serde_json::Map::new();
             if let Some(ct) = ch.get("ContentType") {
                 config.insert("ContentType".into(), ct.clone());
             }
-            config.insert("TrainingInputMode".into(), ch.get("InputMode").cloned().unwrap_or(json!(input_mode)));
-            config.insert("S3DistributionType".into(), s3.get("S3DataDistributionType").cloned().unwrap_or(json!("FullyReplicated")));
-            config.insert("RecordWrapperType".into(), ch.get("RecordWrapperType").cloned().unwrap_or(json!("None")));
+            config.insert(
+                "TrainingInputMode".into(),
+                ch.get("InputMode").cloned().unwrap_or(json!(input_mode)),
+            );
+            config.insert(
+                "S3DistributionType".into(),
+                s3.get("S3DataDistributionType")
+                    .cloned()
+                    .unwrap_or(json!("FullyReplicated")),
+            );
+            config.insert(
+                "RecordWrapperType".into(),
+                ch.get("RecordWrapperType")
+                    .cloned()
+                    .unwrap_or(json!("None")),
+            );
             if let Some(c) = ch.get("CompressionType") {
                 config.insert("CompressionType".into(), c.clone());
             }
-            channels.push(ChannelSpec { name, bucket, prefix, config: Value::Object(config) });
+            channels.push(ChannelSpec {
+                name,
+                bucket,
+                prefix,
+                config: Value::Object(config),
+            });
         }
         let hyperparameters: BTreeMap<String, String> = req["HyperParameters"]
             .as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
             .unwrap_or_default();
         let environment: BTreeMap<String, String> = req["Environment"]
             .as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
             .unwrap_or_default();
         let python = self.runtimes.python(&image.runtime);
         let epoch = chrono::Utc::now().timestamp();
@@ -636,9 +845,12 @@ impl ControlPlane {
         self.set_secondary(job, "Starting", "Preparing the instances for training");
         for host in &hosts {
             let base_dir = job_dir.join(host);
-            std::fs::create_dir_all(&base_dir).map_err(|e| format!("creating {}: {e}", base_dir.display()))?;
+            std::fs::create_dir_all(&base_dir)
+                .map_err(|e| format!("creating {}: {e}", base_dir.display()))?;
             let log_stream = format!("{}/{host}-{epoch}", job.name);
-            self.logs.create_stream(TRAINING_LOG_GROUP, &log_stream).map_err(|e| e.to_string())?;
+            self.logs
+                .create_stream(TRAINING_LOG_GROUP, &log_stream)
+                .map_err(|e| e.to_string())?;
             let spec = HostSpec {
                 job_name: job.name.clone(),
                 job_arn: job.arn.clone(),
@@ -655,7 +867,9 @@ impl ControlPlane {
                 python: python.clone(),
                 framework_module: MXNET_TRAINING_MODULE.into(),
                 environment: environment.clone(),
-                max_runtime_secs: req["StoppingCondition"]["MaxRuntimeInSeconds"].as_u64().unwrap_or(86_400),
+                max_runtime_secs: req["StoppingCondition"]["MaxRuntimeInSeconds"]
+                    .as_u64()
+                    .unwrap_or(86_400),
                 stop_grace_secs: self.config.stop_grace_secs,
                 store_root: self.config.data_dir.join("objects"),
                 control_url: self.config.control_url.clone(),
@@ -670,12 +884,23 @@ impl ControlPlane {
             };
             let spec_path = base_dir.join("spec.json");
             let bytes = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
-            std::fs::write(&spec_path, bytes).map_err(|e| format!("writing {}: {e}", spec_path.display()))?;
+            std::fs::write(&spec_path, bytes)
+                .map_err(|e| format!("writing {}: {e}", spec_path.display()))?;
             let proc = self
                 .exec
-                .launch(&self.config.agent_program, &spec_path, &base_dir.join("agent.log"))
+                .launch(
+                    &self.config.agent_program,
+                    &spec_path,
+                    &base_dir.join("agent.log"),
+                )
                 .map_err(|e| e.to_string())?;
-            job.hosts.push(HostState { host: host.clone(), pid: proc.pid, start_ticks: proc.start_ticks, log_stream, result: None });
+            job.hosts.push(HostState {
+                host: host.clone(),
+                pid: proc.pid,
+                start_ticks: proc.start_ticks,
+                log_stream,
+                result: None,
+            });
         }
         Ok(())
     }

@@ -3,16 +3,22 @@
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::fs::File;
-use std::path::Path;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error("could not start the host agent {program}: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     #[error("could not open the agent log {path}: {source}")]
-    Log { path: String, source: std::io::Error },
+    Log {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// A started agent, identified by PID and the kernel's start time of that PID, so a restarted
@@ -29,9 +35,20 @@ pub struct LocalExecutor;
 impl LocalExecutor {
     /// Starts `program agent --spec <spec>` in a new process group; its own stdout and stderr
     /// (not the job's, which it streams as log events) go to `agent_log`.
-    pub fn launch(&self, program: &Path, spec: &Path, agent_log: &Path) -> Result<HostProcess, ExecError> {
-        let log = File::create(agent_log).map_err(|source| ExecError::Log { path: agent_log.display().to_string(), source })?;
-        let err = log.try_clone().map_err(|source| ExecError::Log { path: agent_log.display().to_string(), source })?;
+    pub fn launch(
+        &self,
+        program: &Path,
+        spec: &Path,
+        agent_log: &Path,
+    ) -> Result<HostProcess, ExecError> {
+        let log = File::create(agent_log).map_err(|source| ExecError::Log {
+            path: agent_log.display().to_string(),
+            source,
+        })?;
+        let err = log.try_clone().map_err(|source| ExecError::Log {
+            path: agent_log.display().to_string(),
+            source,
+        })?;
         let child = Command::new(program)
             .arg("agent")
             .arg("--spec")
@@ -41,7 +58,10 @@ impl LocalExecutor {
             .stderr(err)
             .process_group(0)
             .spawn()
-            .map_err(|source| ExecError::Spawn { program: program.display().to_string(), source })?;
+            .map_err(|source| ExecError::Spawn {
+                program: program.display().to_string(),
+                source,
+            })?;
         let pid = child.id() as i32;
         // The child is reaped by a thread so it never lingers as a zombie; a restarted server
         // watches agents it did not start by polling their PID instead.
@@ -49,7 +69,10 @@ impl LocalExecutor {
             let mut child = child;
             let _ = child.wait();
         });
-        Ok(HostProcess { pid, start_ticks: process_start_ticks(pid).unwrap_or(0) })
+        Ok(HostProcess {
+            pid,
+            start_ticks: process_start_ticks(pid).unwrap_or(0),
+        })
     }
 
     /// Asks the agent to stop the job (it forwards SIGTERM to the user's process group and
@@ -73,7 +96,10 @@ impl LocalExecutor {
             Ok(stat) => {
                 let fields = stat_fields(&stat);
                 let state = fields.first().copied().unwrap_or("Z");
-                let ticks = fields.get(19).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+                let ticks = fields
+                    .get(19)
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .unwrap_or(0);
                 state != "Z" && (host.start_ticks == 0 || ticks == host.start_ticks)
             }
             Err(_) => false,
@@ -84,7 +110,9 @@ impl LocalExecutor {
 /// Fields of `/proc/<pid>/stat` after the command name (which may contain spaces), so index 0
 /// is the state and index 19 the start time.
 fn stat_fields(stat: &str) -> Vec<&str> {
-    stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default()
+    stat.rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default()
 }
 
 pub fn process_start_ticks(pid: i32) -> Option<u64> {
@@ -101,8 +129,17 @@ mod tests {
         let me = std::process::id() as i32;
         let ticks = process_start_ticks(me).unwrap();
         let exec = LocalExecutor;
-        assert!(exec.is_alive(HostProcess { pid: me, start_ticks: ticks }));
-        assert!(!exec.is_alive(HostProcess { pid: me, start_ticks: ticks + 1 }));
-        assert!(!exec.is_alive(HostProcess { pid: i32::MAX - 1, start_ticks: 0 }));
+        assert!(exec.is_alive(HostProcess {
+            pid: me,
+            start_ticks: ticks
+        }));
+        assert!(!exec.is_alive(HostProcess {
+            pid: me,
+            start_ticks: ticks + 1
+        }));
+        assert!(!exec.is_alive(HostProcess {
+            pid: i32::MAX - 1,
+            start_ticks: 0
+        }));
     }
 }

@@ -55,7 +55,9 @@ pub const SCRIPT_MODE_VERSIONS: &[(&str, &str)] = &[
 ];
 
 /// Versions of the legacy `train()` mode (MXNet ≤ 1.2).
-pub const LEGACY_VERSIONS: &[&str] = &["0.12.1", "0.12", "1.0.0", "1.0", "1.1.0", "1.1", "1.2.1", "1.2"];
+pub const LEGACY_VERSIONS: &[&str] = &[
+    "0.12.1", "0.12", "1.0.0", "1.0", "1.1.0", "1.1", "1.2.1", "1.2",
+];
 
 /// What an image URI asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,13 +83,24 @@ pub fn resolve_training_image(image: &str) -> Result<ImageRequest, String> {
     let (repo, tag) = last
         .split_once(':')
         .ok_or_else(|| format!("TrainingImage {image:?} has no tag. {}", supported()))?;
-    if !matches!(repo, "mxnet-training" | "sagemaker-mxnet" | "sagemaker-mxnet-training") {
-        return Err(format!("TrainingImage {image:?} is not an MXNet training image. {}", supported()));
+    if !matches!(
+        repo,
+        "mxnet-training" | "sagemaker-mxnet" | "sagemaker-mxnet-training"
+    ) {
+        return Err(format!(
+            "TrainingImage {image:?} is not an MXNet training image. {}",
+            supported()
+        ));
     }
     let mut parts = tag.split('-');
     let (version, device, py) = match (parts.next(), parts.next(), parts.next()) {
         (Some(v), Some(d), Some(p)) if matches!(d, "cpu" | "gpu") => (v, d, p),
-        _ => return Err(format!("TrainingImage tag {tag:?} is not <version>-<cpu|gpu>-<py>. {}", supported())),
+        _ => {
+            return Err(format!(
+                "TrainingImage tag {tag:?} is not <version>-<cpu|gpu>-<py>. {}",
+                supported()
+            ));
+        }
     };
     if LEGACY_VERSIONS.contains(&version) {
         return Err(format!(
@@ -98,7 +111,12 @@ pub fn resolve_training_image(image: &str) -> Result<ImageRequest, String> {
         .iter()
         .find(|(v, _)| *v == version)
         .and_then(|(_, r)| RUNTIMES.iter().find(|d| d.name == *r))
-        .ok_or_else(|| format!("MXNet framework version {version:?} is not available here. {}", supported()))?;
+        .ok_or_else(|| {
+            format!(
+                "MXNet framework version {version:?} is not available here. {}",
+                supported()
+            )
+        })?;
     Ok(ImageRequest {
         framework_version: version.to_string(),
         device: device.to_string(),
@@ -116,7 +134,8 @@ pub struct Runtimes {
 
 impl Runtimes {
     pub fn new(dir: PathBuf) -> Self {
-        let base_python = std::env::var("CLARY_BASE_PYTHON").unwrap_or_else(|_| "python3".to_string());
+        let base_python =
+            std::env::var("CLARY_BASE_PYTHON").unwrap_or_else(|_| "python3".to_string());
         Runtimes { dir, base_python }
     }
 
@@ -130,13 +149,19 @@ impl Runtimes {
 
     /// Builds the runtime if it is not ready, sending each line of progress to `progress`.
     /// Returns its interpreter.
-    pub fn ensure(&self, def: &RuntimeDef, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, String> {
+    pub fn ensure(
+        &self,
+        def: &RuntimeDef,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<PathBuf, String> {
         if self.is_ready(def) {
             return Ok(self.python(def));
         }
-        fs::create_dir_all(&self.dir).map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
+        fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
         let lock_path = self.dir.join(format!("{}.lock", def.name));
-        let lock_file = fs::File::create(&lock_path).map_err(|e| format!("creating {}: {e}", lock_path.display()))?;
+        let lock_file = fs::File::create(&lock_path)
+            .map_err(|e| format!("creating {}: {e}", lock_path.display()))?;
         progress(&format!("Waiting for the lock on runtime {} ...", def.name));
         let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
             .map_err(|(_, e)| format!("locking {}: {e}", lock_path.display()))?;
@@ -144,17 +169,32 @@ impl Runtimes {
             return Ok(self.python(def));
         }
         let final_dir = self.dir.join(def.name);
-        let tmp = self.dir.join(format!(".{}.building-{}", def.name, std::process::id()));
+        let tmp = self
+            .dir
+            .join(format!(".{}.building-{}", def.name, std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         progress(&format!(
             "Building runtime {} (MXNet {}) once, with {} -m venv and pip; later jobs reuse it",
             def.name, def.mxnet, self.base_python
         ));
-        run_streaming(Command::new(&self.base_python).arg("-m").arg("venv").arg(&tmp), progress)?;
+        run_streaming(
+            Command::new(&self.base_python)
+                .arg("-m")
+                .arg("venv")
+                .arg(&tmp),
+            progress,
+        )?;
         let pip = tmp.join("bin").join("python");
         run_streaming(
             Command::new(&pip)
-                .args(["-m", "pip", "install", "--progress-bar", "off", "--disable-pip-version-check"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--progress-bar",
+                    "off",
+                    "--disable-pip-version-check",
+                ])
                 .args(def.pip_requirements),
             progress,
         )?;
@@ -162,7 +202,8 @@ impl Runtimes {
         // jobs only ever run `bin/python`.
         let _ = fs::remove_dir_all(&final_dir);
         fs::rename(&tmp, &final_dir).map_err(|e| format!("moving the runtime into place: {e}"))?;
-        fs::write(final_dir.join(".clary-ready"), def.mxnet).map_err(|e| format!("marking the runtime ready: {e}"))?;
+        fs::write(final_dir.join(".clary-ready"), def.mxnet)
+            .map_err(|e| format!("marking the runtime ready: {e}"))?;
         progress(&format!("Runtime {} is ready", def.name));
         Ok(self.python(def))
     }
@@ -177,14 +218,23 @@ fn run_streaming(cmd: &mut Command, progress: &mut dyn FnMut(&str)) -> Result<()
         .map_err(|e| format!("could not run {shown}: {e}"))?;
     let stderr = child.stderr.take();
     let err_thread = std::thread::spawn(move || {
-        stderr.map(|s| BufReader::new(s).lines().map_while(Result::ok).collect::<Vec<_>>()).unwrap_or_default()
+        stderr
+            .map(|s| {
+                BufReader::new(s)
+                    .lines()
+                    .map_while(Result::ok)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
     });
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             progress(&line);
         }
     }
-    let status = child.wait().map_err(|e| format!("waiting for {shown}: {e}"))?;
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {shown}: {e}"))?;
     let errors = err_thread.join().unwrap_or_default();
     for line in &errors {
         progress(line);
@@ -198,7 +248,11 @@ fn run_streaming(cmd: &mut Command, progress: &mut dyn FnMut(&str)) -> Result<()
 
 /// Whether `path` looks like a usable interpreter (used for operator-supplied runtimes).
 pub fn python_runs(path: &Path) -> bool {
-    Command::new(path).arg("-c").arg("import sys").status().is_ok_and(|s| s.success())
+    Command::new(path)
+        .arg("-c")
+        .arg("import sys")
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 #[cfg(test)]
@@ -207,14 +261,31 @@ mod tests {
 
     #[test]
     fn maps_sdk_image_uris() {
-        let r = resolve_training_image("763104351884.dkr.ecr.us-east-1.amazonaws.com/mxnet-training:1.9.0-cpu-py38").unwrap();
-        assert_eq!((r.framework_version.as_str(), r.runtime.name), ("1.9.0", "mxnet-1.9"));
-        let r = resolve_training_image("520713654638.dkr.ecr.us-east-1.amazonaws.com/sagemaker-mxnet:1.3.0-cpu-py3").unwrap();
+        let r = resolve_training_image(
+            "763104351884.dkr.ecr.us-east-1.amazonaws.com/mxnet-training:1.9.0-cpu-py38",
+        )
+        .unwrap();
+        assert_eq!(
+            (r.framework_version.as_str(), r.runtime.name),
+            ("1.9.0", "mxnet-1.9")
+        );
+        let r = resolve_training_image(
+            "520713654638.dkr.ecr.us-east-1.amazonaws.com/sagemaker-mxnet:1.3.0-cpu-py3",
+        )
+        .unwrap();
         assert_eq!(r.py_version, "py3");
         assert!(resolve_training_image("mxnet-training:1.9-gpu-py38").is_ok());
         let legacy = resolve_training_image("x/sagemaker-mxnet:1.2.1-cpu-py2").unwrap_err();
         assert!(legacy.contains("legacy train()"), "{legacy}");
-        assert!(resolve_training_image("x/pytorch-training:2.0-cpu-py310").unwrap_err().contains("not an MXNet"));
-        assert!(resolve_training_image("x/mxnet-training:2.5.0-cpu-py38").unwrap_err().contains("not available"));
+        assert!(
+            resolve_training_image("x/pytorch-training:2.0-cpu-py310")
+                .unwrap_err()
+                .contains("not an MXNet")
+        );
+        assert!(
+            resolve_training_image("x/mxnet-training:2.5.0-cpu-py38")
+                .unwrap_err()
+                .contains("not available")
+        );
     }
 }

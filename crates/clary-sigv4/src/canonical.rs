@@ -3,7 +3,11 @@
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 /// RFC 3986 unreserved characters stay as they are; everything else is `%XX`.
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 const PATH: &AsciiSet = &UNRESERVED.remove(b'/');
 
 pub fn uri_encode(s: &str) -> String {
@@ -31,7 +35,11 @@ pub fn canonical_query(raw_query: Option<&str>) -> String {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let dec = |s: &str| percent_decode_str(&s.replace('+', "%20")).decode_utf8_lossy().into_owned();
+            let dec = |s: &str| {
+                percent_decode_str(&s.replace('+', "%20"))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
             (uri_encode(&dec(k)), uri_encode(&dec(v)))
         })
         .collect();
@@ -74,7 +82,11 @@ pub fn canonical_request(
     let mut names: Vec<&String> = signed_headers.iter().collect();
     names.sort();
     for name in &names {
-        let values: Vec<&[u8]> = headers.get_all(name.as_str()).iter().map(|v| v.as_bytes()).collect();
+        let values: Vec<&[u8]> = headers
+            .get_all(name.as_str())
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
         if values.is_empty() {
             return Err(format!("signed header {name:?} is not in the request"));
         }
@@ -84,7 +96,13 @@ pub fn canonical_request(
         out.push('\n');
     }
     out.push('\n');
-    out.push_str(&names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(";"));
+    out.push_str(
+        &names
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(";"),
+    );
     out.push('\n');
     out.push_str(payload_hash);
     Ok(out)

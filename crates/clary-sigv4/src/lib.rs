@@ -32,7 +32,9 @@ pub enum AuthError {
          Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
     )]
     SignatureMismatch,
-    #[error("Signature expired: {0} is now earlier or later than the server time by more than 15 minutes.")]
+    #[error(
+        "Signature expired: {0} is now earlier or later than the server time by more than 15 minutes."
+    )]
     Expired(String),
 }
 
@@ -140,10 +142,15 @@ pub fn verify(
         ));
     }
     if !auth.signed_headers.iter().any(|h| h == "host") {
-        return Err(AuthError::Malformed("the host header must be signed".into()));
+        return Err(AuthError::Malformed(
+            "the host header must be signed".into(),
+        ));
     }
     let secret = lookup_secret(&auth.access_key).ok_or(AuthError::UnknownAccessKey)?;
-    let payload_hash = match headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()) {
+    let payload_hash = match headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(h) if auth.service == "s3" => h.to_string(),
         _ => hex::encode(Sha256::digest(body)),
     };
@@ -156,7 +163,14 @@ pub fn verify(
         auth.service == "s3",
     )
     .map_err(AuthError::Malformed)?;
-    let expected = signature(&secret, amz_date, &auth.date, &auth.region, &auth.service, &canonical);
+    let expected = signature(
+        &secret,
+        amz_date,
+        &auth.date,
+        &auth.region,
+        &auth.service,
+        &canonical,
+    );
     if subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), auth.signature.as_bytes()).into() {
         Ok(auth)
     } else {
@@ -201,7 +215,11 @@ impl Signer {
     ) -> Result<(), String> {
         let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
         let date = &amz_date[..8];
-        let host = uri.authority().ok_or("the URI has no host")?.as_str().to_string();
+        let host = uri
+            .authority()
+            .ok_or("the URI has no host")?
+            .as_str()
+            .to_string();
         headers.insert(http::header::HOST, header_value(&host)?);
         headers.insert("x-amz-date", header_value(&amz_date)?);
         headers.insert("x-amz-content-sha256", header_value(payload_hash)?);
@@ -220,7 +238,14 @@ impl Signer {
             payload_hash,
             service == "s3",
         )?;
-        let sig = signature(&self.secret_key, &amz_date, date, &self.region, service, &canonical);
+        let sig = signature(
+            &self.secret_key,
+            &amz_date,
+            date,
+            &self.region,
+            service,
+            &canonical,
+        );
         let auth = format!(
             "{ALGORITHM} Credential={}/{date}/{}/{service}/aws4_request, SignedHeaders={}, Signature={sig}",
             self.access_key,
@@ -244,7 +269,8 @@ fn parse_amz_date(s: &str) -> Result<DateTime<Utc>, AuthError> {
 
 fn hmac(key: &[u8], data: &str) -> Vec<u8> {
     // HMAC accepts keys of any length, so construction cannot fail.
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(data.as_bytes());
     mac.finalize().into_bytes().to_vec()
 }

@@ -45,11 +45,26 @@ fn verifies_botocore_json_request() {
             ),
         ],
     );
-    let auth = verify(&m, &u, &h, br#"{"MaxResults": 5}"#, at("20261124T220500Z"), lookup).unwrap();
+    let auth = verify(
+        &m,
+        &u,
+        &h,
+        br#"{"MaxResults": 5}"#,
+        at("20261124T220500Z"),
+        lookup,
+    )
+    .unwrap();
     assert_eq!(auth.service, "sagemaker");
     assert_eq!(auth.region, "us-east-1");
     // One changed byte of the body breaks it.
-    let err = verify(&m, &u, &h, br#"{"MaxResults": 6}"#, at("20261124T220500Z"), lookup);
+    let err = verify(
+        &m,
+        &u,
+        &h,
+        br#"{"MaxResults": 6}"#,
+        at("20261124T220500Z"),
+        lookup,
+    );
     assert_eq!(err.unwrap_err(), AuthError::SignatureMismatch);
 }
 
@@ -119,7 +134,14 @@ fn signer_output_verifies_and_matches_aws_test_vector_chain() {
     // The HMAC chain itself, against AWS's documented "get-vanilla" vector.
     let canonical = "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     assert_eq!(
-        signature(SK, "20150830T123600Z", "20150830", "us-east-1", "service", canonical),
+        signature(
+            SK,
+            "20150830T123600Z",
+            "20150830",
+            "us-east-1",
+            "service",
+            canonical
+        ),
         "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
     );
     let signer = Signer {
@@ -130,11 +152,24 @@ fn signer_output_verifies_and_matches_aws_test_vector_chain() {
     let now = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap();
     let uri: http::Uri = "http://127.0.0.1:7070/".parse().unwrap();
     let mut headers = http::HeaderMap::new();
-    headers.insert("x-amz-target", "SageMaker.DescribeTrainingJob".parse().unwrap());
-    headers.insert("content-type", "application/x-amz-json-1.1".parse().unwrap());
+    headers.insert(
+        "x-amz-target",
+        "SageMaker.DescribeTrainingJob".parse().unwrap(),
+    );
+    headers.insert(
+        "content-type",
+        "application/x-amz-json-1.1".parse().unwrap(),
+    );
     let body = br#"{"TrainingJobName":"j"}"#;
     signer
-        .sign("sagemaker", &http::Method::POST, &uri, &mut headers, body, now)
+        .sign(
+            "sagemaker",
+            &http::Method::POST,
+            &uri,
+            &mut headers,
+            body,
+            now,
+        )
         .unwrap();
     let auth = verify(&http::Method::POST, &uri, &headers, body, now, lookup).unwrap();
     assert_eq!(auth.service, "sagemaker");

@@ -48,19 +48,41 @@ pub fn extract_tar_gz<R: Read>(input: R, dest: &Path) -> io::Result<Skipped> {
         let mut entry = entry?;
         let raw = entry.path()?.into_owned();
         let Some(rel) = sanitize(&raw) else {
-            skipped.0.push(format!("{}: names outside the target directory", raw.display()));
+            skipped.0.push(format!(
+                "{}: names outside the target directory",
+                raw.display()
+            ));
             continue;
         };
         let kind = entry.header().entry_type();
-        if !(kind.is_file() || kind.is_dir() || kind.is_symlink() || kind.is_hard_link() || kind.is_contiguous()) {
-            skipped.0.push(format!("{}: devices, FIFOs and other special files are not extracted", raw.display()));
+        if !(kind.is_file()
+            || kind.is_dir()
+            || kind.is_symlink()
+            || kind.is_hard_link()
+            || kind.is_contiguous())
+        {
+            skipped.0.push(format!(
+                "{}: devices, FIFOs and other special files are not extracted",
+                raw.display()
+            ));
             continue;
         }
         if kind.is_symlink() || kind.is_hard_link() {
-            let target = entry.link_name()?.map(|t| t.into_owned()).unwrap_or_default();
-            let base = if kind.is_symlink() { rel.parent().unwrap_or(Path::new("")).to_path_buf() } else { PathBuf::new() };
+            let target = entry
+                .link_name()?
+                .map(|t| t.into_owned())
+                .unwrap_or_default();
+            let base = if kind.is_symlink() {
+                rel.parent().unwrap_or(Path::new("")).to_path_buf()
+            } else {
+                PathBuf::new()
+            };
             if target.is_absolute() || sanitize(&base.join(&target)).is_none() {
-                skipped.0.push(format!("{}: link to {} points outside the target directory", raw.display(), target.display()));
+                skipped.0.push(format!(
+                    "{}: link to {} points outside the target directory",
+                    raw.display(),
+                    target.display()
+                ));
                 continue;
             }
         }
@@ -69,7 +91,9 @@ pub fn extract_tar_gz<R: Read>(input: R, dest: &Path) -> io::Result<Skipped> {
         }
         // unpack_in re-checks the path and refuses to write through symlinked parents.
         if !entry.unpack_in(dest)? {
-            skipped.0.push(format!("{}: refused by the extractor", raw.display()));
+            skipped
+                .0
+                .push(format!("{}: refused by the extractor", raw.display()));
         }
     }
     Ok(skipped)
@@ -129,10 +153,19 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
-        assert!(names.contains(&"a.txt".to_string()) && names.contains(&"sub/b.txt".to_string()), "{names:?}");
+        assert!(
+            names.contains(&"a.txt".to_string()) && names.contains(&"sub/b.txt".to_string()),
+            "{names:?}"
+        );
         let dst = tempfile::tempdir().unwrap();
-        assert_eq!(extract_tar_gz(&bytes[..], dst.path()).unwrap(), Skipped::default());
-        assert_eq!(fs::read_to_string(dst.path().join("sub/b.txt")).unwrap(), "B");
+        assert_eq!(
+            extract_tar_gz(&bytes[..], dst.path()).unwrap(),
+            Skipped::default()
+        );
+        assert_eq!(
+            fs::read_to_string(dst.path().join("sub/b.txt")).unwrap(),
+            "B"
+        );
     }
 
     #[test]

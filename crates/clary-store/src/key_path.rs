@@ -34,7 +34,9 @@ pub fn decode_segment(enc: &str) -> String {
 /// The directory (relative to the bucket) holding the key's files, and its encoded last segment.
 pub fn split(key: &str) -> (PathBuf, String) {
     let segs: Vec<&str> = key.split('/').collect();
-    let (last, dirs) = segs.split_last().expect("split yields at least one segment");
+    let (last, dirs) = segs
+        .split_last()
+        .expect("split yields at least one segment");
     let dir: PathBuf = dirs.iter().map(|s| encode_segment(s)).collect();
     (dir, encode_segment(last))
 }
@@ -58,7 +60,10 @@ mod tests {
         assert_eq!(ab, PathBuf::from("a/b~m"));
         assert_eq!(dir, PathBuf::from("a/~e~m"));
         assert_eq!(meta_path("../x"), PathBuf::from("%2E%2E/x~m"));
-        assert_eq!(meta_path("we ird~/é"), PathBuf::from("we%20ird%7E/%C3%A9~m"));
+        assert_eq!(
+            meta_path("we ird~/é"),
+            PathBuf::from("we%20ird%7E/%C3%A9~m")
+        );
         for s in ["", ".", "..", "a b", "é~%"] {
             assert_eq!(decode_segment(&encode_segment(s)), s);
         }

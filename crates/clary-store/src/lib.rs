@@ -82,7 +82,9 @@ pub enum StoreError {
     NoSuchBucket(String),
     #[error("The specified key does not exist: {0}")]
     NoSuchKey(String),
-    #[error("Your previous request to create the named bucket succeeded and you already own it: {0}")]
+    #[error(
+        "Your previous request to create the named bucket succeeded and you already own it: {0}"
+    )]
     BucketAlreadyOwnedByYou(String),
     #[error("The bucket you tried to delete is not empty: {0}; delete its objects first")]
     BucketNotEmpty(String),
@@ -92,13 +94,17 @@ pub enum StoreError {
     InvalidBucketName(String),
     #[error("{0}")]
     InvalidKey(String),
-    #[error("The specified multipart upload does not exist: {0}; it may have been completed or aborted")]
+    #[error(
+        "The specified multipart upload does not exist: {0}; it may have been completed or aborted"
+    )]
     NoSuchUpload(String),
     #[error("Part {0} could not be found or its ETag does not match the uploaded part")]
     InvalidPart(u32),
     #[error("The list of parts was not in ascending order; list parts by increasing part number")]
     InvalidPartOrder,
-    #[error("Part {0} is smaller than the minimum allowed size of 5 MiB; only the last part may be smaller")]
+    #[error(
+        "Part {0} is smaller than the minimum allowed size of 5 MiB; only the last part may be smaller"
+    )]
     EntityTooSmall(u32),
     #[error("{0}")]
     MalformedXml(String),
@@ -122,13 +128,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
         store.create_bucket("my-bucket").unwrap();
-        assert!(matches!(store.create_bucket("my-bucket"), Err(StoreError::BucketAlreadyOwnedByYou(_))));
+        assert!(matches!(
+            store.create_bucket("my-bucket"),
+            Err(StoreError::BucketAlreadyOwnedByYou(_))
+        ));
         for key in ["b", "a/x", "a", "a/", "a/y/z", "c d"] {
-            store.put_bytes("my-bucket", key, key.as_bytes(), PutOptions::default()).unwrap();
+            store
+                .put_bytes("my-bucket", key, key.as_bytes(), PutOptions::default())
+                .unwrap();
         }
-        let keys: Vec<String> = store.list("my-bucket", "").unwrap().into_iter().map(|m| m.key).collect();
+        let keys: Vec<String> = store
+            .list("my-bucket", "")
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
         assert_eq!(keys, ["a", "a/", "a/x", "a/y/z", "b", "c d"]);
-        let keys: Vec<String> = store.list("my-bucket", "a/y").unwrap().into_iter().map(|m| m.key).collect();
+        let keys: Vec<String> = store
+            .list("my-bucket", "a/y")
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
         assert_eq!(keys, ["a/y/z"]);
         assert_eq!(store.get_bytes("my-bucket", "a/y/z").unwrap(), b"a/y/z");
         // An uncommitted writer leaves nothing behind, and the old version stays readable.
@@ -136,16 +157,33 @@ mod tests {
         w.write_all(b"half").unwrap();
         drop(w);
         assert_eq!(store.get_bytes("my-bucket", "b").unwrap(), b"b");
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
-        let meta = store.put_bytes("my-bucket", "b", b"new", PutOptions::default()).unwrap();
-        assert_eq!(meta.etag, format!("\"{}\"", hex::encode(<md5::Md5 as md5::Digest>::digest(b"new"))));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        let meta = store
+            .put_bytes("my-bucket", "b", b"new", PutOptions::default())
+            .unwrap();
+        assert_eq!(
+            meta.etag,
+            format!(
+                "\"{}\"",
+                hex::encode(<md5::Md5 as md5::Digest>::digest(b"new"))
+            )
+        );
         assert_eq!(store.get_bytes("my-bucket", "b").unwrap(), b"new");
-        assert!(matches!(store.delete_bucket("my-bucket"), Err(StoreError::BucketNotEmpty(_))));
+        assert!(matches!(
+            store.delete_bucket("my-bucket"),
+            Err(StoreError::BucketNotEmpty(_))
+        ));
         for m in store.list("my-bucket", "").unwrap() {
             store.delete("my-bucket", &m.key).unwrap();
         }
         store.delete_bucket("my-bucket").unwrap();
-        assert!(matches!(store.head("my-bucket", "a"), Err(StoreError::NoSuchBucket(_))));
+        assert!(matches!(
+            store.head("my-bucket", "a"),
+            Err(StoreError::NoSuchBucket(_))
+        ));
     }
 
     #[test]
@@ -153,18 +191,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
         store.create_bucket("mp-bucket").unwrap();
-        let up = store.create_upload("mp-bucket", "big", PutOptions::default()).unwrap();
+        let up = store
+            .create_upload("mp-bucket", "big", PutOptions::default())
+            .unwrap();
         let big = vec![7u8; multipart::MIN_PART_SIZE as usize];
-        let p2 = store.upload_part("mp-bucket", "big", &up.upload_id, 2, |w| w.write_all(b"tail")).unwrap();
-        let p1 = store.upload_part("mp-bucket", "big", &up.upload_id, 1, |w| w.write_all(&big)).unwrap();
-        assert_eq!(store.list_parts("mp-bucket", "big", &up.upload_id).unwrap().len(), 2);
-        let wrong = store.complete_upload("mp-bucket", "big", &up.upload_id, &[(2, p2.etag.clone()), (1, p1.etag.clone())]);
+        let p2 = store
+            .upload_part("mp-bucket", "big", &up.upload_id, 2, |w| {
+                w.write_all(b"tail")
+            })
+            .unwrap();
+        let p1 = store
+            .upload_part("mp-bucket", "big", &up.upload_id, 1, |w| w.write_all(&big))
+            .unwrap();
+        assert_eq!(
+            store
+                .list_parts("mp-bucket", "big", &up.upload_id)
+                .unwrap()
+                .len(),
+            2
+        );
+        let wrong = store.complete_upload(
+            "mp-bucket",
+            "big",
+            &up.upload_id,
+            &[(2, p2.etag.clone()), (1, p1.etag.clone())],
+        );
         assert_eq!(wrong.unwrap_err(), StoreError::InvalidPartOrder);
         let meta = store
-            .complete_upload("mp-bucket", "big", &up.upload_id, &[(1, p1.etag), (2, p2.etag)])
+            .complete_upload(
+                "mp-bucket",
+                "big",
+                &up.upload_id,
+                &[(1, p1.etag), (2, p2.etag)],
+            )
             .unwrap();
         assert!(meta.etag.ends_with("-2\""), "{}", meta.etag);
         assert_eq!(meta.size, big.len() as u64 + 4);
-        assert!(matches!(store.list_parts("mp-bucket", "big", &up.upload_id), Err(StoreError::NoSuchUpload(_))));
+        assert!(matches!(
+            store.list_parts("mp-bucket", "big", &up.upload_id),
+            Err(StoreError::NoSuchUpload(_))
+        ));
     }
 }

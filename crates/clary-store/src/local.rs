@@ -57,7 +57,12 @@ fn rename_into(from: &Path, to: &Path) -> Result<(), StoreError> {
         match fs::rename(from, to) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 => continue,
-            Err(e) => return Err(StoreError::Io(format!("renaming into {}: {e}", to.display()))),
+            Err(e) => {
+                return Err(StoreError::Io(format!(
+                    "renaming into {}: {e}",
+                    to.display()
+                )));
+            }
         }
     }
     unreachable!("the loop returns on its second attempt")
@@ -83,9 +88,13 @@ impl LocalStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
         for d in ["buckets", "uploads", "tmp"] {
-            fs::create_dir_all(root.join(d)).map_err(io_err(format!("creating {}", root.join(d).display())))?;
+            fs::create_dir_all(root.join(d))
+                .map_err(io_err(format!("creating {}", root.join(d).display())))?;
         }
-        Ok(LocalStore { root, commit_lock: Arc::new(Mutex::new(())) })
+        Ok(LocalStore {
+            root,
+            commit_lock: Arc::new(Mutex::new(())),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -121,7 +130,10 @@ impl LocalStore {
             return Err(StoreError::BucketAlreadyOwnedByYou(bucket.to_string()));
         }
         fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        let info = BucketInfo { name: bucket.to_string(), created: Utc::now() };
+        let info = BucketInfo {
+            name: bucket.to_string(),
+            created: Utc::now(),
+        };
         let json = serde_json::to_vec(&info).map_err(|e| StoreError::Io(e.to_string()))?;
         write_atomic(&self.tmp_dir(), &dir.join(BUCKET_RECORD), &json)?;
         Ok(info)
@@ -130,7 +142,8 @@ impl LocalStore {
     pub fn head_bucket(&self, bucket: &str) -> Result<BucketInfo, StoreError> {
         let dir = self.existing_bucket_dir(bucket)?;
         let bytes = fs::read(dir.join(BUCKET_RECORD)).map_err(io_err("reading bucket record"))?;
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::Io(format!("bucket record of {bucket}: {e}")))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Io(format!("bucket record of {bucket}: {e}")))
     }
 
     pub fn list_buckets(&self) -> Result<Vec<BucketInfo>, StoreError> {
@@ -161,14 +174,20 @@ impl LocalStore {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|e| StoreError::Io(format!("metadata of {key}: {e}"))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => Ok(None),
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.kind() == io::ErrorKind::NotADirectory =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(StoreError::Io(format!("reading {}: {e}", path.display()))),
         }
     }
 
     pub fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
         let dir = self.existing_bucket_dir(bucket)?;
-        self.read_meta(&dir, key)?.ok_or_else(|| StoreError::NoSuchKey(key.to_string()))
+        self.read_meta(&dir, key)?
+            .ok_or_else(|| StoreError::NoSuchKey(key.to_string()))
     }
 
     /// The path of an object's data file, for hard-linking it elsewhere (never write to it).
@@ -191,13 +210,16 @@ impl LocalStore {
                 Err(e) => return Err(StoreError::Io(format!("opening {}: {e}", path.display()))),
             }
         }
-        Err(StoreError::Io(format!("{key} kept changing while being opened; try again")))
+        Err(StoreError::Io(format!(
+            "{key} kept changing while being opened; try again"
+        )))
     }
 
     pub fn get_bytes(&self, bucket: &str, key: &str) -> Result<Vec<u8>, StoreError> {
         let (_, mut f) = self.open_object(bucket, key)?;
         let mut buf = Vec::new();
-        f.read_to_end(&mut buf).map_err(io_err(format!("reading {key}")))?;
+        f.read_to_end(&mut buf)
+            .map_err(io_err(format!("reading {key}")))?;
         Ok(buf)
     }
 
@@ -208,9 +230,16 @@ impl LocalStore {
         ObjectWriter::new(self.clone(), bucket, key)
     }
 
-    pub fn put_bytes(&self, bucket: &str, key: &str, bytes: &[u8], opts: PutOptions) -> Result<ObjectMeta, StoreError> {
+    pub fn put_bytes(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: &[u8],
+        opts: PutOptions,
+    ) -> Result<ObjectMeta, StoreError> {
         let mut w = self.writer(bucket, key)?;
-        w.write_all(bytes).map_err(io_err(format!("writing {key}")))?;
+        w.write_all(bytes)
+            .map_err(io_err(format!("writing {key}")))?;
         w.commit(opts)
     }
 
@@ -225,12 +254,20 @@ impl LocalStore {
         let bucket_dir = self.existing_bucket_dir(bucket)?;
         let (dir, name) = key_path::split(key);
         let dir = bucket_dir.join(dir);
-        meta.data_file = format!("{name}~{}{}", uuid::Uuid::new_v4().simple(), key_path::DATA_SUFFIX);
+        meta.data_file = format!(
+            "{name}~{}{}",
+            uuid::Uuid::new_v4().simple(),
+            key_path::DATA_SUFFIX
+        );
         rename_into(data, &dir.join(&meta.data_file))?;
         let json = serde_json::to_vec(&meta).map_err(|e| StoreError::Io(e.to_string()))?;
         let _guard = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.read_meta(&bucket_dir, key)?;
-        write_atomic(&self.tmp_dir(), &dir.join(format!("{name}{META_SUFFIX}")), &json)?;
+        write_atomic(
+            &self.tmp_dir(),
+            &dir.join(format!("{name}{META_SUFFIX}")),
+            &json,
+        )?;
         if let Some(old) = old
             && old.data_file != meta.data_file
         {
@@ -247,7 +284,8 @@ impl LocalStore {
         };
         let (dir, name) = key_path::split(key);
         let dir = bucket_dir.join(dir);
-        fs::remove_file(dir.join(format!("{name}{META_SUFFIX}"))).map_err(io_err(format!("deleting {key}")))?;
+        fs::remove_file(dir.join(format!("{name}{META_SUFFIX}")))
+            .map_err(io_err(format!("deleting {key}")))?;
         let _ = fs::remove_file(dir.join(meta.data_file));
         // Prune directories left empty, up to the bucket.
         let mut d = dir.as_path();
@@ -302,14 +340,20 @@ impl LocalStore {
 }
 
 /// Visits every committed object below `dir`, whose keys all start with `key_prefix`.
-fn walk(dir: &Path, key_prefix: &str, visit: &mut dyn FnMut(&str, &Path)) -> Result<(), StoreError> {
+fn walk(
+    dir: &Path,
+    key_prefix: &str,
+    visit: &mut dyn FnMut(&str, &Path),
+) -> Result<(), StoreError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(StoreError::Io(format!("listing {}: {e}", dir.display()))),
     };
     for entry in entries.flatten() {
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
         let path = entry.path();
         if let Some(enc) = name.strip_suffix(META_SUFFIX) {
             if !enc.contains('~') || enc == "~e" {
@@ -353,7 +397,9 @@ pub struct ObjectWriter {
 
 impl ObjectWriter {
     fn new(store: LocalStore, bucket: &str, key: &str) -> Result<Self, StoreError> {
-        let tmp = store.tmp_dir().join(format!("o-{}", uuid::Uuid::new_v4().simple()));
+        let tmp = store
+            .tmp_dir()
+            .join(format!("o-{}", uuid::Uuid::new_v4().simple()));
         let file = File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
         Ok(ObjectWriter {
             store,
@@ -387,12 +433,16 @@ impl ObjectWriter {
 
     pub fn commit(mut self, opts: PutOptions) -> Result<ObjectMeta, StoreError> {
         let file = self.file.take().expect("commit consumes the writer");
-        file.sync_data().map_err(io_err(format!("syncing {}", self.key)))?;
+        file.sync_data()
+            .map_err(io_err(format!("syncing {}", self.key)))?;
         drop(file);
         let meta = ObjectMeta {
             key: self.key.clone(),
             size: self.size,
-            etag: opts.etag.clone().unwrap_or_else(|| format!("\"{}\"", self.md5_hex())),
+            etag: opts
+                .etag
+                .clone()
+                .unwrap_or_else(|| format!("\"{}\"", self.md5_hex())),
             last_modified: Utc::now(),
             content_type: opts.content_type,
             content_encoding: opts.content_encoding,
@@ -416,7 +466,10 @@ impl ObjectWriter {
 
 impl Write for ObjectWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let f = self.file.as_mut().ok_or_else(|| io::Error::other("writer already committed"))?;
+        let f = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("writer already committed"))?;
         let n = f.write(buf)?;
         self.md5.update(&buf[..n]);
         self.crc32.update(&buf[..n]);

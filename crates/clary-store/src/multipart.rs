@@ -46,12 +46,18 @@ impl LocalStore {
         }
     }
 
-    pub fn create_upload(&self, bucket: &str, key: &str, options: PutOptions) -> Result<UploadInfo, StoreError> {
+    pub fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        options: PutOptions,
+    ) -> Result<UploadInfo, StoreError> {
         self.existing_bucket_dir(bucket)?;
         validate_key(key)?;
         let upload_id = uuid::Uuid::new_v4().simple().to_string();
         let dir = self.uploads_dir().join(&upload_id);
-        fs::create_dir_all(&dir).map_err(|e| StoreError::Io(format!("creating {}: {e}", dir.display())))?;
+        fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::Io(format!("creating {}: {e}", dir.display())))?;
         let info = UploadInfo {
             upload_id,
             bucket: bucket.to_string(),
@@ -64,10 +70,16 @@ impl LocalStore {
         Ok(info)
     }
 
-    pub fn upload_info(&self, bucket: &str, key: &str, upload_id: &str) -> Result<UploadInfo, StoreError> {
+    pub fn upload_info(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<UploadInfo, StoreError> {
         let dir = self.upload_dir(upload_id)?;
         let bytes = fs::read(dir.join("upload.json")).map_err(|e| StoreError::Io(e.to_string()))?;
-        let info: UploadInfo = serde_json::from_slice(&bytes).map_err(|e| StoreError::Io(e.to_string()))?;
+        let info: UploadInfo =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::Io(e.to_string()))?;
         if info.bucket != bucket || info.key != key {
             return Err(StoreError::NoSuchUpload(upload_id.to_string()));
         }
@@ -90,7 +102,9 @@ impl LocalStore {
         }
         self.upload_info(bucket, key, upload_id)?;
         let dir = self.upload_dir(upload_id)?;
-        let tmp = self.tmp_dir().join(format!("p-{}", uuid::Uuid::new_v4().simple()));
+        let tmp = self
+            .tmp_dir()
+            .join(format!("p-{}", uuid::Uuid::new_v4().simple()));
         let mut hashing = HashingFile {
             file: File::create(&tmp).map_err(|e| StoreError::Io(e.to_string()))?,
             md5: Md5::new(),
@@ -111,20 +125,35 @@ impl LocalStore {
         fs::rename(&tmp, dir.join(format!("part-{part_number:05}")))
             .map_err(|e| StoreError::Io(format!("storing part {part_number}: {e}")))?;
         let json = serde_json::to_vec(&part).map_err(|e| StoreError::Io(e.to_string()))?;
-        write_atomic(&self.tmp_dir(), &dir.join(format!("part-{part_number:05}.json")), &json)?;
+        write_atomic(
+            &self.tmp_dir(),
+            &dir.join(format!("part-{part_number:05}.json")),
+            &json,
+        )?;
         Ok(part)
     }
 
-    pub fn list_parts(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Vec<PartInfo>, StoreError> {
+    pub fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<PartInfo>, StoreError> {
         self.upload_info(bucket, key, upload_id)?;
         let dir = self.upload_dir(upload_id)?;
         let mut parts = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(|e| StoreError::Io(e.to_string()))?.flatten() {
+        for entry in fs::read_dir(&dir)
+            .map_err(|e| StoreError::Io(e.to_string()))?
+            .flatten()
+        {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if name.starts_with("part-") && name.ends_with(".json") {
                 let bytes = fs::read(entry.path()).map_err(|e| StoreError::Io(e.to_string()))?;
-                parts.push(serde_json::from_slice::<PartInfo>(&bytes).map_err(|e| StoreError::Io(e.to_string()))?);
+                parts.push(
+                    serde_json::from_slice::<PartInfo>(&bytes)
+                        .map_err(|e| StoreError::Io(e.to_string()))?,
+                );
             }
         }
         parts.sort_by_key(|p| p.part_number);
@@ -134,7 +163,10 @@ impl LocalStore {
     pub fn list_uploads(&self, bucket: &str) -> Result<Vec<UploadInfo>, StoreError> {
         self.existing_bucket_dir(bucket)?;
         let mut out = Vec::new();
-        for entry in fs::read_dir(self.uploads_dir()).map_err(|e| StoreError::Io(e.to_string()))?.flatten() {
+        for entry in fs::read_dir(self.uploads_dir())
+            .map_err(|e| StoreError::Io(e.to_string()))?
+            .flatten()
+        {
             if let Ok(bytes) = fs::read(entry.path().join("upload.json"))
                 && let Ok(info) = serde_json::from_slice::<UploadInfo>(&bytes)
                 && info.bucket == bucket
@@ -176,7 +208,10 @@ impl LocalStore {
                 .ok_or(StoreError::InvalidPart(*n))?;
             chosen.push(part.clone());
         }
-        if let Some(small) = chosen[..chosen.len() - 1].iter().find(|p| p.size < MIN_PART_SIZE) {
+        if let Some(small) = chosen[..chosen.len() - 1]
+            .iter()
+            .find(|p| p.size < MIN_PART_SIZE)
+        {
             return Err(StoreError::EntityTooSmall(small.part_number));
         }
         let mut writer = self.writer(bucket, key)?;
@@ -184,12 +219,18 @@ impl LocalStore {
         for part in &chosen {
             let mut f = File::open(dir.join(format!("part-{:05}", part.part_number)))
                 .map_err(|e| StoreError::Io(format!("opening part {}: {e}", part.part_number)))?;
-            io::copy(&mut f, &mut writer).map_err(|e| StoreError::Io(format!("joining parts: {e}")))?;
-            let raw = hex::decode(part.etag.trim_matches('"')).map_err(|e| StoreError::Io(e.to_string()))?;
+            io::copy(&mut f, &mut writer)
+                .map_err(|e| StoreError::Io(format!("joining parts: {e}")))?;
+            let raw = hex::decode(part.etag.trim_matches('"'))
+                .map_err(|e| StoreError::Io(e.to_string()))?;
             etag_md5.update(&raw);
         }
         let mut options = info.options;
-        options.etag = Some(format!("\"{}-{}\"", hex::encode(etag_md5.finalize()), chosen.len()));
+        options.etag = Some(format!(
+            "\"{}-{}\"",
+            hex::encode(etag_md5.finalize()),
+            chosen.len()
+        ));
         options.parts = Some(chosen.len() as u32);
         // A whole-object checksum of a multipart object is composite on S3; returning none is
         // allowed and keeps clients from validating a value we did not compute their way.
@@ -203,7 +244,8 @@ impl LocalStore {
     pub fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<(), StoreError> {
         self.upload_info(bucket, key, upload_id)?;
         let dir = self.upload_dir(upload_id)?;
-        fs::remove_dir_all(&dir).map_err(|e| StoreError::Io(format!("removing upload {upload_id}: {e}")))
+        fs::remove_dir_all(&dir)
+            .map_err(|e| StoreError::Io(format!("removing upload {upload_id}: {e}")))
     }
 }
 

@@ -27,7 +27,10 @@ pub struct Client {
 impl Client {
     /// Credentials from the AWS variables `clary env` exports, falling back to the data dir.
     pub fn from_env(args: &ClientArgs) -> Result<Self> {
-        let data_dir = args.data_dir.clone().unwrap_or_else(settings::default_data_dir);
+        let data_dir = args
+            .data_dir
+            .clone()
+            .unwrap_or_else(settings::default_data_dir);
         let info = ServerInfo::load(&data_dir);
         let identity = Identity::load_or_create(&data_dir).ok();
         let url = args
@@ -35,12 +38,20 @@ impl Client {
             .clone()
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
             .or_else(|| info.as_ref().map(|i| i.url.clone()))
-            .ok_or_else(|| anyhow!("no server to talk to: start one with `clary server`, or set AWS_ENDPOINT_URL"))?;
-        let env_keys = std::env::var("AWS_ACCESS_KEY_ID").ok().zip(std::env::var("AWS_SECRET_ACCESS_KEY").ok());
+            .ok_or_else(|| {
+                anyhow!(
+                    "no server to talk to: start one with `clary server`, or set AWS_ENDPOINT_URL"
+                )
+            })?;
+        let env_keys = std::env::var("AWS_ACCESS_KEY_ID")
+            .ok()
+            .zip(std::env::var("AWS_SECRET_ACCESS_KEY").ok());
         let (ak, sk) = match (env_keys, &identity) {
             (Some(k), _) => k,
             (None, Some(id)) => (id.access_key.clone(), id.secret_key.clone()),
-            (None, None) => bail!("no credentials: run `eval \"$(clary env)\"` or set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"),
+            (None, None) => bail!(
+                "no credentials: run `eval \"$(clary env)\"` or set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+            ),
         };
         let region = std::env::var("AWS_DEFAULT_REGION")
             .ok()
@@ -48,19 +59,38 @@ impl Client {
             .unwrap_or_else(|| settings::DEFAULT_REGION.to_string());
         Ok(Client {
             url: url.trim_end_matches('/').to_string(),
-            signer: Signer { access_key: ak, secret_key: sk, region: region.clone() },
+            signer: Signer {
+                access_key: ak,
+                secret_key: sk,
+                region: region.clone(),
+            },
             region,
             http: reqwest::Client::new(),
             account: identity.map(|i| i.account),
         })
     }
 
-    async fn send(&self, service: &str, method: http::Method, path_and_query: &str, headers: http::HeaderMap, body: reqwest::Body, payload_hash: &str) -> Result<reqwest::Response> {
+    async fn send(
+        &self,
+        service: &str,
+        method: http::Method,
+        path_and_query: &str,
+        headers: http::HeaderMap,
+        body: reqwest::Body,
+        payload_hash: &str,
+    ) -> Result<reqwest::Response> {
         let full = format!("{}{path_and_query}", self.url);
         let uri: http::Uri = full.parse().with_context(|| format!("bad URL {full}"))?;
         let mut headers = headers;
         self.signer
-            .sign_with_payload_hash(service, &method, &uri, &mut headers, payload_hash, chrono::Utc::now())
+            .sign_with_payload_hash(
+                service,
+                &method,
+                &uri,
+                &mut headers,
+                payload_hash,
+                chrono::Utc::now(),
+            )
             .map_err(|e| anyhow!(e))?;
         let mut req = self.http.request(method, &full).body(body);
         for (k, v) in &headers {
@@ -68,17 +98,34 @@ impl Client {
                 req = req.header(k.as_str(), v.as_bytes());
             }
         }
-        req.send().await.with_context(|| format!("could not reach the Clary server at {} (is `clary server` running?)", self.url))
+        req.send().await.with_context(|| {
+            format!(
+                "could not reach the Clary server at {} (is `clary server` running?)",
+                self.url
+            )
+        })
     }
 
     /// A JSON 1.1 call; an AWS error comes back as `Err` with its code and message.
     pub async fn json(&self, service: &str, target: &str, body: &Value) -> Result<Value> {
         let bytes = serde_json::to_vec(body)?;
         let mut headers = http::HeaderMap::new();
-        headers.insert("content-type", http::HeaderValue::from_static("application/x-amz-json-1.1"));
+        headers.insert(
+            "content-type",
+            http::HeaderValue::from_static("application/x-amz-json-1.1"),
+        );
         headers.insert("x-amz-target", target.parse()?);
         let hash = hex_sha256(&bytes);
-        let resp = self.send(service, http::Method::POST, "/", headers, bytes.into(), &hash).await?;
+        let resp = self
+            .send(
+                service,
+                http::Method::POST,
+                "/",
+                headers,
+                bytes.into(),
+                &hash,
+            )
+            .await?;
         let status = resp.status();
         let text = resp.text().await?;
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
@@ -86,22 +133,36 @@ impl Client {
             Ok(v)
         } else {
             let code = v.get("__type").and_then(Value::as_str).unwrap_or("Error");
-            let msg = v.get("message").or(v.get("Message")).and_then(Value::as_str).unwrap_or(&text);
+            let msg = v
+                .get("message")
+                .or(v.get("Message"))
+                .and_then(Value::as_str)
+                .unwrap_or(&text);
             bail!("{code}: {msg}")
         }
     }
 
     pub async fn sagemaker(&self, op: &str, body: &Value) -> Result<Value> {
-        self.json("sagemaker", &format!("SageMaker.{op}"), body).await
+        self.json("sagemaker", &format!("SageMaker.{op}"), body)
+            .await
     }
 
     pub async fn logs(&self, op: &str, body: &Value) -> Result<Value> {
-        self.json("logs", &format!("Logs_20140328.{op}"), body).await
+        self.json("logs", &format!("Logs_20140328.{op}"), body)
+            .await
     }
 
     /// PUT of a file, streamed from disk; `progress` gets each chunk's size.
-    pub async fn put_file(&self, bucket: &str, key: &str, path: &Path, progress: impl Fn(u64) + Send + Sync + 'static) -> Result<()> {
-        let file = tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
+    pub async fn put_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<()> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
         let len = file.metadata().await?.len();
         let stream = futures::stream::unfold(file, move |mut f| async move {
             use tokio::io::AsyncReadExt;
@@ -122,17 +183,41 @@ impl Client {
         });
         let mut headers = http::HeaderMap::new();
         headers.insert("content-length", len.to_string().parse()?);
-        let path_q = format!("/{bucket}/{}", clary_sigv4::uri_encode(key).replace("%2F", "/"));
-        let resp = self.send("s3", http::Method::PUT, &path_q, headers, reqwest::Body::wrap_stream(stream), "UNSIGNED-PAYLOAD").await?;
+        let path_q = format!(
+            "/{bucket}/{}",
+            clary_sigv4::uri_encode(key).replace("%2F", "/")
+        );
+        let resp = self
+            .send(
+                "s3",
+                http::Method::PUT,
+                &path_q,
+                headers,
+                reqwest::Body::wrap_stream(stream),
+                "UNSIGNED-PAYLOAD",
+            )
+            .await?;
         if !resp.status().is_success() {
             let status = resp.status();
-            bail!("uploading s3://{bucket}/{key} failed: HTTP {status}: {}", resp.text().await.unwrap_or_default());
+            bail!(
+                "uploading s3://{bucket}/{key} failed: HTTP {status}: {}",
+                resp.text().await.unwrap_or_default()
+            );
         }
         Ok(())
     }
 
     pub async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
-        let resp = self.send("s3", http::Method::HEAD, &format!("/{bucket}"), http::HeaderMap::new(), reqwest::Body::from(Vec::new()), &hex_sha256(b"")).await?;
+        let resp = self
+            .send(
+                "s3",
+                http::Method::HEAD,
+                &format!("/{bucket}"),
+                http::HeaderMap::new(),
+                reqwest::Body::from(Vec::new()),
+                &hex_sha256(b""),
+            )
+            .await?;
         Ok(resp.status().is_success())
     }
 }

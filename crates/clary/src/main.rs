@@ -12,7 +12,11 @@ use serde_json::json;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "clary", version, about = "Train and host MXNet models the SageMaker way, on machines you own")]
+#[command(
+    name = "clary",
+    version,
+    about = "Train and host MXNet models the SageMaker way, on machines you own"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -81,8 +85,12 @@ enum JobsCommand {
         #[arg(long, default_value_t = 50)]
         max: u32,
     },
-    Describe { name: String },
-    Stop { name: String },
+    Describe {
+        name: String,
+    },
+    Stop {
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -94,41 +102,72 @@ enum RuntimesCommand {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CLARY_LOG").unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLARY_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     if let Command::Agent { spec, dry_run } = &cli.command {
         let text = std::fs::read(spec).with_context(|| format!("reading {}", spec.display()))?;
-        let spec: clary_exec::protocol::HostSpec = serde_json::from_slice(&text).context("the host spec is not valid")?;
+        let spec: clary_exec::protocol::HostSpec =
+            serde_json::from_slice(&text).context("the host spec is not valid")?;
         if *dry_run {
-            println!("{}", serde_json::to_string_pretty(&clary_agent::dry_run(&spec)?)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&clary_agent::dry_run(&spec)?)?
+            );
             return Ok(());
         }
         // The agent's own runtime: small, single-threaded is plenty.
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         std::process::exit(rt.block_on(clary_agent::run_host(spec)));
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run(cli.command))
 }
 
 async fn run(command: Command) -> Result<()> {
     match command {
         Command::Server(args) => server::run(args).await,
-        Command::Env { data_dir, endpoint_url } => env(data_dir, endpoint_url),
+        Command::Env {
+            data_dir,
+            endpoint_url,
+        } => env(data_dir, endpoint_url),
         Command::Train { client, args } => train::run(&Client::from_env(&client)?, args).await,
         Command::Jobs { client, command } => jobs(&Client::from_env(&client)?, command).await,
-        Command::Logs { client, name, follow } => {
+        Command::Logs {
+            client,
+            name,
+            follow,
+        } => {
             let client = Client::from_env(&client)?;
             if follow {
                 train::follow(&client, &name).await?;
             } else {
-                client.sagemaker("DescribeTrainingJob", &json!({"TrainingJobName": name})).await?;
+                client
+                    .sagemaker("DescribeTrainingJob", &json!({"TrainingJobName": name}))
+                    .await?;
                 train::print_new_logs(&client, &name, &mut Default::default()).await?;
             }
             Ok(())
         }
-        Command::Runtimes { command, runtimes_dir, data_dir } => {
-            let dir = runtimes_dir.unwrap_or_else(|| data_dir.unwrap_or_else(settings::default_data_dir).join("runtimes"));
+        Command::Runtimes {
+            command,
+            runtimes_dir,
+            data_dir,
+        } => {
+            let dir = runtimes_dir.unwrap_or_else(|| {
+                data_dir
+                    .unwrap_or_else(settings::default_data_dir)
+                    .join("runtimes")
+            });
             runtimes(dir, command.unwrap_or(RuntimesCommand::List))
         }
         Command::Agent { .. } => unreachable!("handled before the runtime starts"),
@@ -139,22 +178,36 @@ fn env(data_dir: Option<PathBuf>, endpoint_url: Option<String>) -> Result<()> {
     let data_dir = data_dir.unwrap_or_else(settings::default_data_dir);
     let id = settings::Identity::load_or_create(&data_dir)?;
     let info = settings::ServerInfo::load(&data_dir);
-    let url = endpoint_url.or_else(|| info.as_ref().map(|i| i.url.clone())).unwrap_or_else(|| format!("http://{}", settings::DEFAULT_LISTEN));
-    let region = info.map(|i| i.region).unwrap_or_else(|| settings::DEFAULT_REGION.into());
+    let url = endpoint_url
+        .or_else(|| info.as_ref().map(|i| i.url.clone()))
+        .unwrap_or_else(|| format!("http://{}", settings::DEFAULT_LISTEN));
+    let region = info
+        .map(|i| i.region)
+        .unwrap_or_else(|| settings::DEFAULT_REGION.into());
     let config = settings::write_sdk_config(&data_dir, &id.default_bucket(&region))?;
     let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
     println!("export AWS_ENDPOINT_URL={}", q(&url));
     println!("export AWS_ACCESS_KEY_ID={}", q(&id.access_key));
     println!("export AWS_SECRET_ACCESS_KEY={}", q(&id.secret_key));
     println!("export AWS_DEFAULT_REGION={}", q(&region));
-    println!("export SAGEMAKER_USER_CONFIG_OVERRIDE={}", q(&config.display().to_string()));
-    println!("export CLARY_DATA_DIR={}", q(&data_dir.display().to_string()));
+    println!(
+        "export SAGEMAKER_USER_CONFIG_OVERRIDE={}",
+        q(&config.display().to_string())
+    );
+    println!(
+        "export CLARY_DATA_DIR={}",
+        q(&data_dir.display().to_string())
+    );
     Ok(())
 }
 
 async fn jobs(client: &Client, command: JobsCommand) -> Result<()> {
     match command {
-        JobsCommand::List { status, name_contains, max } => {
+        JobsCommand::List {
+            status,
+            name_contains,
+            max,
+        } => {
             let mut req = json!({"MaxResults": max.clamp(1, 100), "SortBy": "CreationTime", "SortOrder": "Descending"});
             if let Some(s) = status {
                 req["StatusEquals"] = json!(s);
@@ -163,9 +216,23 @@ async fn jobs(client: &Client, command: JobsCommand) -> Result<()> {
                 req["NameContains"] = json!(n);
             }
             let out = client.sagemaker("ListTrainingJobs", &req).await?;
-            println!("{:<48} {:<11} {:<20} CREATED", "NAME", "STATUS", "SECONDARY");
+            println!(
+                "{:<48} {:<11} {:<20} CREATED",
+                "NAME", "STATUS", "SECONDARY"
+            );
             for j in out["TrainingJobSummaries"].as_array().into_iter().flatten() {
-                let created = j["CreationTime"].as_f64().map(|t| chrono::DateTime::from_timestamp(t as i64, 0).map(|d| d.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()).unwrap_or_default();
+                let created = j["CreationTime"]
+                    .as_f64()
+                    .map(|t| {
+                        chrono::DateTime::from_timestamp(t as i64, 0)
+                            .map(|d| {
+                                d.with_timezone(&chrono::Local)
+                                    .format("%Y-%m-%d %H:%M:%S")
+                                    .to_string()
+                            })
+                            .unwrap_or_default()
+                    })
+                    .unwrap_or_default();
                 println!(
                     "{:<48} {:<11} {:<20} {created}",
                     j["TrainingJobName"].as_str().unwrap_or_default(),
@@ -176,12 +243,16 @@ async fn jobs(client: &Client, command: JobsCommand) -> Result<()> {
             Ok(())
         }
         JobsCommand::Describe { name } => {
-            let out = client.sagemaker("DescribeTrainingJob", &json!({"TrainingJobName": name})).await?;
+            let out = client
+                .sagemaker("DescribeTrainingJob", &json!({"TrainingJobName": name}))
+                .await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
         JobsCommand::Stop { name } => {
-            client.sagemaker("StopTrainingJob", &json!({"TrainingJobName": name})).await?;
+            client
+                .sagemaker("StopTrainingJob", &json!({"TrainingJobName": name}))
+                .await?;
             println!("Stopping training job {name}");
             Ok(())
         }
@@ -193,13 +264,33 @@ fn runtimes(dir: PathBuf, command: RuntimesCommand) -> Result<()> {
     let rts = Runtimes::new(dir);
     match command {
         RuntimesCommand::List => {
-            println!("{:<12} {:<8} {:<8} {:<40} PATH", "RUNTIME", "MXNET", "STATE", "FRAMEWORK VERSIONS");
+            println!(
+                "{:<12} {:<8} {:<8} {:<40} PATH",
+                "RUNTIME", "MXNET", "STATE", "FRAMEWORK VERSIONS"
+            );
             for def in RUNTIMES {
-                let versions: Vec<&str> = SCRIPT_MODE_VERSIONS.iter().filter(|(_, r)| *r == def.name).map(|(v, _)| *v).collect();
-                let state = if rts.is_ready(def) { "ready" } else { "not built" };
-                println!("{:<12} {:<8} {:<8} {:<40} {}", def.name, def.mxnet, state, versions.join(","), rts.python(def).display());
+                let versions: Vec<&str> = SCRIPT_MODE_VERSIONS
+                    .iter()
+                    .filter(|(_, r)| *r == def.name)
+                    .map(|(v, _)| *v)
+                    .collect();
+                let state = if rts.is_ready(def) {
+                    "ready"
+                } else {
+                    "not built"
+                };
+                println!(
+                    "{:<12} {:<8} {:<8} {:<40} {}",
+                    def.name,
+                    def.mxnet,
+                    state,
+                    versions.join(","),
+                    rts.python(def).display()
+                );
             }
-            println!("\nFramework versions 1.2 and earlier (legacy train() mode) are not available yet.");
+            println!(
+                "\nFramework versions 1.2 and earlier (legacy train() mode) are not available yet."
+            );
             Ok(())
         }
         RuntimesCommand::Build { name } => {
@@ -209,7 +300,11 @@ fn runtimes(dir: PathBuf, command: RuntimesCommand) -> Result<()> {
             };
             let pb = indicatif::ProgressBar::new_spinner();
             pb.enable_steady_tick(std::time::Duration::from_millis(120));
-            let python = rts.ensure(def, &mut |line| pb.set_message(line.chars().take(100).collect::<String>())).map_err(anyhow::Error::msg)?;
+            let python = rts
+                .ensure(def, &mut |line| {
+                    pb.set_message(line.chars().take(100).collect::<String>())
+                })
+                .map_err(anyhow::Error::msg)?;
             pb.finish_with_message(format!("runtime {name} ready: {}", python.display()));
             Ok(())
         }

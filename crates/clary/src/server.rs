@@ -11,8 +11,14 @@ use std::sync::Arc;
 
 /// The Python helpers given to every job, embedded in the binary.
 const PYTHON_SHIMS: &[(&str, &str)] = &[
-    ("sagemaker_mxnet_container/__init__.py", include_str!("../../../python/sagemaker_mxnet_container/__init__.py")),
-    ("sagemaker_mxnet_container/training_utils.py", include_str!("../../../python/sagemaker_mxnet_container/training_utils.py")),
+    (
+        "sagemaker_mxnet_container/__init__.py",
+        include_str!("../../../python/sagemaker_mxnet_container/__init__.py"),
+    ),
+    (
+        "sagemaker_mxnet_container/training_utils.py",
+        include_str!("../../../python/sagemaker_mxnet_container/training_utils.py"),
+    ),
 ];
 
 #[derive(clap::Args, Debug)]
@@ -26,7 +32,12 @@ pub struct ServerArgs {
     /// Access key clients sign with [default: generated on first start, kept in the data dir].
     #[arg(long, env = "CLARY_ACCESS_KEY", requires = "secret_key")]
     pub access_key: Option<String>,
-    #[arg(long, env = "CLARY_SECRET_KEY", requires = "access_key", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CLARY_SECRET_KEY",
+        requires = "access_key",
+        hide_env_values = true
+    )]
     pub secret_key: Option<String>,
     #[arg(long, env = "CLARY_REGION", default_value = settings::DEFAULT_REGION)]
     pub region: String,
@@ -50,12 +61,22 @@ pub struct ServerArgs {
 fn parse_shape(s: &str) -> Result<(String, (u32, f64)), String> {
     let (t, shape) = s.split_once('=').ok_or("expected ml.x.y=VCPUS:GIB")?;
     let (c, m) = shape.split_once(':').ok_or("expected ml.x.y=VCPUS:GIB")?;
-    Ok((t.to_string(), (c.parse().map_err(|_| "VCPUS must be an integer")?, m.parse().map_err(|_| "GIB must be a number")?)))
+    Ok((
+        t.to_string(),
+        (
+            c.parse().map_err(|_| "VCPUS must be an integer")?,
+            m.parse().map_err(|_| "GIB must be a number")?,
+        ),
+    ))
 }
 
 pub async fn run(args: ServerArgs) -> Result<()> {
-    let data_dir = args.data_dir.clone().unwrap_or_else(settings::default_data_dir);
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(settings::default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
     let mut identity = Identity::load_or_create(&data_dir)?;
     if let (Some(a), Some(s)) = (&args.access_key, &args.secret_key) {
         identity.access_key = a.clone();
@@ -63,9 +84,18 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
-        .with_context(|| format!("listening on {} (is another clary server running? pick another --listen)", args.listen))?;
+        .with_context(|| {
+            format!(
+                "listening on {} (is another clary server running? pick another --listen)",
+                args.listen
+            )
+        })?;
     let addr = listener.local_addr()?;
-    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
     let url = format!("http://{host}:{}", addr.port());
 
     let shims = data_dir.join("python");
@@ -77,7 +107,9 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let store = LocalStore::open(data_dir.join("objects")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let bucket = identity.default_bucket(&args.region);
     if store.head_bucket(&bucket).is_err() {
-        store.create_bucket(&bucket).map_err(|e| anyhow::anyhow!("creating the default bucket: {e}"))?;
+        store
+            .create_bucket(&bucket)
+            .map_err(|e| anyhow::anyhow!("creating the default bucket: {e}"))?;
     }
     let mut capacity = Capacity::of_this_machine();
     if let Some(c) = args.capacity_cpus {
@@ -89,7 +121,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     capacity.overrides = args.instance_shapes.iter().cloned().collect();
     let config = ControlConfig {
         data_dir: data_dir.clone(),
-        runtimes_dir: args.runtimes_dir.clone().unwrap_or_else(|| data_dir.join("runtimes")),
+        runtimes_dir: args
+            .runtimes_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("runtimes")),
         region: args.region.clone(),
         account: identity.account.clone(),
         control_url: url.clone(),
@@ -101,12 +136,32 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         stop_grace_secs: args.stop_grace_secs,
     };
     let control = ControlPlane::open(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let state = clary_api::ApiState::new(control.clone(), store, &identity.access_key, &identity.secret_key, &args.region, &identity.account);
-    let info = ServerInfo { url: url.clone(), region: args.region.clone(), pid: std::process::id() };
-    std::fs::write(ServerInfo::path(&data_dir), serde_json::to_vec_pretty(&info)?)?;
+    let state = clary_api::ApiState::new(
+        control.clone(),
+        store,
+        &identity.access_key,
+        &identity.secret_key,
+        &args.region,
+        &identity.account,
+    );
+    let info = ServerInfo {
+        url: url.clone(),
+        region: args.region.clone(),
+        pid: std::process::id(),
+    };
+    std::fs::write(
+        ServerInfo::path(&data_dir),
+        serde_json::to_vec_pretty(&info)?,
+    )?;
     tokio::spawn(control.clone().run_scheduler());
-    println!("clary server listening on {url} (data dir {})", data_dir.display());
-    println!("point clients at it with: eval \"$(clary env --data-dir {})\"", data_dir.display());
+    println!(
+        "clary server listening on {url} (data dir {})",
+        data_dir.display()
+    );
+    println!(
+        "point clients at it with: eval \"$(clary env --data-dir {})\"",
+        data_dir.display()
+    );
     serve(listener, state).await
 }
 

@@ -42,12 +42,24 @@ impl Identity {
     pub fn load_or_create(data_dir: &Path) -> Result<Self> {
         let path = data_dir.join("identity.json");
         if let Ok(bytes) = std::fs::read(&path) {
-            return serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid; remove it to generate a new key pair", path.display()));
+            return serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "{} is not valid; remove it to generate a new key pair",
+                    path.display()
+                )
+            });
         }
-        std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
         let id = Identity {
-            access_key: format!("AKCL{}", random_chars(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")),
-            secret_key: random_chars(40, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"),
+            access_key: format!(
+                "AKCL{}",
+                random_chars(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+            ),
+            secret_key: random_chars(
+                40,
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+            ),
             account: random_chars(12, b"0123456789").replacen('0', "1", 1),
         };
         let tmp = data_dir.join(".identity.json.tmp");

@@ -86,51 +86,99 @@ fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 pub async fn run(client: &Client, args: TrainArgs) -> Result<()> {
-    let job = args.job_name.clone().unwrap_or_else(|| format!("mxnet-training-{}", chrono::Utc::now().format("%Y-%m-%d-%H-%M-%S-%3f")));
+    let job = args.job_name.clone().unwrap_or_else(|| {
+        format!(
+            "mxnet-training-{}",
+            chrono::Utc::now().format("%Y-%m-%d-%H-%M-%S-%3f")
+        )
+    });
     let bucket = match &args.bucket {
         Some(b) => b.clone(),
-        None => format!("sagemaker-{}-{}", client.region, client.account.clone().unwrap_or_default()),
+        None => format!(
+            "sagemaker-{}-{}",
+            client.region,
+            client.account.clone().unwrap_or_default()
+        ),
     };
     if !client.bucket_exists(&bucket).await? {
-        bail!("bucket {bucket} does not exist; create it (aws s3 mb s3://{bucket}) or pass --bucket");
+        bail!(
+            "bucket {bucket} does not exist; create it (aws s3 mb s3://{bucket}) or pass --bucket"
+        );
     }
     // Code: the contents of --source-dir, or just the entry point (as the SDK packs it).
     let (program, code_dir) = match &args.source_dir {
         Some(dir) => {
-            let rel = args.entry_point.strip_prefix(dir).unwrap_or(&args.entry_point);
-            let rel = if dir.join(rel).is_file() { rel.to_path_buf() } else { args.entry_point.file_name().map(PathBuf::from).unwrap_or_default() };
+            let rel = args
+                .entry_point
+                .strip_prefix(dir)
+                .unwrap_or(&args.entry_point);
+            let rel = if dir.join(rel).is_file() {
+                rel.to_path_buf()
+            } else {
+                args.entry_point
+                    .file_name()
+                    .map(PathBuf::from)
+                    .unwrap_or_default()
+            };
             if !dir.join(&rel).is_file() {
-                bail!("the entry point {} is not inside --source-dir {}", args.entry_point.display(), dir.display());
+                bail!(
+                    "the entry point {} is not inside --source-dir {}",
+                    args.entry_point.display(),
+                    dir.display()
+                );
             }
             (rel.display().to_string(), dir.clone())
         }
         None => {
             if !args.entry_point.is_file() {
-                bail!("the entry point {} does not exist", args.entry_point.display());
+                bail!(
+                    "the entry point {} does not exist",
+                    args.entry_point.display()
+                );
             }
             let staging = std::env::temp_dir().join(format!("clary-src-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&staging);
             std::fs::create_dir_all(&staging)?;
-            let name = args.entry_point.file_name().context("the entry point has no file name")?;
+            let name = args
+                .entry_point
+                .file_name()
+                .context("the entry point has no file name")?;
             std::fs::copy(&args.entry_point, staging.join(name))?;
             (name.to_string_lossy().into_owned(), staging)
         }
     };
-    let tarball = std::env::temp_dir().join(format!("clary-sourcedir-{}-{job}.tar.gz", std::process::id()));
+    let tarball = std::env::temp_dir().join(format!(
+        "clary-sourcedir-{}-{job}.tar.gz",
+        std::process::id()
+    ));
     let file = std::fs::File::create(&tarball)?;
-    clary_store::archive::pack_dir(&code_dir, file, 6).with_context(|| format!("packing {}", code_dir.display()))?;
+    clary_store::archive::pack_dir(&code_dir, file, 6)
+        .with_context(|| format!("packing {}", code_dir.display()))?;
     let source_key = format!("{job}/source/sourcedir.tar.gz");
-    upload(client, &bucket, &source_key, &[(tarball.clone(), source_key.clone())], "code").await?;
+    upload(
+        client,
+        &bucket,
+        &source_key,
+        &[(tarball.clone(), source_key.clone())],
+        "code",
+    )
+    .await?;
     let _ = std::fs::remove_file(&tarball);
 
     let mut channels = Vec::new();
     for spec in &args.channels {
-        let (name, src) = spec.split_once('=').with_context(|| format!("--channel {spec:?} is not NAME=PATH"))?;
+        let (name, src) = spec
+            .split_once('=')
+            .with_context(|| format!("--channel {spec:?} is not NAME=PATH"))?;
         let uri = if src.starts_with("s3://") {
             src.to_string()
         } else {
             let dir = Path::new(src);
-            let files = if dir.is_file() { vec![dir.to_path_buf()] } else { files_under(dir)? };
+            let files = if dir.is_file() {
+                vec![dir.to_path_buf()]
+            } else {
+                files_under(dir)?
+            };
             if files.is_empty() {
                 bail!("channel {name}: {src} has no files");
             }
@@ -138,7 +186,11 @@ pub async fn run(client: &Client, args: TrainArgs) -> Result<()> {
             let pairs: Vec<(PathBuf, String)> = files
                 .iter()
                 .map(|f| {
-                    let rel = if dir.is_file() { f.file_name().map(PathBuf::from).unwrap_or_default() } else { f.strip_prefix(dir).unwrap_or(f).to_path_buf() };
+                    let rel = if dir.is_file() {
+                        f.file_name().map(PathBuf::from).unwrap_or_default()
+                    } else {
+                        f.strip_prefix(dir).unwrap_or(f).to_path_buf()
+                    };
                     (f.clone(), format!("{prefix}/{}", rel.display()))
                 })
                 .collect();
@@ -153,21 +205,36 @@ pub async fn run(client: &Client, args: TrainArgs) -> Result<()> {
 
     let mut hps = serde_json::Map::new();
     for kv in &args.hyperparameters {
-        let (k, v) = kv.split_once('=').with_context(|| format!("--hp {kv:?} is not KEY=VALUE"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--hp {kv:?} is not KEY=VALUE"))?;
         hps.insert(k.to_string(), Value::String(hp_value(v)));
     }
     for (k, v) in [
         ("sagemaker_program", json!(program).to_string()),
-        ("sagemaker_submit_directory", json!(format!("s3://{bucket}/{source_key}")).to_string()),
+        (
+            "sagemaker_submit_directory",
+            json!(format!("s3://{bucket}/{source_key}")).to_string(),
+        ),
         ("sagemaker_container_log_level", "20".to_string()),
         ("sagemaker_job_name", json!(job).to_string()),
         ("sagemaker_region", json!(client.region).to_string()),
     ] {
         hps.insert(k.to_string(), Value::String(v));
     }
-    let account = client.account.clone().unwrap_or_else(|| "000000000000".into());
-    let role = if args.role.starts_with("arn:") { args.role.clone() } else { format!("arn:aws:iam::{account}:role/{}", args.role) };
-    let output_path = args.output_path.clone().unwrap_or_else(|| format!("s3://{bucket}/output"));
+    let account = client
+        .account
+        .clone()
+        .unwrap_or_else(|| "000000000000".into());
+    let role = if args.role.starts_with("arn:") {
+        args.role.clone()
+    } else {
+        format!("arn:aws:iam::{account}:role/{}", args.role)
+    };
+    let output_path = args
+        .output_path
+        .clone()
+        .unwrap_or_else(|| format!("s3://{bucket}/output"));
     let mut request = json!({
         "TrainingJobName": job,
         "AlgorithmSpecification": {
@@ -184,7 +251,10 @@ pub async fn run(client: &Client, args: TrainArgs) -> Result<()> {
         request["InputDataConfig"] = Value::Array(channels);
     }
     let arn = client.sagemaker("CreateTrainingJob", &request).await?;
-    println!("Created training job {job} ({})", arn["TrainingJobArn"].as_str().unwrap_or_default());
+    println!(
+        "Created training job {job} ({})",
+        arn["TrainingJobArn"].as_str().unwrap_or_default()
+    );
     if !args.wait {
         return Ok(());
     }
@@ -192,22 +262,41 @@ pub async fn run(client: &Client, args: TrainArgs) -> Result<()> {
     let status = desc["TrainingJobStatus"].as_str().unwrap_or_default();
     match status {
         "Completed" => {
-            println!("Training job {job} completed. Model artifacts: {}", desc["ModelArtifacts"]["S3ModelArtifacts"].as_str().unwrap_or_default());
+            println!(
+                "Training job {job} completed. Model artifacts: {}",
+                desc["ModelArtifacts"]["S3ModelArtifacts"]
+                    .as_str()
+                    .unwrap_or_default()
+            );
             Ok(())
         }
         _ => bail!(
             "training job {job} ended with status {status}: {}",
-            desc.get("FailureReason").and_then(Value::as_str).unwrap_or("(no failure reason)")
+            desc.get("FailureReason")
+                .and_then(Value::as_str)
+                .unwrap_or("(no failure reason)")
         ),
     }
 }
 
-async fn upload(client: &Client, bucket: &str, label_prefix: &str, files: &[(PathBuf, String)], what: &str) -> Result<()> {
-    let total: u64 = files.iter().filter_map(|(p, _)| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+async fn upload(
+    client: &Client,
+    bucket: &str,
+    label_prefix: &str,
+    files: &[(PathBuf, String)],
+    what: &str,
+) -> Result<()> {
+    let total: u64 = files
+        .iter()
+        .filter_map(|(p, _)| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
     let pb = Arc::new(bar(total, format!("Uploading {what}")));
     for (path, key) in files {
         let pb2 = pb.clone();
-        client.put_file(bucket, key, path, move |n| pb2.inc(n)).await?;
+        client
+            .put_file(bucket, key, path, move |n| pb2.inc(n))
+            .await?;
     }
     pb.finish_with_message(format!("Uploaded {what} to s3://{bucket}/{label_prefix}"));
     Ok(())
@@ -218,17 +307,29 @@ pub async fn follow(client: &Client, job: &str) -> Result<Value> {
     let mut tokens: std::collections::BTreeMap<String, String> = Default::default();
     let mut last_status = String::new();
     loop {
-        let desc = client.sagemaker("DescribeTrainingJob", &json!({"TrainingJobName": job})).await?;
+        let desc = client
+            .sagemaker("DescribeTrainingJob", &json!({"TrainingJobName": job}))
+            .await?;
         let secondary = format!(
             "{} - {}",
             desc["SecondaryStatus"].as_str().unwrap_or_default(),
-            desc["SecondaryStatusTransitions"].as_array().and_then(|t| t.last()).and_then(|t| t["StatusMessage"].as_str()).unwrap_or_default()
+            desc["SecondaryStatusTransitions"]
+                .as_array()
+                .and_then(|t| t.last())
+                .and_then(|t| t["StatusMessage"].as_str())
+                .unwrap_or_default()
         );
         if secondary != last_status {
-            println!("{} {secondary}", chrono::Local::now().format("%Y-%m-%d %H:%M:%S"));
+            println!(
+                "{} {secondary}",
+                chrono::Local::now().format("%Y-%m-%d %H:%M:%S")
+            );
             last_status = secondary;
         }
-        let done = matches!(desc["TrainingJobStatus"].as_str(), Some("Completed" | "Failed" | "Stopped"));
+        let done = matches!(
+            desc["TrainingJobStatus"].as_str(),
+            Some("Completed" | "Failed" | "Stopped")
+        );
         print_new_logs(client, job, &mut tokens).await?;
         if done {
             return Ok(desc);
@@ -238,7 +339,11 @@ pub async fn follow(client: &Client, job: &str) -> Result<Value> {
 }
 
 /// Prints every event not printed yet from each of the job's streams.
-pub async fn print_new_logs(client: &Client, job: &str, tokens: &mut std::collections::BTreeMap<String, String>) -> Result<()> {
+pub async fn print_new_logs(
+    client: &Client,
+    job: &str,
+    tokens: &mut std::collections::BTreeMap<String, String>,
+) -> Result<()> {
     let streams = match client
         .logs("DescribeLogStreams", &json!({"logGroupName": "/aws/sagemaker/TrainingJobs", "logStreamNamePrefix": format!("{job}/")}))
         .await
@@ -247,7 +352,12 @@ pub async fn print_new_logs(client: &Client, job: &str, tokens: &mut std::collec
         Err(e) if e.to_string().starts_with("ResourceNotFoundException") => return Ok(()),
         Err(e) => return Err(e),
     };
-    let names: Vec<String> = streams["logStreams"].as_array().into_iter().flatten().filter_map(|s| s["logStreamName"].as_str().map(str::to_string)).collect();
+    let names: Vec<String> = streams["logStreams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["logStreamName"].as_str().map(str::to_string))
+        .collect();
     let many = names.len() > 1;
     for name in names {
         loop {
@@ -263,10 +373,20 @@ pub async fn print_new_logs(client: &Client, job: &str, tokens: &mut std::collec
             if events.is_empty() {
                 break;
             }
-            let host = name.rsplit('/').next().unwrap_or_default().rsplit_once('-').map(|(h, _)| h).unwrap_or_default();
+            let host = name
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .rsplit_once('-')
+                .map(|(h, _)| h)
+                .unwrap_or_default();
             for e in events {
                 let msg = e["message"].as_str().unwrap_or_default();
-                if many { println!("[{host}] {msg}") } else { println!("{msg}") }
+                if many {
+                    println!("[{host}] {msg}")
+                } else {
+                    println!("{msg}")
+                }
             }
         }
     }
