@@ -288,3 +288,21 @@ def test_queue_holds_jobs_until_capacity_frees(tmp_path):
         assert wait_for(sm, second, timeout=60)["TrainingJobStatus"] == "Completed"
     finally:
         srv.stop()
+
+
+def test_requirements_txt_installs_into_the_job_not_the_runtime(sm, s3, logs, bucket):
+    job = unique("reqs")
+    script = ("import tabulate, sys, mxnet\n"
+              "print('tabulate from', tabulate.__file__)\n"
+              "print(tabulate.tabulate([[1, 2]], headers=['a', 'b']))\n")
+    source = upload_code(s3, bucket, job, {"train.py": script, "requirements.txt": "tabulate==0.9.0\n"})
+    sm.create_training_job(**job_request(job, bucket, source))
+    d = wait_for(sm, job, timeout=300)
+    text = log_text(logs, job)
+    assert d["TrainingJobStatus"] == "Completed", (d.get("FailureReason"), text[-3000:])
+    assert "Installing dependencies" in text and "Successfully installed tabulate" in text
+    assert ".clary-venv" in text.split("tabulate from", 1)[1].splitlines()[0]
+    import subprocess
+    from conftest import RUNTIMES
+    runtime_python = os.path.join(RUNTIMES, "mxnet-1.9", "bin", "python")
+    assert subprocess.run([runtime_python, "-c", "import tabulate"], capture_output=True).returncode != 0
