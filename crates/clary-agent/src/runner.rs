@@ -176,10 +176,7 @@ pub async fn run_user_process(
     let pgid = Pid::from_raw(child.id().map(|id| id as i32).unwrap_or(0));
     let out = forward_lines(child.stdout.take().expect("piped"), log.sender());
     let err = forward_lines(child.stderr.take().expect("piped"), log.sender());
-    let mut sigterm = match signal(SignalKind::terminate()) {
-        Ok(s) => Some(s),
-        Err(_) => None,
-    };
+    let mut sigterm = signal(SignalKind::terminate()).ok();
     let deadline = tokio::time::sleep(Duration::from_secs(spec.max_runtime_secs));
     tokio::pin!(deadline);
     let mut stopped = false;

@@ -235,7 +235,6 @@ impl S3 for S3Store {
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
             owner: Some(owner()),
-            ..Default::default()
         }))
     }
 

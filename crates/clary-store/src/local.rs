@@ -360,11 +360,11 @@ fn walk(
                 let key = format!("{key_prefix}{}", key_path::decode_segment(enc));
                 visit(&key, &path);
             }
-        } else if !name.contains('~') || name == "~e" {
-            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                let sub = format!("{key_prefix}{}/", key_path::decode_segment(&name));
-                walk(&path, &sub, visit)?;
-            }
+        } else if (!name.contains('~') || name == "~e")
+            && entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
+        {
+            let sub = format!("{key_prefix}{}/", key_path::decode_segment(&name));
+            walk(&path, &sub, visit)?;
         }
     }
     Ok(())
