@@ -200,7 +200,6 @@ impl S3 for S3Store {
         blocking(|| self.store.create_bucket(&bucket))?;
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{bucket}")),
-            ..Default::default()
         }))
     }
 
@@ -235,6 +234,7 @@ impl S3 for S3Store {
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
             owner: Some(owner()),
+            ..Default::default()
         }))
     }
 
