@@ -53,6 +53,7 @@ if __name__ == "__main__":
     args, _ = parser.parse_known_args()
 
     mx.random.seed(42)
+    np.random.seed(42)  # DataLoader shuffles with numpy's generator
     train = gluon.data.DataLoader(load(args.train), batch_size=args.batch_size, shuffle=True)
     test = gluon.data.DataLoader(load(args.test), batch_size=args.batch_size)
     net = build()
