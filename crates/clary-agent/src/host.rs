@@ -129,7 +129,9 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
         let def = RUNTIMES.iter().find(|r| r.name == spec.runtime).cloned();
         let log2 = log.clone();
         let ensure = tokio::task::spawn_blocking(move || {
-            let def = def.ok_or_else(|| "unknown runtime".to_string())?;
+            let def = def.ok_or_else(|| {
+                "this agent does not know the runtime the server chose; the server and the agent must be the same clary binary (restart the server after upgrading)".to_string()
+            })?;
             runtimes.ensure(&def, &mut |line| log2.line(line))
         });
         for ch in &spec.channels {
@@ -242,13 +244,10 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
     let model_artifacts = match staging::upload_artifacts(&store, spec, &layout, log) {
         Ok(uri) => uri,
         Err(e) => {
-            return ResultReport {
-                outcome: Outcome::Failed,
-                failure_reason: Some(format!(
-                    "ClientError: uploading model artifacts failed: {e}"
-                )),
-                ..failed(spec, String::new())
-            };
+            return failed(
+                spec,
+                format!("ClientError: uploading model artifacts failed: {e}"),
+            );
         }
     };
     ResultReport {

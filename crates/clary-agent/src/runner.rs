@@ -221,9 +221,8 @@ pub async fn run_user_process(
                     stopped,
                     timed_out,
                 },
-                (code, _) => {
+                _ => {
                     // Exited on its own after SIGTERM: still a stop (or a timeout).
-                    let _ = code;
                     RunEnd::Signalled {
                         signal: 15,
                         command: shown,

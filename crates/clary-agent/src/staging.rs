@@ -59,17 +59,25 @@ pub fn stage_channel(store: &LocalStore, ch: &ChannelSpec, dest: &Path) -> Resul
             fs::create_dir_all(parent)
                 .map_err(|e| format!("creating {}: {e}", parent.display()))?;
         }
-        let (_, source) = store
-            .data_path(&ch.bucket, &obj.key)
-            .map_err(|e| e.to_string())?;
         let _ = fs::remove_file(&target);
-        if fs::hard_link(&source, &target).is_err() {
-            fs::copy(&source, &target)
+        // The listing already holds the metadata; only an object replaced since then needs a
+        // fresh lookup of its data file.
+        let source = store.data_path_of(&ch.bucket, &obj);
+        if link_or_copy(&source, &target).is_err() {
+            let (_, fresh) = store
+                .data_path(&ch.bucket, &obj.key)
+                .map_err(|e| e.to_string())?;
+            link_or_copy(&fresh, &target)
                 .map_err(|e| format!("copying {} to {}: {e}", obj.key, target.display()))?;
         }
         n += 1;
     }
     Ok(n)
+}
+
+/// Hard-links `source` to `target` (no bytes copied), copying across filesystems.
+fn link_or_copy(source: &Path, target: &Path) -> std::io::Result<()> {
+    fs::hard_link(source, target).or_else(|_| fs::copy(source, target).map(|_| ()))
 }
 
 /// `dest/rel` if `rel` stays inside `dest`.

@@ -107,6 +107,12 @@ fn file_body(file: std::fs::File, len: u64) -> StreamingBlob {
     StreamingBlob::wrap(stream)
 }
 
+/// A stored whole-object checksum, returned only when the client asked for checksums
+/// (`x-amz-checksum-mode: ENABLED`) and the response carries the whole object.
+fn returned_checksum(enabled: bool, stored: &Option<String>) -> Option<String> {
+    if enabled { stored.clone() } else { None }
+}
+
 fn check_checksum(given: &Option<String>, computed: &str, name: &str) -> S3Result<()> {
     match given {
         Some(g) if g != computed => Err(S3Error::with_message(
@@ -339,16 +345,8 @@ impl S3 for S3Store {
             content_language: meta.content_language.clone(),
             cache_control: meta.cache_control.clone(),
             metadata: Some(meta.user_metadata.clone().into_iter().collect()),
-            checksum_crc32: if checksums {
-                meta.checksum_crc32.clone()
-            } else {
-                None
-            },
-            checksum_sha256: if checksums {
-                meta.checksum_sha256.clone()
-            } else {
-                None
-            },
+            checksum_crc32: returned_checksum(checksums, &meta.checksum_crc32),
+            checksum_sha256: returned_checksum(checksums, &meta.checksum_sha256),
             ..Default::default()
         }))
     }
@@ -366,19 +364,13 @@ impl S3 for S3Store {
             last_modified: Some(timestamp(meta.last_modified)),
             content_type: meta.content_type.clone(),
             content_encoding: meta.content_encoding.clone(),
+            content_disposition: meta.content_disposition.clone(),
+            content_language: meta.content_language.clone(),
             cache_control: meta.cache_control.clone(),
             accept_ranges: Some("bytes".into()),
             metadata: Some(meta.user_metadata.clone().into_iter().collect()),
-            checksum_crc32: if checksums {
-                meta.checksum_crc32.clone()
-            } else {
-                None
-            },
-            checksum_sha256: if checksums {
-                meta.checksum_sha256.clone()
-            } else {
-                None
-            },
+            checksum_crc32: returned_checksum(checksums, &meta.checksum_crc32),
+            checksum_sha256: returned_checksum(checksums, &meta.checksum_sha256),
             ..Default::default()
         }))
     }

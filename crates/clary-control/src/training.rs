@@ -1,7 +1,6 @@
 //! Training jobs: creation, the status machine, the queue that launches host agents, reports
 //! from agents, and recovery after a server restart.
 
-use crate::capacity::instance_shape;
 use crate::db::Db;
 use crate::logs::{Logs, TRAINING_LOG_GROUP};
 use crate::{ControlConfig, ControlError, now_secs};
@@ -25,6 +24,15 @@ struct HostState {
     log_stream: String,
     #[serde(default)]
     result: Option<ResultReport>,
+}
+
+impl HostState {
+    fn process(&self) -> HostProcess {
+        HostProcess {
+            pid: self.pid,
+            start_ticks: self.start_ticks,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -399,10 +407,7 @@ impl ControlPlane {
             self.set_secondary(&mut job, "Stopping", "Stopping the training job");
             job.status = "Stopping".into();
             for h in &job.hosts {
-                self.exec.terminate(HostProcess {
-                    pid: h.pid,
-                    start_ticks: h.start_ticks,
-                });
+                self.exec.terminate(h.process());
             }
         }
         self.save(&job)
@@ -572,10 +577,7 @@ impl ControlPlane {
         if let Some(bad) = failed {
             // One host ending badly ends the job; the others are told to stop.
             for h in job.hosts.iter().filter(|h| h.result.is_none()) {
-                self.exec.terminate(HostProcess {
-                    pid: h.pid,
-                    start_ticks: h.start_ticks,
-                });
+                self.exec.terminate(h.process());
             }
             let reason = bad.failure_reason.clone().map(|f| {
                 if job.hosts.len() > 1 {
@@ -632,16 +634,8 @@ impl ControlPlane {
     fn recover_after_restart(&self) {
         let Ok(jobs) = self.active_jobs() else { return };
         for mut job in jobs.into_iter().filter(|j| !j.hosts.is_empty()) {
-            let lost: Vec<String> = job
-                .hosts
-                .iter()
-                .filter(|h| {
-                    h.result.is_none()
-                        && !self.exec.is_alive(HostProcess {
-                            pid: h.pid,
-                            start_ticks: h.start_ticks,
-                        })
-                })
+            let lost: Vec<String> = self
+                .lost_hosts(&job)
                 .map(|h| format!("{} (pid {})", h.host, h.pid))
                 .collect();
             if lost.is_empty() {
@@ -711,19 +705,15 @@ impl ControlPlane {
         Ok(())
     }
 
-    fn watch(&self, job: &mut JobRow) -> Result<(), ControlError> {
-        let dead: Vec<String> = job
-            .hosts
+    /// Hosts that have not reported a result and whose agent is no longer running.
+    fn lost_hosts<'a>(&'a self, job: &'a JobRow) -> impl Iterator<Item = &'a HostState> + 'a {
+        job.hosts
             .iter()
-            .filter(|h| {
-                h.result.is_none()
-                    && !self.exec.is_alive(HostProcess {
-                        pid: h.pid,
-                        start_ticks: h.start_ticks,
-                    })
-            })
-            .map(|h| h.host.clone())
-            .collect();
+            .filter(|h| h.result.is_none() && !self.exec.is_alive(h.process()))
+    }
+
+    fn watch(&self, job: &mut JobRow) -> Result<(), ControlError> {
+        let dead: Vec<String> = self.lost_hosts(job).map(|h| h.host.clone()).collect();
         if dead.is_empty() {
             return Ok(());
         }
@@ -903,10 +893,5 @@ impl ControlPlane {
             });
         }
         Ok(())
-    }
-
-    /// Instance sizes for `clary`'s own display; unknown types give `None`.
-    pub fn instance_shape(instance_type: &str) -> Option<(u32, f64)> {
-        instance_shape(instance_type)
     }
 }

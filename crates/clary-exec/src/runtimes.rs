@@ -9,7 +9,7 @@
 use nix::fcntl::{Flock, FlockArg};
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 /// A runtime Clary knows how to build.
@@ -244,15 +244,6 @@ fn run_streaming(cmd: &mut Command, progress: &mut dyn FnMut(&str)) -> Result<()
     } else {
         Err(format!("{shown} failed ({status}): {}", errors.join("\n")))
     }
-}
-
-/// Whether `path` looks like a usable interpreter (used for operator-supplied runtimes).
-pub fn python_runs(path: &Path) -> bool {
-    Command::new(path)
-        .arg("-c")
-        .arg("import sys")
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 #[cfg(test)]

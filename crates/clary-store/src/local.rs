@@ -193,9 +193,16 @@ impl LocalStore {
     /// The path of an object's data file, for hard-linking it elsewhere (never write to it).
     pub fn data_path(&self, bucket: &str, key: &str) -> Result<(ObjectMeta, PathBuf), StoreError> {
         let meta = self.head(bucket, key)?;
-        let (dir, _) = key_path::split(key);
-        let path = self.bucket_dir(bucket).join(dir).join(&meta.data_file);
+        let path = self.data_path_of(bucket, &meta);
         Ok((meta, path))
+    }
+
+    /// The data file of an object whose metadata the caller already has (from [`list`](Self::list)),
+    /// without reading the metadata again. The file may have been replaced since; callers that
+    /// open it should expect `NotFound` in that case.
+    pub fn data_path_of(&self, bucket: &str, meta: &ObjectMeta) -> PathBuf {
+        let (dir, _) = key_path::split(&meta.key);
+        self.bucket_dir(bucket).join(dir).join(&meta.data_file)
     }
 
     /// Opens an object for reading. The handle stays valid even if the object is replaced.
