@@ -159,34 +159,8 @@ pub async fn install_requirements(
         return Ok(runtime_python.to_path_buf());
     }
     let venv = layout.base.join(".clary-venv");
-    let out = tokio::process::Command::new(runtime_python)
-        .args(["-c", "import sys, site, json; print(json.dumps([sys._base_executable, site.getsitepackages()]))"])
-        .output()
-        .await
-        .map_err(|e| format!("InstallRequirementsError: running {}: {e}", runtime_python.display()))?;
-    let (base_python, site_dirs): (String, Vec<String>) = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("InstallRequirementsError: inspecting the runtime: {e}"))?;
-    let status = std::process::Command::new(&base_python)
-        .args(["-m", "venv", "--without-pip"])
-        .arg(&venv)
-        .status()
-        .map_err(|e| format!("InstallRequirementsError: creating the job environment: {e}"))?;
-    if !status.success() {
-        return Err("InstallRequirementsError: creating the job environment failed".into());
-    }
-    // The runtime's packages (pip included) stay visible through a .pth file, so pip only
-    // installs what the runtime lacks, and into the job's environment.
-    let job_python = venv.join("bin").join("python");
-    let job_site = std::process::Command::new(&job_python)
-        .args(["-c", "import site; print(site.getsitepackages()[0])"])
-        .output()
+    let job_python = clary_exec::runtimes::create_layered_venv(runtime_python, &venv)
         .map_err(|e| format!("InstallRequirementsError: {e}"))?;
-    let job_site = PathBuf::from(String::from_utf8_lossy(&job_site.stdout).trim());
-    fs::write(
-        job_site.join("_clary_runtime.pth"),
-        site_dirs.join("\n") + "\n",
-    )
-    .map_err(|e| format!("InstallRequirementsError: linking the runtime: {e}"))?;
     let mut cmd = vec![
         "-m".to_string(),
         "pip".into(),

@@ -9,12 +9,12 @@ use std::process::{Command, Stdio};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("could not start the host agent {program}: {source}")]
+    #[error("could not start {program}: {source}")]
     Spawn {
         program: String,
         source: std::io::Error,
     },
-    #[error("could not open the agent log {path}: {source}")]
+    #[error("could not open the log {path}: {source}")]
     Log {
         path: String,
         source: std::io::Error,
@@ -41,18 +41,34 @@ impl LocalExecutor {
         spec: &Path,
         agent_log: &Path,
     ) -> Result<HostProcess, ExecError> {
-        let log = File::create(agent_log).map_err(|source| ExecError::Log {
-            path: agent_log.display().to_string(),
-            source,
-        })?;
+        self.launch_command(
+            program,
+            &["agent".as_ref(), "--spec".as_ref(), spec.as_os_str()],
+            agent_log,
+        )
+    }
+
+    /// Starts `program args…` in a new process group with stdout and stderr appended to `log`.
+    pub fn launch_command(
+        &self,
+        program: &Path,
+        args: &[&std::ffi::OsStr],
+        agent_log: &Path,
+    ) -> Result<HostProcess, ExecError> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(agent_log)
+            .map_err(|source| ExecError::Log {
+                path: agent_log.display().to_string(),
+                source,
+            })?;
         let err = log.try_clone().map_err(|source| ExecError::Log {
             path: agent_log.display().to_string(),
             source,
         })?;
         let child = Command::new(program)
-            .arg("agent")
-            .arg("--spec")
-            .arg(spec)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)

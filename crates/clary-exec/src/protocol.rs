@@ -111,3 +111,27 @@ pub struct ResultReport {
     /// `s3://` URI of `model.tar.gz` when one was uploaded.
     pub model_artifacts: Option<String>,
 }
+
+/// Everything one endpoint instance (`clary model-server --spec`) needs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelServerSpec {
+    pub endpoint_name: String,
+    pub variant_name: String,
+    pub instance_id: String,
+    /// `PrimaryContainer.Image`, mapped to a runtime by the model server.
+    pub image: String,
+    /// `ModelDataUrl` (`s3://…/model.tar.gz`), if the model has one.
+    pub model_data_url: Option<String>,
+    /// `PrimaryContainer.Environment`.
+    pub environment: BTreeMap<String, String>,
+    /// The loopback port to listen on.
+    pub port: u16,
+    /// The instance's own directory (model, code, sockets).
+    pub work_dir: PathBuf,
+    pub store_root: PathBuf,
+    pub runtimes_dir: PathBuf,
+    /// Directory of the Python helper modules (`clary_serving` among them).
+    pub python_shims: PathBuf,
+    /// Elastic Inference was asked for; there is none here, so the instance says it runs on CPU.
+    pub accelerator_type: Option<String>,
+}

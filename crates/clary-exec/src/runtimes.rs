@@ -9,7 +9,7 @@
 use nix::fcntl::{Flock, FlockArg};
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// A runtime Clary knows how to build.
@@ -123,6 +123,114 @@ pub fn resolve_training_image(image: &str) -> Result<ImageRequest, String> {
         py_version: py.to_string(),
         runtime: runtime.clone(),
     })
+}
+
+/// What an inference image (`CreateModel.PrimaryContainer.Image`) asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServingImage {
+    pub framework_version: String,
+    pub device: String,
+    pub runtime: RuntimeDef,
+    /// MXNet 1.2 and earlier: the legacy handler signatures (model first in `predict_fn`).
+    pub legacy_handlers: bool,
+    /// MXNet 1.4 and later (the MMS images): the code travels in `model.tar.gz` under `code/`;
+    /// earlier images fetch `SAGEMAKER_SUBMIT_DIRECTORY`.
+    pub code_in_model: bool,
+}
+
+/// Every version the serving images existed for; all run on the MXNet 1.9 runtime, whose
+/// inference API covers theirs.
+const SERVING_VERSIONS: &[&str] = &[
+    "0.12.1", "0.12", "1.0.0", "1.0", "1.1.0", "1.1", "1.2.1", "1.2", "1.3.0", "1.3", "1.4.0",
+    "1.4.1", "1.4", "1.5.1", "1.5", "1.6.0", "1.6", "1.7.0", "1.7", "1.8.0", "1.8", "1.9.0", "1.9",
+];
+
+/// Maps an MXNet inference image URI (`mxnet-inference`, `sagemaker-mxnet-serving`, the
+/// pre-1.4 `sagemaker-mxnet`, and their `-eia` variants; tag `<version>-<cpu|gpu>-<py>`, or
+/// `1.0`-style tags of the oldest images) to a runtime.
+pub fn resolve_inference_image(image: &str) -> Result<ServingImage, String> {
+    let supported = || {
+        format!(
+            "Clary serves the MXNet inference images (mxnet-inference, sagemaker-mxnet-serving, sagemaker-mxnet, and their -eia variants) for framework versions {}",
+            SERVING_VERSIONS.join(", ")
+        )
+    };
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let (repo, tag) = last
+        .split_once(':')
+        .ok_or_else(|| format!("Image {image:?} has no tag. {}", supported()))?;
+    let repo = repo.strip_suffix("-eia").unwrap_or(repo);
+    if !matches!(
+        repo,
+        "mxnet-inference" | "sagemaker-mxnet-serving" | "sagemaker-mxnet" | "mxnet-training"
+    ) {
+        return Err(format!(
+            "Image {image:?} is not an MXNet inference image. {}",
+            supported()
+        ));
+    }
+    let mut parts = tag.split('-');
+    let version = parts.next().unwrap_or_default();
+    let device = match parts.next() {
+        Some(d @ ("cpu" | "gpu")) => d,
+        _ => "cpu",
+    };
+    if !SERVING_VERSIONS.contains(&version) {
+        return Err(format!(
+            "MXNet framework version {version:?} is not available for serving here. {}",
+            supported()
+        ));
+    }
+    let numeric: Vec<u32> = version.split('.').filter_map(|p| p.parse().ok()).collect();
+    let at_least = |major: u32, minor: u32| {
+        (
+            numeric.first().copied().unwrap_or(0),
+            numeric.get(1).copied().unwrap_or(0),
+        ) >= (major, minor)
+    };
+    Ok(ServingImage {
+        framework_version: version.to_string(),
+        device: device.to_string(),
+        runtime: MXNET_19,
+        legacy_handlers: !at_least(1, 3),
+        code_in_model: at_least(1, 4),
+    })
+}
+
+/// Creates a virtual environment at `venv` layered over the runtime of `runtime_python`: the
+/// runtime's packages (pip included) stay visible through a `.pth` file, so pip installs only
+/// what the runtime lacks, into `venv`, and the shared runtime never changes. Returns the new
+/// interpreter.
+pub fn create_layered_venv(runtime_python: &Path, venv: &Path) -> Result<PathBuf, String> {
+    let out = Command::new(runtime_python)
+        .args([
+            "-c",
+            "import sys, site, json; print(json.dumps([sys._base_executable, site.getsitepackages()]))",
+        ])
+        .output()
+        .map_err(|e| format!("running {}: {e}", runtime_python.display()))?;
+    let (base_python, site_dirs): (String, Vec<String>) = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("inspecting the runtime {}: {e}", runtime_python.display()))?;
+    let status = Command::new(&base_python)
+        .args(["-m", "venv", "--without-pip"])
+        .arg(venv)
+        .status()
+        .map_err(|e| format!("creating the environment {}: {e}", venv.display()))?;
+    if !status.success() {
+        return Err(format!(
+            "creating the environment {} failed",
+            venv.display()
+        ));
+    }
+    let python = venv.join("bin").join("python");
+    let site = Command::new(&python)
+        .args(["-c", "import site; print(site.getsitepackages()[0])"])
+        .output()
+        .map_err(|e| format!("inspecting {}: {e}", python.display()))?;
+    let site = PathBuf::from(String::from_utf8_lossy(&site.stdout).trim());
+    fs::write(site.join("_clary_runtime.pth"), site_dirs.join("\n") + "\n")
+        .map_err(|e| format!("linking the runtime into {}: {e}", venv.display()))?;
+    Ok(python)
 }
 
 /// The runtimes directory and the Python used to create virtual environments.

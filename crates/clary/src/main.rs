@@ -1,6 +1,7 @@
 //! `clary`: train and host MXNet models the SageMaker way, on machines you own.
 
 mod client;
+mod model_server;
 mod server;
 mod settings;
 mod train;
@@ -65,6 +66,8 @@ enum Command {
         #[arg(long, env = "CLARY_DATA_DIR", global = true)]
         data_dir: Option<PathBuf>,
     },
+    /// The model server: /ping and /invocations over a pool of Python workers.
+    ModelServer(model_server::ModelServerArgs),
     /// The training host agent (started by the server, one per host).
     Agent {
         #[arg(long)]
@@ -170,6 +173,7 @@ async fn run(command: Command) -> Result<()> {
             });
             runtimes(dir, command.unwrap_or(RuntimesCommand::List))
         }
+        Command::ModelServer(args) => model_server::run(args).await,
         Command::Agent { .. } => unreachable!("handled before the runtime starts"),
     }
 }

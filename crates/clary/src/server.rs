@@ -104,6 +104,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         std::fs::create_dir_all(p.parent().expect("shim paths have a parent"))?;
         std::fs::write(&p, text)?;
     }
+    clary_serve::write_python_package(&shims)?;
     let store = LocalStore::open(data_dir.join("objects")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let bucket = identity.default_bucket(&args.region);
     if store.head_bucket(&bucket).is_err() {
