@@ -44,7 +44,22 @@ class Server:
         self.listen = self.url[len("http://"):]
         return self
 
-    def stop(self, sig=signal.SIGTERM):
+    def delete_endpoints(self, timeout=60):
+        """Endpoints' model servers outlive a server restart by design, so a test run deletes
+        its endpoints through the API before it ends the server."""
+        if not (self.proc and self.proc.poll() is None):
+            return
+        sm = self.client("sagemaker")
+        for e in sm.list_endpoints(MaxResults=100)["Endpoints"]:
+            if e["EndpointStatus"] != "Deleting":
+                sm.delete_endpoint(EndpointName=e["EndpointName"])
+        deadline = time.time() + timeout
+        while sm.list_endpoints(MaxResults=100)["Endpoints"] and time.time() < deadline:
+            time.sleep(0.2)
+
+    def stop(self, sig=signal.SIGTERM, keep_endpoints=False):
+        if not keep_endpoints:
+            self.delete_endpoints()
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=10)
@@ -174,3 +189,50 @@ def log_text(logs, job):
             lines += [e["message"] for e in page["events"]]
             token = page["nextForwardToken"]
     return "\n".join(lines)
+
+
+INFERENCE_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/mxnet-inference:1.9.0-cpu-py38"
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+
+
+def tar_gz(files):
+    """{name: bytes or str} as tar.gz bytes."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in files.items():
+            data = data.encode() if isinstance(data, str) else data
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def deploy(sm, s3, bucket, name, model_files, env=None, image=INFERENCE_IMAGE, count=1, variants=None):
+    """Uploads model.tar.gz and creates model, endpoint config and endpoint named `name`."""
+    key = "models/%s/model.tar.gz" % name
+    s3.put_object(Bucket=bucket, Key=key, Body=tar_gz(model_files))
+    sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={
+        "Image": image, "ModelDataUrl": "s3://%s/%s" % (bucket, key), "Environment": env or {}})
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=variants or [{
+        "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": count,
+        "InstanceType": "ml.m5.large", "InitialVariantWeight": 1}])
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+
+
+def wait_endpoint(sm, name, until=("InService", "Failed"), timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        d = sm.describe_endpoint(EndpointName=name)
+        if d["EndpointStatus"] in until:
+            return d
+        time.sleep(0.25)
+    raise AssertionError("endpoint %s did not reach %s within %ss: %s" % (name, until, timeout, d))
+
+
+def endpoint_log(logs, name):
+    group = "/aws/sagemaker/Endpoints/" + name
+    out = []
+    for s in logs.describe_log_streams(logGroupName=group)["logStreams"]:
+        page = logs.get_log_events(logGroupName=group, logStreamName=s["logStreamName"], startFromHead=True)
+        out += [e["message"] for e in page["events"]]
+    return "\n".join(out)

@@ -106,9 +106,11 @@ pub fn sagemaker(state: &ApiState, op: &str, body: Value) -> Result<Value, Contr
             cp.delete_tags(required(&body, "ResourceArn")?, &keys)?;
             Ok(json!({}))
         }
-        other => Err(ControlError::Validation(format!(
-            "SageMaker operation {other} is not implemented by Clary; it serves the training job, tag and (in later versions) hosting operations"
-        ))),
+        other => crate::hosting_api::handle(state, other, &body).unwrap_or_else(|| {
+            Err(ControlError::Validation(format!(
+                "SageMaker operation {other} is not implemented by Clary; it serves the training job, tag, model, endpoint configuration and endpoint operations"
+            )))
+        }),
     }
 }
 

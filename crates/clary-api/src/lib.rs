@@ -4,8 +4,10 @@
 //! Dispatch order: `X-Amz-Target` (SageMaker, Logs, agent reports) → the SageMaker Runtime path
 //! for scope `sagemaker` → query protocol for scopes `sts`/`iam` → S3 (s3s) for everything else.
 
+pub mod hosting_api;
 pub mod json_api;
 pub mod query;
+pub mod runtime;
 pub mod s3;
 pub mod validate;
 
@@ -31,6 +33,7 @@ pub struct ApiState {
     pub secret_key: String,
     pub region: String,
     pub account: String,
+    pub connections: runtime::Connections,
 }
 
 impl ApiState {
@@ -54,6 +57,7 @@ impl ApiState {
             secret_key: secret_key.into(),
             region: region.into(),
             account: account.into(),
+            connections: Default::default(),
         })
     }
 }
@@ -171,11 +175,15 @@ pub async fn handle(
             .path()
             .trim_start_matches("/endpoints/")
             .trim_end_matches("/invocations");
-        return Ok(json_error(
-            StatusCode::BAD_REQUEST,
-            "ValidationError",
-            &format!("Endpoint {name} of account {} not found.", state.account),
-        ));
+        return Ok(runtime::invoke(
+            &state.control,
+            &state.connections,
+            &state.account,
+            name,
+            &parts.headers,
+            body,
+        )
+        .await);
     }
     let target = target.unwrap_or_default();
     let parsed: serde_json::Value = if body.is_empty() {

@@ -46,7 +46,7 @@ pub fn resource_name(name: &str, at: &str) -> Result<(), ControlError> {
     }
 }
 
-fn role_arn(arn: &str) -> bool {
+pub(crate) fn role_arn(arn: &str) -> bool {
     let Some(rest) = arn.strip_prefix("arn:aws") else {
         return false;
     };

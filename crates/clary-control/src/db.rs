@@ -50,6 +50,25 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (resource_arn, key)
      );",
+    // 2: hosting: models, endpoint configs, endpoints (their instances kept as JSON).
+    "CREATE TABLE models (
+        name TEXT PRIMARY KEY,
+        arn TEXT NOT NULL,
+        request TEXT NOT NULL,
+        creation_time REAL NOT NULL
+     );
+     CREATE TABLE endpoint_configs (
+        name TEXT PRIMARY KEY,
+        arn TEXT NOT NULL,
+        request TEXT NOT NULL,
+        creation_time REAL NOT NULL
+     );
+     CREATE TABLE endpoints (
+        name TEXT PRIMARY KEY,
+        arn TEXT NOT NULL,
+        state TEXT NOT NULL,
+        creation_time REAL NOT NULL
+     );",
 ];
 
 #[derive(Clone)]

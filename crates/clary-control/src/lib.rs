@@ -3,7 +3,9 @@
 
 pub mod capacity;
 pub mod db;
+pub mod hosting;
 pub mod logs;
+pub mod routes;
 pub mod training;
 
 use std::path::PathBuf;

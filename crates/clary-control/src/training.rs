@@ -112,12 +112,18 @@ pub struct ListJobs {
 }
 
 pub struct ControlPlane {
-    db: Db,
+    pub(crate) db: Db,
     pub logs: Logs,
     pub config: ControlConfig,
-    exec: LocalExecutor,
+    pub(crate) exec: LocalExecutor,
     runtimes: Runtimes,
     wake: Notify,
+    /// Where `InvokeEndpoint` goes: the healthy instances of each in-service endpoint.
+    pub routes: crate::routes::Routes,
+    pub(crate) endpoint_wake: Notify,
+    /// Held by the hosting loop during a pass and by calls that change an endpoint, so neither
+    /// overwrites the other's change.
+    pub(crate) hosting_lock: tokio::sync::Mutex<()>,
 }
 
 fn is_terminal(status: &str) -> bool {
@@ -146,6 +152,9 @@ impl ControlPlane {
             exec: LocalExecutor,
             runtimes,
             wake: Notify::new(),
+            routes: Default::default(),
+            endpoint_wake: Notify::new(),
+            hosting_lock: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -453,13 +462,14 @@ impl ControlPlane {
 
     fn require_resource(&self, arn: &str) -> Result<(), ControlError> {
         let n: i64 = self.db.lock().query_row(
-            "SELECT COUNT(*) FROM training_jobs WHERE arn = ?1",
+            "SELECT (SELECT COUNT(*) FROM training_jobs WHERE arn = ?1) + (SELECT COUNT(*) FROM models WHERE arn = ?1)
+                + (SELECT COUNT(*) FROM endpoint_configs WHERE arn = ?1) + (SELECT COUNT(*) FROM endpoints WHERE arn = ?1)",
             params![arn],
             |r| r.get(0),
         )?;
         if n == 0 {
             return Err(ControlError::Validation(format!(
-                "Resource {arn} does not exist; pass the ARN of an existing training job"
+                "Resource {arn} does not exist; pass the ARN of an existing training job, model, endpoint configuration or endpoint"
             )));
         }
         Ok(())

@@ -155,6 +155,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         serde_json::to_vec_pretty(&info)?,
     )?;
     tokio::spawn(control.clone().run_scheduler());
+    tokio::spawn(control.clone().run_hosting());
     println!(
         "clary server listening on {url} (data dir {})",
         data_dir.display()
