@@ -196,9 +196,8 @@ struct Worker {
 
 impl Worker {
     async fn start(slot: usize, generation: u64, config: &ServeConfig) -> Result<Self, StartError> {
-        let sock = config
-            .run_dir
-            .join(format!("worker-{slot}-{generation}.sock"));
+        let sock = socket_path(&config.run_dir, slot, generation)
+            .map_err(|e| StartError::Spawn(format!("preparing the worker socket: {e}")))?;
         let _ = std::fs::remove_file(&sock);
         let listener = UnixListener::bind(&sock)
             .map_err(|e| StartError::Spawn(format!("binding {}: {e}", sock.display())))?;
@@ -386,6 +385,29 @@ impl Worker {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
+}
+
+/// Unix socket paths are limited to about 100 bytes; a deep run directory falls back to a
+/// private directory under the temporary directory (mode 0700, so only this user can connect).
+fn socket_path(
+    run_dir: &std::path::Path,
+    slot: usize,
+    generation: u64,
+) -> std::io::Result<std::path::PathBuf> {
+    let name = format!("worker-{}-{slot}-{generation}.sock", std::process::id());
+    let direct = run_dir.join(&name);
+    if direct.as_os_str().len() < 100 {
+        return Ok(direct);
+    }
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let uid = std::fs::metadata(run_dir)?.uid();
+    let dir = std::env::temp_dir().join(format!("clary-{uid}"));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(dir.join(name))
 }
 
 fn fail_all(batch: Vec<Job>, status: u16, message: &str) {
