@@ -351,3 +351,33 @@ def test_variants_update_and_bad_requests(sm, s3, rt, bucket):
     with pytest.raises(ClientError) as e:
         rt.invoke_endpoint(EndpointName=name, ContentType="application/json", Body="[1]", TargetVariant="purple")
     assert "purple" in str(e.value)
+
+
+def test_server_restart_keeps_endpoints_serving(tmp_path):
+    from conftest import Server
+    first = Server(tmp_path / "data").start()
+    try:
+        sm, s3 = first.client("sagemaker"), first.client("s3")
+        s3.create_bucket(Bucket="restart")
+        name = unique("restart")
+        deploy(sm, s3, "restart", name, {"code/inference.py": TRANSFORM})
+        assert wait_endpoint(sm, name)["EndpointStatus"] == "InService"
+        first.stop(keep_endpoints=True)
+        second = Server(tmp_path / "data", listen=first.listen).start()
+        try:
+            sm, rt = second.client("sagemaker"), second.client("sagemaker-runtime")
+            assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
+            deadline = time.time() + 30
+            while True:
+                try:
+                    r = rt.invoke_endpoint(EndpointName=name, ContentType="application/json", Body="[5]")
+                    break
+                except ClientError:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.2)
+            assert json.loads(r["Body"].read()) == [15]
+        finally:
+            second.stop()
+    finally:
+        first.stop()

@@ -207,6 +207,70 @@ impl Client {
         Ok(())
     }
 
+    /// GET of an object into memory.
+    pub async fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>> {
+        let path_q = format!(
+            "/{bucket}/{}",
+            clary_sigv4::uri_encode(key).replace("%2F", "/")
+        );
+        let resp = self
+            .send(
+                "s3",
+                http::Method::GET,
+                &path_q,
+                http::HeaderMap::new(),
+                reqwest::Body::from(Vec::new()),
+                &hex_sha256(b""),
+            )
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!(
+                "reading s3://{bucket}/{key} failed: HTTP {status}: {}",
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        Ok(resp.bytes().await?.to_vec())
+    }
+
+    /// `InvokeEndpoint`: the HTTP status, the response's content type and its body.
+    pub async fn invoke(
+        &self,
+        endpoint: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        accept: Option<&str>,
+    ) -> Result<(u16, String, Vec<u8>)> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("content-type", content_type.parse()?);
+        if let Some(a) = accept {
+            headers.insert("accept", a.parse()?);
+        }
+        let hash = hex_sha256(&body);
+        let path = format!(
+            "/endpoints/{}/invocations",
+            clary_sigv4::uri_encode(endpoint)
+        );
+        let resp = self
+            .send(
+                "sagemaker",
+                http::Method::POST,
+                &path,
+                headers,
+                body.into(),
+                &hash,
+            )
+            .await?;
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        Ok((status, ct, resp.bytes().await?.to_vec()))
+    }
+
     pub async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
         let resp = self
             .send(

@@ -1,6 +1,7 @@
 //! `clary`: train and host MXNet models the SageMaker way, on machines you own.
 
 mod client;
+mod hosting_cli;
 mod model_server;
 mod server;
 mod settings;
@@ -65,6 +66,34 @@ enum Command {
         runtimes_dir: Option<PathBuf>,
         #[arg(long, env = "CLARY_DATA_DIR", global = true)]
         data_dir: Option<PathBuf>,
+    },
+    /// Deploy a training job's model (or a model.tar.gz) to an endpoint (like `estimator.deploy`).
+    Deploy {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: hosting_cli::DeployArgs,
+    },
+    /// Send one request to an endpoint and print the answer (like `predictor.predict`).
+    Invoke {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: hosting_cli::InvokeArgs,
+    },
+    /// List, describe or delete endpoints.
+    Endpoints {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: hosting_cli::EndpointsCommand,
+    },
+    /// List, describe or delete models.
+    Models {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: hosting_cli::ModelsCommand,
     },
     /// The model server: /ping and /invocations over a pool of Python workers.
     ModelServer(model_server::ModelServerArgs),
@@ -174,6 +203,18 @@ async fn run(command: Command) -> Result<()> {
             runtimes(dir, command.unwrap_or(RuntimesCommand::List))
         }
         Command::ModelServer(args) => model_server::run(args).await,
+        Command::Deploy { client, args } => {
+            hosting_cli::deploy(&Client::from_env(&client)?, args).await
+        }
+        Command::Invoke { client, args } => {
+            hosting_cli::invoke(&Client::from_env(&client)?, args).await
+        }
+        Command::Endpoints { client, command } => {
+            hosting_cli::endpoints(&Client::from_env(&client)?, command).await
+        }
+        Command::Models { client, command } => {
+            hosting_cli::models(&Client::from_env(&client)?, command).await
+        }
         Command::Agent { .. } => unreachable!("handled before the runtime starts"),
     }
 }
