@@ -171,10 +171,10 @@ pub fn resolve_inference_image(image: &str) -> Result<ServingImage, String> {
     }
     let mut parts = tag.split('-');
     let version = parts.next().unwrap_or_default();
-    let device = match parts.next() {
-        Some(d @ ("cpu" | "gpu")) => d,
-        _ => "cpu",
-    };
+    let device = parts
+        .next()
+        .filter(|d| matches!(*d, "cpu" | "gpu"))
+        .unwrap_or("cpu");
     if !SERVING_VERSIONS.contains(&version) {
         return Err(format!(
             "MXNet framework version {version:?} is not available for serving here. {}",
