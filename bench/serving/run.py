@@ -90,12 +90,20 @@ print(json.dumps({"forward_ms": fwd, "toolkit_path_ms": toolkit}))
 '''
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+def free_port(below=None):
+    """A free loopback port; MMS 1.1.11 rejects ports above 32767 ("Invalid port number")."""
+    import random
+    for _ in range(200):
+        port = random.randint(20000, 32000) if below else 0
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return s.getsockname()[1]
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise RuntimeError("no free port")
 
 
 def wait_ping(port, timeout=120, predict_body=None):
@@ -134,8 +142,8 @@ def ensure_mms():
 class Proc:
     """A server this benchmark started; ended by PID (and its process group)."""
 
-    def __init__(self, args, env, log):
-        self.p = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    def __init__(self, args, env, log, cwd=None):
+        self.p = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
 
     def stop(self):
         try:
@@ -150,16 +158,19 @@ class Proc:
 
 def start_mms(py, model_dir, work):
     """As the container's `serve` does: serving.main() writes the MMS config and starts MMS."""
-    port = free_port()
+    port = free_port(below=32768)
     base = os.path.join(work, "mms-base-%d" % port)
     os.makedirs(base)
-    os.symlink(model_dir, os.path.join(base, "model"))
-    env = dict(os.environ, SAGEMAKER_BASE_DIR=base, SAGEMAKER_MODEL_SERVER_WORKERS=str(WORKERS),
+    shutil.copytree(model_dir, os.path.join(base, "model"))
+    # The container has MMS's tools (model-archiver, multi-model-server) on PATH.
+    path = os.path.dirname(py) + os.pathsep + os.environ.get("PATH", "")
+    env = dict(os.environ, PATH=path, SAGEMAKER_BASE_DIR=base, SAGEMAKER_MODEL_SERVER_WORKERS=str(WORKERS),
                SAGEMAKER_BIND_TO_PORT=str(port),
                MMS_INFERENCE_ADDRESS="http://127.0.0.1:%d" % port, MMS_MANAGEMENT_ADDRESS="http://127.0.0.1:%d" % port,
-               TEMP=work, TMPDIR=work)
+               )
     code = "from sagemaker_mxnet_serving_container import serving; serving.main()"
-    proc = Proc([py, "-c", code], env, open(os.path.join(work, "mms-%d.log" % port), "ab"))
+    # MMS's model archiver and logs write under the working directory.
+    proc = Proc([py, "-c", code], env, open(os.path.join(work, "mms-%d.log" % port), "ab"), cwd=base)
     return proc, "http://127.0.0.1:%d/invocations" % port, port
 
 
