@@ -42,25 +42,6 @@ fn list_query(body: &Value) -> ListQuery {
     }
 }
 
-fn tags(body: &Value) -> Vec<(String, String)> {
-    body.get("Tags")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| {
-                    Some((
-                        t.get("Key")?.as_str()?.to_string(),
-                        t.get("Value")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn validate_model(state: &ApiState, body: &Value) -> Result<(), ControlError> {
     resource_name(required_str(body, "ModelName")?, "modelName")?;
     let role = required_str(body, "ExecutionRoleArn")?;
@@ -183,7 +164,7 @@ fn validate_endpoint_config(body: &Value) -> Result<(), ControlError> {
 pub fn handle(state: &ApiState, op: &str, body: &Value) -> Option<Result<Value, ControlError>> {
     let cp = &state.control;
     let with_tags = |arn: String| -> Result<String, ControlError> {
-        let t = tags(body);
+        let t = crate::json_api::tag_pairs(body);
         if !t.is_empty() {
             cp.add_tags(&arn, &t)?;
         }

@@ -22,7 +22,7 @@ fn time_field(v: &Value, k: &str) -> Option<f64> {
     v.get(k).and_then(Value::as_f64)
 }
 
-fn tag_pairs(v: &Value) -> Vec<(String, String)> {
+pub(crate) fn tag_pairs(v: &Value) -> Vec<(String, String)> {
     v.get("Tags")
         .and_then(Value::as_array)
         .map(|a| {
