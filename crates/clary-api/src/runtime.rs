@@ -177,11 +177,14 @@ pub async fn invoke(
             ),
         );
     };
-    // Try the least busy instance, then the others, if one cannot be reached.
-    let mut order: Vec<&Arc<InstanceRoute>> = variant.instances.iter().collect();
-    order.sort_by_key(|i| i.in_flight.load(Ordering::Relaxed));
+    // The least busy instance; the others only if it cannot be reached.
+    let first = variant.least_busy();
+    let rest = variant
+        .instances
+        .iter()
+        .filter(|i| first.is_some_and(|f| !Arc::ptr_eq(f, i)));
     let mut last_error = String::from("no instance of this variant is running");
-    for instance in order {
+    for instance in first.into_iter().chain(rest) {
         instance.in_flight.fetch_add(1, Ordering::Relaxed);
         let result = connections.call(instance, headers, body.clone()).await;
         instance.in_flight.fetch_sub(1, Ordering::Relaxed);

@@ -82,21 +82,19 @@ impl Routes {
     /// The shared handle of an instance (created on first use).
     pub fn instance(&self, id: &str, authority: &str) -> Arc<InstanceRoute> {
         let mut m = self.instances.write().unwrap_or_else(|p| p.into_inner());
-        let entry = m.entry(id.to_string()).or_insert_with(|| {
-            Arc::new(InstanceRoute {
-                id: id.to_string(),
-                authority: authority.to_string(),
-                in_flight: AtomicUsize::new(0),
-            })
-        });
-        if entry.authority != authority {
-            *entry = Arc::new(InstanceRoute {
-                id: id.to_string(),
-                authority: authority.to_string(),
-                in_flight: AtomicUsize::new(0),
-            });
+        match m.get(id) {
+            // A relaunched instance listens on a new port: its counts start afresh.
+            Some(known) if known.authority == authority => known.clone(),
+            _ => {
+                let fresh = Arc::new(InstanceRoute {
+                    id: id.to_string(),
+                    authority: authority.to_string(),
+                    in_flight: AtomicUsize::new(0),
+                });
+                m.insert(id.to_string(), fresh.clone());
+                fresh
+            }
         }
-        entry.clone()
     }
 
     pub fn publish(&self, route: EndpointRoute) {

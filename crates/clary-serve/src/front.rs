@@ -122,20 +122,20 @@ impl Front {
                 );
             }
         };
-        if matches!(
-            self.pool.health.state(),
-            HealthState::Failed(_) | HealthState::Loading
-        ) {
-            return match self.pool.health.state() {
-                HealthState::Failed(reason) => text(
+        match self.pool.health.state() {
+            HealthState::Healthy(_) => {}
+            HealthState::Failed(reason) => {
+                return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("the model could not be loaded: {reason}"),
-                ),
-                _ => text(
+                );
+            }
+            HealthState::Loading => {
+                return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the model is still loading; retry once GET /ping answers 200".into(),
-                ),
-            };
+                );
+            }
         }
         let inv = Invocation {
             body,

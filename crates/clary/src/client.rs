@@ -183,10 +183,7 @@ impl Client {
         });
         let mut headers = http::HeaderMap::new();
         headers.insert("content-length", len.to_string().parse()?);
-        let path_q = format!(
-            "/{bucket}/{}",
-            clary_sigv4::uri_encode(key).replace("%2F", "/")
-        );
+        let path_q = object_path(bucket, key);
         let resp = self
             .send(
                 "s3",
@@ -209,10 +206,7 @@ impl Client {
 
     /// GET of an object into memory.
     pub async fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>> {
-        let path_q = format!(
-            "/{bucket}/{}",
-            clary_sigv4::uri_encode(key).replace("%2F", "/")
-        );
+        let path_q = object_path(bucket, key);
         let resp = self
             .send(
                 "s3",
@@ -284,6 +278,14 @@ impl Client {
             .await?;
         Ok(resp.status().is_success())
     }
+}
+
+/// The path-style S3 path of an object, as boto3 encodes it.
+fn object_path(bucket: &str, key: &str) -> String {
+    format!(
+        "/{bucket}/{}",
+        clary_sigv4::uri_encode(key).replace("%2F", "/")
+    )
 }
 
 fn hex_sha256(b: &[u8]) -> String {

@@ -222,7 +222,8 @@ async fn repack(
     let _ = std::fs::remove_dir_all(&code);
     std::fs::create_dir_all(&code)?;
     match source_dir {
-        Some(dir) => copy_tree(dir, &code)?,
+        Some(dir) => clary_agent::staging::copy_dir(dir, &code)
+            .with_context(|| format!("copying {}", dir.display()))?,
         None => {
             let file = entry.file_name().context("--entry-point names no file")?;
             std::fs::copy(entry, code.join(file))
@@ -241,20 +242,6 @@ async fn repack(
         .put_file(&out_bucket, &out_key, &packed, |_| {})
         .await?;
     Ok(format!("s3://{out_bucket}/{out_key}"))
-}
-
-fn copy_tree(src: &std::path::Path, dst: &std::path::Path) -> Result<()> {
-    std::fs::create_dir_all(dst)?;
-    for entry in std::fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
-        let entry = entry?;
-        let to = dst.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &to)?;
-        } else {
-            std::fs::copy(entry.path(), to)?;
-        }
-    }
-    Ok(())
 }
 
 pub async fn invoke(client: &Client, args: InvokeArgs) -> Result<()> {

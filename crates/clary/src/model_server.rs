@@ -146,10 +146,6 @@ fn from_spec(path: &Path) -> Result<(ServeConfig, String)> {
     config.code_dirs = code_dirs;
     config.legacy_handlers = image.legacy_handlers;
     let mut extra: BTreeMap<String, String> = env.clone();
-    extra.insert(
-        "SAGEMAKER_REGION".into(),
-        env.get("SAGEMAKER_REGION").cloned().unwrap_or_default(),
-    );
     extra.retain(|_, v| !v.is_empty());
     if spec.accelerator_type.is_some() {
         eprintln!(
