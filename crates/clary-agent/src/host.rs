@@ -5,7 +5,7 @@ use crate::reporter::Reporter;
 use crate::runner::{EntryPoint, RunEnd, run_user_process};
 use crate::staging;
 use clary_exec::protocol::{HostSpec, LogLine, Outcome, ResultReport};
-use clary_exec::runtimes::{RUNTIMES, Runtimes};
+use clary_exec::runtimes::Runtimes;
 use clary_store::LocalStore;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -126,11 +126,12 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
     // The runtime (built once, with its progress in this job's log) and the data, in parallel.
     let python = {
         let runtimes = Runtimes::new(spec.runtimes_dir.clone());
-        let def = RUNTIMES.iter().find(|r| r.name == spec.runtime).cloned();
+        let def = runtimes.find(&spec.runtime);
         let log2 = log.clone();
+        let spec_runtime = spec.runtime.clone();
         let ensure = tokio::task::spawn_blocking(move || {
             let def = def.ok_or_else(|| {
-                "this agent does not know the runtime the server chose; the server and the agent must be the same clary binary (restart the server after upgrading)".to_string()
+                format!("runtime {spec_runtime:?} is not known to this agent: it was removed after the job was created, or the server and the agent are different clary binaries (restart the server after upgrading)")
             })?;
             runtimes.ensure(&def, &mut |line| log2.line(line))
         });

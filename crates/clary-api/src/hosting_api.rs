@@ -5,7 +5,7 @@ use crate::ApiState;
 use crate::validate::{resource_name, role_arn};
 use clary_control::ControlError;
 use clary_control::hosting::ListQuery;
-use clary_exec::runtimes::resolve_inference_image;
+use clary_exec::runtimes::Runtimes;
 use serde_json::{Value, json};
 
 fn invalid(message: String) -> ControlError {
@@ -81,7 +81,9 @@ fn validate_model(state: &ApiState, body: &Value) -> Result<(), ControlError> {
                 .into(),
         )
     })?;
-    resolve_inference_image(image).map_err(invalid)?;
+    Runtimes::new(state.control.config.runtimes_dir.clone())
+        .serving_image(image)
+        .map_err(invalid)?;
     if let Some(url) = c.get("ModelDataUrl").and_then(Value::as_str) {
         let Some((bucket, key)) = url.strip_prefix("s3://").and_then(|r| r.split_once('/')) else {
             return Err(invalid(format!(

@@ -5,7 +5,7 @@ use crate::db::Db;
 use crate::logs::{Logs, TRAINING_LOG_GROUP};
 use crate::{ControlConfig, ControlError, now_secs};
 use clary_exec::protocol::{ChannelSpec, HostSpec, LogBatch, Outcome, ResultReport, StatusReport};
-use clary_exec::runtimes::{MXNET_TRAINING_MODULE, Runtimes, resolve_training_image};
+use clary_exec::runtimes::{MXNET_TRAINING_MODULE, Runtimes};
 use clary_exec::{HostProcess, LocalExecutor};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -226,7 +226,9 @@ impl ControlPlane {
                 "AlgorithmSpecification.TrainingImage is required: Clary runs MXNet training images (AlgorithmName is not supported)".into(),
             ));
         }
-        let image = resolve_training_image(image).map_err(ControlError::Validation)?;
+        let image = Runtimes::new(self.config.runtimes_dir.clone())
+            .training_image(image)
+            .map_err(ControlError::Validation)?;
         let instance_type = request["ResourceConfig"]["InstanceType"]
             .as_str()
             .unwrap_or_default();
@@ -766,7 +768,7 @@ impl ControlPlane {
         let rc = &req["ResourceConfig"];
         let count = rc["InstanceCount"].as_u64().unwrap_or(1).max(1);
         let hosts: Vec<String> = (1..=count).map(|i| format!("algo-{i}")).collect();
-        let image = resolve_training_image(
+        let image = Runtimes::new(self.config.runtimes_dir.clone()).training_image(
             req["AlgorithmSpecification"]["TrainingImage"]
                 .as_str()
                 .unwrap_or_default(),
@@ -878,7 +880,7 @@ impl ControlPlane {
                 log_stream: log_stream.clone(),
                 python_shims: self.config.python_shims.clone(),
                 runtimes_dir: self.config.runtimes_dir.clone(),
-                runtime: image.runtime.name.to_string(),
+                runtime: image.runtime.name.clone(),
                 framework_version: image.framework_version.clone(),
                 device: image.device.clone(),
             };

@@ -5,6 +5,7 @@
 //! deliberately *not* tied to the server's life: a restarted server finds them by PID and
 //! re-attaches, because they keep reporting to the same address.
 
+pub mod images;
 pub mod local;
 pub mod protocol;
 pub mod runtimes;

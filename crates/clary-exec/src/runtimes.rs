@@ -1,200 +1,197 @@
-//! Runtimes: the Python environments that run a framework version, and how an image URI the
-//! SDK sends maps onto one.
+//! Runtimes: the Python environments that run a framework version.
 //!
-//! A runtime is a virtual environment built once with pip under the runtimes directory. The
-//! build happens under an exclusive file lock into a temporary directory that is renamed into
-//! place at the end, so concurrent jobs wait for one build and a crash never leaves a
-//! half-built runtime that looks ready.
+//! A built-in runtime is a virtual environment built once with pip under the runtimes
+//! directory, holding the real MXNet of its version. The build happens under an exclusive file
+//! lock into a temporary directory that is renamed into place at the end, so concurrent jobs
+//! wait for one build and a crash never leaves a half-built runtime that looks ready.
+//!
+//! Operators add custom runtimes (`clary runtimes add`): an existing interpreter, or a
+//! requirements file Clary builds like a built-in. They live as one JSON file each under
+//! `<runtimes dir>/custom/`, so the server, the agents and the model servers all see them.
 
 use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// A runtime Clary knows how to build.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuntimeDef {
-    pub name: &'static str,
-    /// The MXNet it really runs.
-    pub mxnet: &'static str,
-    pub pip_requirements: &'static [&'static str],
+/// How a runtime comes to exist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Install {
+    /// A fresh venv: `pip install <with_deps>`, then `pip install --no-deps <no_deps>`. The old
+    /// MXNet wheels pin numpy versions that have no wheels for current Pythons; they run fine
+    /// on numpy 1.23, so they go in without their pins.
+    Pip {
+        with_deps: Vec<String>,
+        no_deps: Vec<String>,
+    },
+    /// A fresh venv: `pip install -r <file>` (the file is kept in the registry).
+    Requirements(PathBuf),
+    /// An interpreter the operator manages; Clary only runs it.
+    Interpreter(PathBuf),
 }
 
-pub const MXNET_19: RuntimeDef = RuntimeDef {
-    name: "mxnet-1.9",
-    mxnet: "1.9.1",
-    // MXNet 1.9.1 uses numpy APIs that numpy 1.24 removed.
-    pip_requirements: &["mxnet==1.9.1", "numpy<1.24"],
-};
+/// A runtime: a name, the MXNet it really runs, and how to get it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Runtime {
+    pub name: String,
+    /// The MXNet version it runs ("" when a custom one has none).
+    pub mxnet: String,
+    pub install: Install,
+    /// Image URIs that select it, besides its name (custom runtimes only).
+    #[serde(default)]
+    pub images: Vec<String>,
+}
 
-pub const RUNTIMES: &[RuntimeDef] = &[MXNET_19];
+impl Runtime {
+    pub fn is_custom(&self) -> bool {
+        builtin(&self.name).is_none()
+    }
+}
+
+/// The built-in runtimes: every MXNet 1.x wheel on PyPI that installs and imports on the
+/// Python 3.8+ Clary runs on. (1.2.1 has a `yield` inside a comprehension, a syntax error
+/// since Python 3.8; 0.12.1 and 1.0.0 link libgfortran.so.3, which current systems lack.)
+pub fn builtins() -> Vec<Runtime> {
+    const NUMPY: &str = "numpy<1.24";
+    let old = |name: &str, mxnet: &str, wheel: &str| Runtime {
+        name: name.into(),
+        mxnet: mxnet.into(),
+        install: Install::Pip {
+            with_deps: vec![NUMPY.into(), "requests".into()],
+            no_deps: vec![format!("mxnet=={wheel}")],
+        },
+        images: vec![],
+    };
+    vec![
+        Runtime {
+            name: "mxnet-1.9".into(),
+            mxnet: "1.9.1".into(),
+            // MXNet 1.9.1 uses numpy APIs that numpy 1.24 removed.
+            install: Install::Pip {
+                with_deps: vec!["mxnet==1.9.1".into(), NUMPY.into()],
+                no_deps: vec![],
+            },
+            images: vec![],
+        },
+        old("mxnet-1.8", "1.8.0", "1.8.0.post0"),
+        old("mxnet-1.7", "1.7.0", "1.7.0.post2"),
+        old("mxnet-1.6", "1.6.0", "1.6.0"),
+        old("mxnet-1.5", "1.5.1", "1.5.1"),
+        old("mxnet-1.4", "1.4.1", "1.4.1"),
+        old("mxnet-1.3", "1.3.0", "1.3.0"),
+        old("mxnet-1.1", "1.1.0", "1.1.0"),
+    ]
+}
+
+pub fn builtin(name: &str) -> Option<Runtime> {
+    builtins().into_iter().find(|r| r.name == name)
+}
 
 /// `SAGEMAKER_TRAINING_MODULE` of the MXNet training images (script mode).
 pub const MXNET_TRAINING_MODULE: &str = "sagemaker_mxnet_container.training:main";
 
-/// Framework versions accepted in script mode and the runtime each runs on. MXNet 1.3–1.8
-/// wheels do not install on Python 3.11, so those versions run on MXNet 1.9.1, whose 1.x API
-/// is a superset for training scripts.
-pub const SCRIPT_MODE_VERSIONS: &[(&str, &str)] = &[
-    ("1.9.0", "mxnet-1.9"),
-    ("1.9", "mxnet-1.9"),
-    ("1.8.0", "mxnet-1.9"),
-    ("1.8", "mxnet-1.9"),
-    ("1.7.0", "mxnet-1.9"),
-    ("1.7", "mxnet-1.9"),
-    ("1.6.0", "mxnet-1.9"),
-    ("1.6", "mxnet-1.9"),
-    ("1.5.1", "mxnet-1.9"),
-    ("1.5", "mxnet-1.9"),
-    ("1.4.1", "mxnet-1.9"),
-    ("1.4.0", "mxnet-1.9"),
-    ("1.4", "mxnet-1.9"),
-    ("1.3.0", "mxnet-1.9"),
-    ("1.3", "mxnet-1.9"),
-];
+/// The runtime every serving image runs on: the handler toolkit's inference API is the same
+/// from 0.12 to 1.9, and 1.9 has the fastest CachedOp.
+pub const SERVING_RUNTIME: &str = "mxnet-1.9";
 
-/// Versions of the legacy `train()` mode (MXNet ≤ 1.2).
-pub const LEGACY_VERSIONS: &[&str] = &[
-    "0.12.1", "0.12", "1.0.0", "1.0", "1.1.0", "1.1", "1.2.1", "1.2",
-];
-
-/// What an image URI asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRequest {
-    pub framework_version: String,
-    pub device: String,
-    pub py_version: String,
-    pub runtime: RuntimeDef,
+/// How a framework version trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `SM_*` environment and command-line hyperparameters (1.3 and later).
+    Script,
+    /// The script's `train(**kwargs)` is called (1.2 and earlier).
+    Legacy,
 }
 
-/// Maps `AlgorithmSpecification.TrainingImage` (e.g.
-/// `763104351884.dkr.ecr.us-east-1.amazonaws.com/mxnet-training:1.9.0-cpu-py38`) to a runtime,
-/// or says clearly why it can't.
-pub fn resolve_training_image(image: &str) -> Result<ImageRequest, String> {
-    let supported = || {
-        let versions: Vec<&str> = SCRIPT_MODE_VERSIONS.iter().map(|(v, _)| *v).collect();
-        format!(
-            "Clary runs the MXNet training images (mxnet-training or sagemaker-mxnet, tag <version>-<cpu|gpu>-<py>) for framework versions {}",
-            versions.join(", ")
-        )
-    };
-    let last = image.rsplit('/').next().unwrap_or(image);
-    let (repo, tag) = last
-        .split_once(':')
-        .ok_or_else(|| format!("TrainingImage {image:?} has no tag. {}", supported()))?;
-    if !matches!(
-        repo,
-        "mxnet-training" | "sagemaker-mxnet" | "sagemaker-mxnet-training"
-    ) {
-        return Err(format!(
-            "TrainingImage {image:?} is not an MXNet training image. {}",
-            supported()
-        ));
-    }
-    let mut parts = tag.split('-');
-    let (version, device, py) = match (parts.next(), parts.next(), parts.next()) {
-        (Some(v), Some(d), Some(p)) if matches!(d, "cpu" | "gpu") => (v, d, p),
-        _ => {
-            return Err(format!(
-                "TrainingImage tag {tag:?} is not <version>-<cpu|gpu>-<py>. {}",
-                supported()
-            ));
-        }
-    };
-    if LEGACY_VERSIONS.contains(&version) {
-        return Err(format!(
-            "MXNet {version} uses the legacy train() mode (framework versions 1.2 and earlier), which this Clary does not run yet; use framework_version 1.3 or later with a script-mode entry point"
-        ));
-    }
-    let runtime = SCRIPT_MODE_VERSIONS
-        .iter()
-        .find(|(v, _)| *v == version)
-        .and_then(|(_, r)| RUNTIMES.iter().find(|d| d.name == *r))
-        .ok_or_else(|| {
-            format!(
-                "MXNet framework version {version:?} is not available here. {}",
-                supported()
-            )
-        })?;
-    Ok(ImageRequest {
-        framework_version: version.to_string(),
-        device: device.to_string(),
-        py_version: py.to_string(),
-        runtime: runtime.clone(),
-    })
+/// One row of the framework version table.
+#[derive(Debug, Clone, Copy)]
+pub struct VersionRow {
+    pub versions: &'static [&'static str],
+    pub runtime: &'static str,
+    pub mode: Mode,
+    pub note: &'static str,
 }
 
-/// What an inference image (`CreateModel.PrimaryContainer.Image`) asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServingImage {
-    pub framework_version: String,
-    pub device: String,
-    pub runtime: RuntimeDef,
-    /// MXNet 1.2 and earlier: the legacy handler signatures (model first in `predict_fn`).
-    pub legacy_handlers: bool,
-    /// MXNet 1.4 and later (the MMS images): the code travels in `model.tar.gz` under `code/`;
-    /// earlier images fetch `SAGEMAKER_SUBMIT_DIRECTORY`.
-    pub code_in_model: bool,
-}
-
-/// Every version the serving images existed for; all run on the MXNet 1.9 runtime, whose
-/// inference API covers theirs.
-const SERVING_VERSIONS: &[&str] = &[
-    "0.12.1", "0.12", "1.0.0", "1.0", "1.1.0", "1.1", "1.2.1", "1.2", "1.3.0", "1.3", "1.4.0",
-    "1.4.1", "1.4", "1.5.1", "1.5", "1.6.0", "1.6", "1.7.0", "1.7", "1.8.0", "1.8", "1.9.0", "1.9",
+/// Every `framework_version` the SDK can send (the seed's table, the later releases and the
+/// minor-only aliases) and the runtime it trains on.
+pub const VERSION_TABLE: &[VersionRow] = &[
+    VersionRow {
+        versions: &["1.9.0", "1.9"],
+        runtime: "mxnet-1.9",
+        mode: Mode::Script,
+        note: "",
+    },
+    VersionRow {
+        versions: &["1.8.0", "1.8"],
+        runtime: "mxnet-1.8",
+        mode: Mode::Script,
+        note: "",
+    },
+    VersionRow {
+        versions: &["1.7.0", "1.7"],
+        runtime: "mxnet-1.7",
+        mode: Mode::Script,
+        note: "",
+    },
+    VersionRow {
+        versions: &["1.6.0", "1.6"],
+        runtime: "mxnet-1.6",
+        mode: Mode::Script,
+        note: "",
+    },
+    VersionRow {
+        versions: &["1.5.1", "1.5"],
+        runtime: "mxnet-1.5",
+        mode: Mode::Script,
+        note: "",
+    },
+    VersionRow {
+        versions: &["1.4.1", "1.4.0", "1.4"],
+        runtime: "mxnet-1.4",
+        mode: Mode::Script,
+        note: "1.4.0 runs on MXNet 1.4.1 (its bug-fix release)",
+    },
+    VersionRow {
+        versions: &["1.3.0", "1.3"],
+        runtime: "mxnet-1.3",
+        mode: Mode::Script,
+        note: "",
+    },
+    VersionRow {
+        versions: &["1.2.1", "1.2"],
+        runtime: "mxnet-1.3",
+        mode: Mode::Legacy,
+        note: "MXNet 1.2.1 does not import on Python 3.8+; runs on MXNet 1.3.0",
+    },
+    VersionRow {
+        versions: &["1.1.0", "1.1"],
+        runtime: "mxnet-1.1",
+        mode: Mode::Legacy,
+        note: "",
+    },
+    VersionRow {
+        versions: &["1.0.0", "1.0", "0.12.1", "0.12"],
+        runtime: "mxnet-1.1",
+        mode: Mode::Legacy,
+        note: "MXNet 0.12.1 and 1.0.0 need libgfortran.so.3; run on MXNet 1.1.0",
+    },
 ];
 
-/// Maps an MXNet inference image URI (`mxnet-inference`, `sagemaker-mxnet-serving`, the
-/// pre-1.4 `sagemaker-mxnet`, and their `-eia` variants; tag `<version>-<cpu|gpu>-<py>`, or
-/// `1.0`-style tags of the oldest images) to a runtime.
-pub fn resolve_inference_image(image: &str) -> Result<ServingImage, String> {
-    let supported = || {
-        format!(
-            "Clary serves the MXNet inference images (mxnet-inference, sagemaker-mxnet-serving, sagemaker-mxnet, and their -eia variants) for framework versions {}",
-            SERVING_VERSIONS.join(", ")
-        )
-    };
-    let last = image.rsplit('/').next().unwrap_or(image);
-    let (repo, tag) = last
-        .split_once(':')
-        .ok_or_else(|| format!("Image {image:?} has no tag. {}", supported()))?;
-    let repo = repo.strip_suffix("-eia").unwrap_or(repo);
-    if !matches!(
-        repo,
-        "mxnet-inference" | "sagemaker-mxnet-serving" | "sagemaker-mxnet" | "mxnet-training"
-    ) {
-        return Err(format!(
-            "Image {image:?} is not an MXNet inference image. {}",
-            supported()
-        ));
-    }
-    let mut parts = tag.split('-');
-    let version = parts.next().unwrap_or_default();
-    let device = parts
-        .next()
-        .filter(|d| matches!(*d, "cpu" | "gpu"))
-        .unwrap_or("cpu");
-    if !SERVING_VERSIONS.contains(&version) {
-        return Err(format!(
-            "MXNet framework version {version:?} is not available for serving here. {}",
-            supported()
-        ));
-    }
-    let numeric: Vec<u32> = version.split('.').filter_map(|p| p.parse().ok()).collect();
-    let at_least = |major: u32, minor: u32| {
-        (
-            numeric.first().copied().unwrap_or(0),
-            numeric.get(1).copied().unwrap_or(0),
-        ) >= (major, minor)
-    };
-    Ok(ServingImage {
-        framework_version: version.to_string(),
-        device: device.to_string(),
-        runtime: MXNET_19,
-        legacy_handlers: !at_least(1, 3),
-        code_in_model: at_least(1, 4),
-    })
+pub fn version_row(version: &str) -> Option<&'static VersionRow> {
+    VERSION_TABLE.iter().find(|r| r.versions.contains(&version))
+}
+
+/// Runtime names are directory and file names.
+pub fn valid_runtime_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Creates a virtual environment at `venv` layered over the runtime of `runtime_python`: the
@@ -247,43 +244,176 @@ impl Runtimes {
         Runtimes { dir, base_python }
     }
 
-    pub fn python(&self, def: &RuntimeDef) -> PathBuf {
-        self.dir.join(def.name).join("bin").join("python")
+    pub fn python(&self, rt: &Runtime) -> PathBuf {
+        match &rt.install {
+            Install::Interpreter(p) => p.clone(),
+            _ => self.dir.join(&rt.name).join("bin").join("python"),
+        }
     }
 
-    pub fn is_ready(&self, def: &RuntimeDef) -> bool {
-        self.dir.join(def.name).join(".clary-ready").is_file()
+    pub fn is_ready(&self, rt: &Runtime) -> bool {
+        match &rt.install {
+            Install::Interpreter(p) => p.is_file(),
+            _ => self.dir.join(&rt.name).join(".clary-ready").is_file(),
+        }
+    }
+
+    fn custom_dir(&self) -> PathBuf {
+        self.dir.join("custom")
+    }
+
+    /// A built-in or registered runtime by name.
+    pub fn find(&self, name: &str) -> Option<Runtime> {
+        builtin(name).or_else(|| {
+            if !valid_runtime_name(name) {
+                return None;
+            }
+            let text = fs::read(self.custom_dir().join(format!("{name}.json"))).ok()?;
+            serde_json::from_slice(&text).ok()
+        })
+    }
+
+    /// The registered custom runtimes, by name.
+    pub fn customs(&self) -> Vec<Runtime> {
+        let mut out: Vec<Runtime> = fs::read_dir(self.custom_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                self.find(name.strip_suffix(".json")?)
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Registers a custom runtime: checks that it runs MXNet (building it first when it comes
+    /// from a requirements file), then writes its registry entry in one rename.
+    pub fn add_custom(
+        &self,
+        name: &str,
+        source: Install,
+        images: Vec<String>,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Runtime, String> {
+        if !valid_runtime_name(name) {
+            return Err(format!(
+                "{name:?} is not a valid runtime name: use letters, digits, '-', '_' and '.' (at most 64)"
+            ));
+        }
+        if builtin(name).is_some() {
+            return Err(format!(
+                "{name} is a built-in runtime; give the custom runtime another name"
+            ));
+        }
+        let custom = self.custom_dir();
+        fs::create_dir_all(&custom).map_err(|e| format!("creating {}: {e}", custom.display()))?;
+        let install = match source {
+            Install::Interpreter(p) => {
+                let p = fs::canonicalize(&p)
+                    .map_err(|e| format!("the interpreter {} is not usable: {e}", p.display()))?;
+                Install::Interpreter(p)
+            }
+            Install::Requirements(file) => {
+                let kept = custom.join(format!("{name}.requirements.txt"));
+                fs::copy(&file, &kept).map_err(|e| {
+                    format!("reading the requirements file {}: {e}", file.display())
+                })?;
+                // A changed requirements file means a rebuild.
+                let _ = fs::remove_file(self.dir.join(name).join(".clary-ready"));
+                Install::Requirements(kept)
+            }
+            Install::Pip { .. } => {
+                return Err("a custom runtime comes from --python or --requirements".into());
+            }
+        };
+        let mut rt = Runtime {
+            name: name.to_string(),
+            mxnet: String::new(),
+            install,
+            images,
+        };
+        let python = self.ensure(&rt, progress)?;
+        rt.mxnet = mxnet_version(&python)?;
+        let entry = custom.join(format!("{name}.json"));
+        let tmp = custom.join(format!(".{name}.json.{}", std::process::id()));
+        fs::write(&tmp, serde_json::to_vec_pretty(&rt).unwrap_or_default())
+            .and_then(|_| fs::rename(&tmp, &entry))
+            .map_err(|e| format!("writing {}: {e}", entry.display()))?;
+        Ok(rt)
+    }
+
+    /// Unregisters a custom runtime (and removes the environment Clary built for it).
+    pub fn remove_custom(&self, name: &str) -> Result<(), String> {
+        let Some(rt) = self.find(name).filter(Runtime::is_custom) else {
+            return Err(format!("there is no custom runtime {name:?}"));
+        };
+        fs::remove_file(self.custom_dir().join(format!("{name}.json")))
+            .map_err(|e| format!("removing {name}: {e}"))?;
+        if let Install::Requirements(file) = &rt.install {
+            let _ = fs::remove_file(file);
+            let _ = fs::remove_dir_all(self.dir.join(name));
+        }
+        Ok(())
     }
 
     /// Builds the runtime if it is not ready, sending each line of progress to `progress`.
     /// Returns its interpreter.
-    pub fn ensure(
-        &self,
-        def: &RuntimeDef,
-        progress: &mut dyn FnMut(&str),
-    ) -> Result<PathBuf, String> {
-        if self.is_ready(def) {
-            return Ok(self.python(def));
+    pub fn ensure(&self, rt: &Runtime, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, String> {
+        let steps: Vec<Vec<String>> = match &rt.install {
+            Install::Interpreter(p) if p.is_file() => return Ok(p.clone()),
+            Install::Interpreter(p) => {
+                return Err(format!(
+                    "the interpreter {} of runtime {} does not exist any more; register it again with `clary runtimes add {} --python PATH`",
+                    p.display(),
+                    rt.name,
+                    rt.name
+                ));
+            }
+            Install::Pip { with_deps, no_deps } => {
+                let mut steps = vec![with_deps.clone()];
+                if !no_deps.is_empty() {
+                    steps.push(
+                        std::iter::once("--no-deps".to_string())
+                            .chain(no_deps.iter().cloned())
+                            .collect(),
+                    );
+                }
+                steps
+            }
+            Install::Requirements(file) => {
+                vec![vec!["-r".into(), file.display().to_string()]]
+            }
+        };
+        if self.is_ready(rt) {
+            return Ok(self.python(rt));
         }
         fs::create_dir_all(&self.dir)
             .map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
-        let lock_path = self.dir.join(format!("{}.lock", def.name));
+        let lock_path = self.dir.join(format!("{}.lock", rt.name));
         let lock_file = fs::File::create(&lock_path)
             .map_err(|e| format!("creating {}: {e}", lock_path.display()))?;
-        progress(&format!("Waiting for the lock on runtime {} ...", def.name));
+        progress(&format!("Waiting for the lock on runtime {} ...", rt.name));
         let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
             .map_err(|(_, e)| format!("locking {}: {e}", lock_path.display()))?;
-        if self.is_ready(def) {
-            return Ok(self.python(def));
+        if self.is_ready(rt) {
+            return Ok(self.python(rt));
         }
-        let final_dir = self.dir.join(def.name);
+        let final_dir = self.dir.join(&rt.name);
         let tmp = self
             .dir
-            .join(format!(".{}.building-{}", def.name, std::process::id()));
+            .join(format!(".{}.building-{}", rt.name, std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         progress(&format!(
-            "Building runtime {} (MXNet {}) once, with {} -m venv and pip; later jobs reuse it",
-            def.name, def.mxnet, self.base_python
+            "Building runtime {} {} once, with {} -m venv and pip; later jobs reuse it",
+            rt.name,
+            if rt.mxnet.is_empty() {
+                String::new()
+            } else {
+                format!("(MXNet {})", rt.mxnet)
+            },
+            self.base_python
         ));
         run_streaming(
             Command::new(&self.base_python)
@@ -293,28 +423,50 @@ impl Runtimes {
             progress,
         )?;
         let pip = tmp.join("bin").join("python");
-        run_streaming(
-            Command::new(&pip)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--progress-bar",
-                    "off",
-                    "--disable-pip-version-check",
-                ])
-                .args(def.pip_requirements),
-            progress,
-        )?;
+        for step in steps {
+            run_streaming(
+                Command::new(&pip)
+                    .args([
+                        "-m",
+                        "pip",
+                        "install",
+                        "--progress-bar",
+                        "off",
+                        "--disable-pip-version-check",
+                    ])
+                    .args(step),
+                progress,
+            )
+            .inspect_err(|_| {
+                let _ = fs::remove_dir_all(&tmp);
+            })?;
+        }
         // A venv's scripts name their own path; the interpreter itself works after a move, and
         // jobs only ever run `bin/python`.
         let _ = fs::remove_dir_all(&final_dir);
         fs::rename(&tmp, &final_dir).map_err(|e| format!("moving the runtime into place: {e}"))?;
-        fs::write(final_dir.join(".clary-ready"), def.mxnet)
+        fs::write(final_dir.join(".clary-ready"), &rt.mxnet)
             .map_err(|e| format!("marking the runtime ready: {e}"))?;
-        progress(&format!("Runtime {} is ready", def.name));
-        Ok(self.python(def))
+        progress(&format!("Runtime {} is ready", rt.name));
+        Ok(self.python(rt))
     }
+}
+
+/// The MXNet version an interpreter imports, or why it can't.
+fn mxnet_version(python: &Path) -> Result<String, String> {
+    let out = Command::new(python)
+        .args(["-c", "import mxnet; print(mxnet.__version__)"])
+        .output()
+        .map_err(|e| format!("running {}: {e}", python.display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or_default();
+        return Err(format!(
+            "{} cannot import mxnet ({last}); a runtime must run MXNet",
+            python.display()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn run_streaming(cmd: &mut Command, progress: &mut dyn FnMut(&str)) -> Result<(), String> {
@@ -359,32 +511,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn maps_sdk_image_uris() {
-        let r = resolve_training_image(
-            "763104351884.dkr.ecr.us-east-1.amazonaws.com/mxnet-training:1.9.0-cpu-py38",
-        )
-        .unwrap();
-        assert_eq!(
-            (r.framework_version.as_str(), r.runtime.name),
-            ("1.9.0", "mxnet-1.9")
-        );
-        let r = resolve_training_image(
-            "520713654638.dkr.ecr.us-east-1.amazonaws.com/sagemaker-mxnet:1.3.0-cpu-py3",
-        )
-        .unwrap();
-        assert_eq!(r.py_version, "py3");
-        assert!(resolve_training_image("mxnet-training:1.9-gpu-py38").is_ok());
-        let legacy = resolve_training_image("x/sagemaker-mxnet:1.2.1-cpu-py2").unwrap_err();
-        assert!(legacy.contains("legacy train()"), "{legacy}");
+    fn every_table_row_names_a_builtin_runtime() {
+        for row in VERSION_TABLE {
+            assert!(builtin(row.runtime).is_some(), "{}", row.runtime);
+        }
+        assert_eq!(version_row("1.2").unwrap().mode, Mode::Legacy);
+        assert_eq!(version_row("1.4.0").unwrap().runtime, "mxnet-1.4");
+        assert!(version_row("2.0.0").is_none());
+    }
+
+    #[test]
+    fn custom_runtimes_register_and_resolve_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let rts = Runtimes::new(dir.path().to_path_buf());
+        // A stand-in interpreter that "imports" mxnet: a shell script printing a version.
+        let fake = dir.path().join("python");
+        fs::write(&fake, "#!/bin/sh\necho 1.9.1\n").unwrap();
+        let mut perms = fs::metadata(&fake).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        fs::set_permissions(&fake, perms).unwrap();
+        let rt = rts
+            .add_custom(
+                "my-mx",
+                Install::Interpreter(fake.clone()),
+                vec!["x/y:1".into()],
+                &mut |_| {},
+            )
+            .unwrap();
+        assert_eq!(rt.mxnet, "1.9.1");
+        assert_eq!(rts.find("my-mx").unwrap(), rt);
+        assert_eq!(rts.customs().len(), 1);
         assert!(
-            resolve_training_image("x/pytorch-training:2.0-cpu-py310")
+            rts.add_custom("mxnet-1.9", Install::Interpreter(fake), vec![], &mut |_| {})
                 .unwrap_err()
-                .contains("not an MXNet")
+                .contains("built-in")
         );
-        assert!(
-            resolve_training_image("x/mxnet-training:2.5.0-cpu-py38")
-                .unwrap_err()
-                .contains("not available")
-        );
+        rts.remove_custom("my-mx").unwrap();
+        assert!(rts.find("my-mx").is_none());
     }
 }

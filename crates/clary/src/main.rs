@@ -3,13 +3,15 @@
 mod client;
 mod hosting_cli;
 mod model_server;
+mod runtimes_cli;
 mod server;
 mod settings;
 mod train;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use client::{Client, ClientArgs};
+use runtimes_cli::RuntimesCommand;
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -58,7 +60,8 @@ enum Command {
         #[arg(long, short)]
         follow: bool,
     },
-    /// List the runtimes (Python environments per framework version), or build one now.
+    /// The framework version table and the runtimes (Python environments) behind it; build one,
+    /// or add a custom runtime for a custom image.
     Runtimes {
         #[command(subcommand)]
         command: Option<RuntimesCommand>,
@@ -123,14 +126,6 @@ enum JobsCommand {
     Stop {
         name: String,
     },
-}
-
-#[derive(Subcommand, Debug)]
-enum RuntimesCommand {
-    /// Show the runtimes and the framework versions each serves.
-    List,
-    /// Build a runtime now instead of at its first job.
-    Build { name: String },
 }
 
 fn main() -> Result<()> {
@@ -200,7 +195,7 @@ async fn run(command: Command) -> Result<()> {
                     .unwrap_or_else(settings::default_data_dir)
                     .join("runtimes")
             });
-            runtimes(dir, command.unwrap_or(RuntimesCommand::List))
+            runtimes_cli::run(dir, command.unwrap_or(RuntimesCommand::List))
         }
         Command::ModelServer(args) => model_server::run(args).await,
         Command::Deploy { client, args } => {
@@ -304,54 +299,3 @@ async fn jobs(client: &Client, command: JobsCommand) -> Result<()> {
     }
 }
 
-fn runtimes(dir: PathBuf, command: RuntimesCommand) -> Result<()> {
-    use clary_exec::runtimes::{RUNTIMES, Runtimes, SCRIPT_MODE_VERSIONS};
-    let rts = Runtimes::new(dir);
-    match command {
-        RuntimesCommand::List => {
-            println!(
-                "{:<12} {:<8} {:<8} {:<40} PATH",
-                "RUNTIME", "MXNET", "STATE", "FRAMEWORK VERSIONS"
-            );
-            for def in RUNTIMES {
-                let versions: Vec<&str> = SCRIPT_MODE_VERSIONS
-                    .iter()
-                    .filter(|(_, r)| *r == def.name)
-                    .map(|(v, _)| *v)
-                    .collect();
-                let state = if rts.is_ready(def) {
-                    "ready"
-                } else {
-                    "not built"
-                };
-                println!(
-                    "{:<12} {:<8} {:<8} {:<40} {}",
-                    def.name,
-                    def.mxnet,
-                    state,
-                    versions.join(","),
-                    rts.python(def).display()
-                );
-            }
-            println!(
-                "\nFramework versions 1.2 and earlier (legacy train() mode) are not available yet."
-            );
-            Ok(())
-        }
-        RuntimesCommand::Build { name } => {
-            let Some(def) = RUNTIMES.iter().find(|d| d.name == name) else {
-                let names: Vec<&str> = RUNTIMES.iter().map(|d| d.name).collect();
-                bail!("no runtime {name:?}; the runtimes are {}", names.join(", "));
-            };
-            let pb = indicatif::ProgressBar::new_spinner();
-            pb.enable_steady_tick(std::time::Duration::from_millis(120));
-            let python = rts
-                .ensure(def, &mut |line| {
-                    pb.set_message(line.chars().take(100).collect::<String>())
-                })
-                .map_err(anyhow::Error::msg)?;
-            pb.finish_with_message(format!("runtime {name} ready: {}", python.display()));
-            Ok(())
-        }
-    }
-}

@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result, bail};
 use clary_exec::protocol::ModelServerSpec;
-use clary_exec::runtimes::{MXNET_19, Runtimes, resolve_inference_image};
+use clary_exec::runtimes::{Runtime, Runtimes, SERVING_RUNTIME, builtin};
 use clary_serve::ServeConfig;
 use clary_store::LocalStore;
 use clary_store::archive::extract_tar_gz;
@@ -58,10 +58,10 @@ pub async fn run(args: ModelServerArgs) -> Result<()> {
     Ok(())
 }
 
-fn runtime_python(runtimes_dir: PathBuf) -> Result<PathBuf> {
+fn runtime_python(runtimes_dir: PathBuf, runtime: &Runtime) -> Result<PathBuf> {
     Runtimes::new(runtimes_dir)
-        .ensure(&MXNET_19, &mut |line| eprintln!("{line}"))
-        .map_err(|e| anyhow::anyhow!("preparing the MXNet runtime: {e}"))
+        .ensure(runtime, &mut |line| eprintln!("{line}"))
+        .map_err(|e| anyhow::anyhow!("preparing the runtime {}: {e}", runtime.name))
 }
 
 fn standalone(args: &ModelServerArgs) -> Result<(ServeConfig, String)> {
@@ -77,6 +77,7 @@ fn standalone(args: &ModelServerArgs) -> Result<(ServeConfig, String)> {
             args.runtimes_dir
                 .clone()
                 .unwrap_or_else(|| crate::settings::default_data_dir().join("runtimes")),
+            &builtin(SERVING_RUNTIME).expect("the serving runtime is built in"),
         )?,
     };
     let run_dir = args.run_dir.clone().unwrap_or_else(|| {
@@ -101,7 +102,9 @@ fn from_spec(path: &Path) -> Result<(ServeConfig, String)> {
     let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let spec: ModelServerSpec =
         serde_json::from_slice(&text).context("the model server spec is not valid")?;
-    let image = resolve_inference_image(&spec.image).map_err(anyhow::Error::msg)?;
+    let image = Runtimes::new(spec.runtimes_dir.clone())
+        .serving_image(&spec.image)
+        .map_err(anyhow::Error::msg)?;
     let model_dir = spec.work_dir.join("model");
     let code_dir = spec.work_dir.join("code");
     let store = LocalStore::open(spec.store_root.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -128,7 +131,7 @@ fn from_spec(path: &Path) -> Result<(ServeConfig, String)> {
         }
         code_dirs.insert(0, code_dir.clone());
     }
-    let python = runtime_python(spec.runtimes_dir.clone())?;
+    let python = runtime_python(spec.runtimes_dir.clone(), &image.runtime)?;
     let lookup = |k: &str| {
         env.get(k)
             .cloned()
