@@ -20,12 +20,26 @@ if [ ! -x "$VENV/bin/python" ] || ! cmp -s tests/requirements.txt "$stamp"; then
   cp tests/requirements.txt "$stamp"
 fi
 
+V1_VENV=${CLARY_SDK_V1_VENV:-$CACHE/clary-sdk1-venv}
+echo "== SageMaker SDK v1 environment ($V1_VENV)"
+stamp="$V1_VENV/.clary-requirements"
+if [ ! -x "$V1_VENV/bin/python" ] || ! cmp -s tests/requirements-sdk-v1.txt "$stamp"; then
+  "$PYTHON" -m venv "$V1_VENV"
+  "$V1_VENV/bin/python" -m pip install --quiet -r tests/requirements-sdk-v1.txt
+  cp tests/requirements-sdk-v1.txt "$stamp"
+fi
+export CLARY_SDK_V1_PYTHON="$V1_VENV/bin/python"
+
 echo "== build"
 cargo build --locked
 export CLARY_BIN="$CARGO_TARGET_DIR/debug/clary"
 
-echo "== runtime mxnet-1.9 ($CLARY_RUNTIMES_DIR)"
-"$CLARY_BIN" runtimes build mxnet-1.9 --runtimes-dir "$CLARY_RUNTIMES_DIR"
+# Built up front so no test's timeout includes a runtime build: 1.9 for almost every test,
+# 1.3 (real MXNet 1.3.0) for the SDK v1 example.
+for rt in mxnet-1.9 mxnet-1.3; do
+  echo "== runtime $rt ($CLARY_RUNTIMES_DIR)"
+  "$CLARY_BIN" runtimes build "$rt" --runtimes-dir "$CLARY_RUNTIMES_DIR"
+done
 
 echo "== unit tests"
 cargo test --locked --workspace
