@@ -27,6 +27,7 @@ fn err(e: StoreError) -> S3Error {
         StoreError::EntityTooSmall(_) => S3ErrorCode::EntityTooSmall,
         StoreError::MalformedXml(_) => S3ErrorCode::MalformedXML,
         StoreError::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
+        StoreError::BadDigest(_) => S3ErrorCode::BadDigest,
         StoreError::Io(_) => S3ErrorCode::InternalError,
     };
     S3Error::with_message(code, e.to_string())
@@ -56,7 +57,7 @@ fn put_options(
 ) -> PutOptions {
     PutOptions {
         content_type,
-        content_encoding,
+        content_encoding: content_encoding.and_then(|e| without_aws_chunked(&e)),
         content_disposition,
         content_language,
         cache_control,
@@ -111,6 +112,36 @@ fn file_body(file: std::fs::File, len: u64) -> StreamingBlob {
 /// (`x-amz-checksum-mode: ENABLED`) and the response carries the whole object.
 fn returned_checksum(enabled: bool, stored: &Option<String>) -> Option<String> {
     if enabled { stored.clone() } else { None }
+}
+
+/// `aws-chunked` is the framing of the request body, not an encoding of the object: S3 drops it
+/// from the stored `Content-Encoding` (keeping, say, `gzip` from `aws-chunked,gzip`).
+fn without_aws_chunked(encoding: &str) -> Option<String> {
+    let rest: Vec<&str> = encoding
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!rest.is_empty()).then(|| rest.join(","))
+}
+
+/// The checksum a client sent for the body: in a header, or (aws-chunked uploads, which boto3
+/// makes over https) in the trailer that follows the last chunk.
+fn sent_checksum(
+    header: &Option<String>,
+    trailers: &Option<s3s::TrailingHeaders>,
+    name: &str,
+) -> Option<String> {
+    header.clone().or_else(|| {
+        trailers.as_ref().and_then(|t| {
+            t.read(|h| {
+                h.get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.trim().to_string())
+            })
+            .flatten()
+        })
+    })
 }
 
 fn check_checksum(given: &Option<String>, computed: &str, name: &str) -> S3Result<()> {
@@ -256,9 +287,12 @@ impl S3 for S3Store {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        let i = req.input;
+        let trailers = req.trailing_headers;
+        let mut i = req.input;
         let mut writer = blocking(|| self.store.writer(&i.bucket, &i.key))?;
-        drain(i.body, &mut writer).await?;
+        drain(i.body.take(), &mut writer).await?;
+        i.checksum_crc32 = sent_checksum(&i.checksum_crc32, &trailers, "x-amz-checksum-crc32");
+        i.checksum_sha256 = sent_checksum(&i.checksum_sha256, &trailers, "x-amz-checksum-sha256");
         check_checksum(&i.checksum_crc32, &writer.crc32_base64(), "CRC32")?;
         check_checksum(&i.checksum_sha256, &writer.sha256_base64(), "SHA256")?;
         if let Some(md5) = &i.content_md5 {
@@ -542,7 +576,8 @@ impl S3 for S3Store {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        let i = req.input;
+        let trailers = req.trailing_headers;
+        let mut i = req.input;
         let part_number = u32::try_from(i.part_number).map_err(|_| {
             S3Error::with_message(
                 S3ErrorCode::InvalidArgument,
@@ -551,17 +586,22 @@ impl S3 for S3Store {
         })?;
         // Receive the body first (it may be large and slow), then store it as the part.
         let mut tmp = tempfile_in(&self.store)?;
-        drain(i.body, tmp.as_file_mut()).await?;
+        drain(i.body.take(), tmp.as_file_mut()).await?;
+        i.checksum_crc32 = sent_checksum(&i.checksum_crc32, &trailers, "x-amz-checksum-crc32");
         let mut file = tmp
             .reopen()
             .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?;
+        let expected = i.checksum_crc32.as_deref();
         let part = blocking(|| {
-            self.store
-                .upload_part(&i.bucket, &i.key, &i.upload_id, part_number, |w| {
-                    std::io::copy(&mut file, w).map(|_| ())
-                })
+            self.store.upload_part(
+                &i.bucket,
+                &i.key,
+                &i.upload_id,
+                part_number,
+                expected,
+                |w| std::io::copy(&mut file, w).map(|_| ()),
+            )
         })?;
-        check_checksum(&i.checksum_crc32, &part.checksum_crc32, "CRC32")?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(part.etag.trim_matches('"').to_string())),
             checksum_crc32: i.checksum_crc32.is_some().then_some(part.checksum_crc32),

@@ -204,11 +204,19 @@ mod tests {
             ("1.9.0", "mxnet-1.9")
         );
         let r = rts
-            .training_image("520713654638.dkr.ecr.us-east-1.amazonaws.com/sagemaker-mxnet:1.3.0-cpu-py3")
+            .training_image(
+                "520713654638.dkr.ecr.us-east-1.amazonaws.com/sagemaker-mxnet:1.3.0-cpu-py3",
+            )
             .unwrap();
-        assert_eq!((r.py_version.as_str(), r.runtime.name.as_str()), ("py3", "mxnet-1.3"));
+        assert_eq!(
+            (r.py_version.as_str(), r.runtime.name.as_str()),
+            ("py3", "mxnet-1.3")
+        );
         let r = rts.training_image("mxnet-training:1.8-gpu-py37").unwrap();
-        assert_eq!((r.device.as_str(), r.runtime.mxnet.as_str()), ("gpu", "1.8.0"));
+        assert_eq!(
+            (r.device.as_str(), r.runtime.mxnet.as_str()),
+            ("gpu", "1.8.0")
+        );
         let legacy = rts
             .training_image("x/sagemaker-mxnet:1.2.1-cpu-py2")
             .unwrap_err();
@@ -216,7 +224,10 @@ mod tests {
         let other = rts
             .training_image("x/pytorch-training:2.0-cpu-py310")
             .unwrap_err();
-        assert!(other.contains("not an MXNet") && other.contains("clary runtimes add"), "{other}");
+        assert!(
+            other.contains("not an MXNet") && other.contains("clary runtimes add"),
+            "{other}"
+        );
         assert!(
             rts.training_image("x/mxnet-training:2.5.0-cpu-py38")
                 .unwrap_err()

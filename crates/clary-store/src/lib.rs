@@ -110,6 +110,8 @@ pub enum StoreError {
     MalformedXml(String),
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("The {0} you specified did not match the calculated checksum.")]
+    BadDigest(&'static str),
     #[error("storage error: {0}")]
     Io(String),
 }
@@ -196,12 +198,14 @@ mod tests {
             .unwrap();
         let big = vec![7u8; multipart::MIN_PART_SIZE as usize];
         let p2 = store
-            .upload_part("mp-bucket", "big", &up.upload_id, 2, |w| {
+            .upload_part("mp-bucket", "big", &up.upload_id, 2, None, |w| {
                 w.write_all(b"tail")
             })
             .unwrap();
         let p1 = store
-            .upload_part("mp-bucket", "big", &up.upload_id, 1, |w| w.write_all(&big))
+            .upload_part("mp-bucket", "big", &up.upload_id, 1, None, |w| {
+                w.write_all(&big)
+            })
             .unwrap();
         assert_eq!(
             store

@@ -86,13 +86,16 @@ impl LocalStore {
         Ok(info)
     }
 
-    /// Stores one part from `reader`, replacing an earlier upload of the same number.
+    /// Stores one part from `reader`, replacing an earlier upload of the same number. With
+    /// `expected_crc32` (base64, as S3 clients send it) a part whose bytes do not match is
+    /// refused and the earlier upload of that number stays.
     pub fn upload_part(
         &self,
         bucket: &str,
         key: &str,
         upload_id: &str,
         part_number: u32,
+        expected_crc32: Option<&str>,
         write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<PartInfo, StoreError> {
         if !(1..=MAX_PART_NUMBER).contains(&part_number) {
@@ -122,6 +125,10 @@ impl LocalStore {
             last_modified: Utc::now(),
             checksum_crc32: crate::b64(&hashing.crc32.finalize().to_be_bytes()),
         };
+        if expected_crc32.is_some_and(|want| want != part.checksum_crc32) {
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::BadDigest("CRC32"));
+        }
         fs::rename(&tmp, dir.join(format!("part-{part_number:05}")))
             .map_err(|e| StoreError::Io(format!("storing part {part_number}: {e}")))?;
         let json = serde_json::to_vec(&part).map_err(|e| StoreError::Io(e.to_string()))?;

@@ -298,4 +298,3 @@ async fn jobs(client: &Client, command: JobsCommand) -> Result<()> {
         }
     }
 }
-

@@ -19,7 +19,11 @@ pub enum RuntimesCommand {
     Add {
         name: String,
         /// An existing Python interpreter with MXNet installed.
-        #[arg(long, conflicts_with = "requirements", required_unless_present = "requirements")]
+        #[arg(
+            long,
+            conflicts_with = "requirements",
+            required_unless_present = "requirements"
+        )]
         python: Option<PathBuf>,
         /// A pip requirements file (it must install mxnet); Clary builds a venv from it now.
         #[arg(long)]
@@ -77,9 +81,7 @@ pub fn run(dir: PathBuf, command: RuntimesCommand) -> Result<()> {
     }
 }
 
-fn with_spinner<T>(
-    f: impl FnOnce(&mut dyn FnMut(&str)) -> Result<T, String>,
-) -> Result<T> {
+fn with_spinner<T>(f: impl FnOnce(&mut dyn FnMut(&str)) -> Result<T, String>) -> Result<T> {
     let pb = indicatif::ProgressBar::new_spinner();
     pb.enable_steady_tick(std::time::Duration::from_millis(120));
     let out = f(&mut |line| pb.set_message(line.chars().take(100).collect::<String>()));
@@ -88,7 +90,11 @@ fn with_spinner<T>(
 }
 
 fn state(rts: &Runtimes, rt: &Runtime) -> &'static str {
-    if rts.is_ready(rt) { "ready" } else { "not built" }
+    if rts.is_ready(rt) {
+        "ready"
+    } else {
+        "not built"
+    }
 }
 
 fn list(rts: &Runtimes) {
