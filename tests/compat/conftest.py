@@ -103,6 +103,11 @@ def logs(server):
 
 
 @pytest.fixture(scope="session")
+def rt(server):
+    return server.client("sagemaker-runtime", read_timeout=70)
+
+
+@pytest.fixture(scope="session")
 def bucket(s3):
     name = "test-" + uuid.uuid4().hex[:12]
     s3.create_bucket(Bucket=name)

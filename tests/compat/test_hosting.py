@@ -15,11 +15,6 @@ from botocore.exceptions import ClientError
 from conftest import ROLE, deploy, endpoint_log, unique, wait_endpoint
 
 
-@pytest.fixture(scope="session")
-def rt(server):
-    return server.client("sagemaker-runtime", read_timeout=70)
-
-
 def mlp_files():
     """An MLP exported the way the training example saves it, as {file: bytes}."""
     mx.random.seed(7)

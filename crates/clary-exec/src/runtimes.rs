@@ -311,9 +311,14 @@ impl Runtimes {
         fs::create_dir_all(&custom).map_err(|e| format!("creating {}: {e}", custom.display()))?;
         let install = match source {
             Install::Interpreter(p) => {
-                let p = fs::canonicalize(&p)
+                // Absolute but not resolved: a venv's interpreter is a symlink to the base
+                // Python, and only the link's path finds the venv's packages.
+                let abs = std::path::absolute(&p)
                     .map_err(|e| format!("the interpreter {} is not usable: {e}", p.display()))?;
-                Install::Interpreter(p)
+                if !abs.is_file() {
+                    return Err(format!("there is no interpreter at {}", abs.display()));
+                }
+                Install::Interpreter(abs)
             }
             Install::Requirements(file) => {
                 let kept = custom.join(format!("{name}.requirements.txt"));
