@@ -107,6 +107,12 @@ def test_runtime_from_a_requirements_file_and_bad_registrations(tmp_path):
     # pip finds no such MXNet: the add fails, and nothing is registered or left half-built.
     assert bad.returncode != 0 and "mxnet==9.9.9" in bad.stderr and name not in clary("runtimes").stdout
     assert not os.path.exists(os.path.join(RUNTIMES, name))
+    # A venv that builds but has no MXNet is refused too, and its venv removed.
+    reqs.write_text("tabulate==0.9.0\n")
+    no_mx = clary("runtimes", "add", name, "--requirements", str(reqs), check=False)
+    assert no_mx.returncode != 0 and "cannot import mxnet" in no_mx.stderr
+    assert not os.path.exists(os.path.join(RUNTIMES, name))
+    assert not os.path.exists(os.path.join(RUNTIMES, "custom", name + ".requirements.txt"))
     reqs.write_text("mxnet==1.9.1\nnumpy<1.24\n")
     try:
         out = clary("runtimes", "add", name, "--requirements", str(reqs)).stdout

@@ -339,8 +339,23 @@ impl Runtimes {
             install,
             images,
         };
-        let python = self.ensure(&rt, progress)?;
-        rt.mxnet = mxnet_version(&python)?;
+        let checked = self
+            .ensure(&rt, progress)
+            .and_then(|python| mxnet_version(&python));
+        rt.mxnet = match checked {
+            Ok(version) => version,
+            Err(e) => {
+                // Nothing half-registered: a venv built for a refused runtime goes too (unless
+                // an earlier registration of this name still uses it).
+                if let Install::Requirements(file) = &rt.install
+                    && self.find(name).is_none()
+                {
+                    let _ = fs::remove_file(file);
+                    let _ = fs::remove_dir_all(self.dir.join(name));
+                }
+                return Err(e);
+            }
+        };
         let entry = custom.join(format!("{name}.json"));
         let tmp = custom.join(format!(".{name}.json.{}", std::process::id()));
         fs::write(&tmp, serde_json::to_vec_pretty(&rt).unwrap_or_default())
