@@ -75,14 +75,17 @@ impl Runtimes {
                 mode: Mode::Script,
             });
         }
-        let supported = format!(
-            "Clary runs the MXNet training images (mxnet-training or sagemaker-mxnet, tag <version>-<cpu|gpu>-<py>) for framework versions {}. {}",
-            all_versions(),
-            register_hint(image)
-        );
+        let supported = || {
+            format!(
+                "Clary runs the MXNet training images (mxnet-training or sagemaker-mxnet, tag <version>-<cpu|gpu>-<py>) for framework versions {}. {}",
+                all_versions(),
+                register_hint(image)
+            )
+        };
         let Some((repo, tag)) = repo_and_tag(image) else {
             return Err(format!(
-                "TrainingImage {image:?} has no tag and names no registered runtime. {supported}"
+                "TrainingImage {image:?} has no tag and names no registered runtime. {}",
+                supported()
             ));
         };
         if !matches!(
@@ -90,7 +93,8 @@ impl Runtimes {
             "mxnet-training" | "sagemaker-mxnet" | "sagemaker-mxnet-training"
         ) {
             return Err(format!(
-                "TrainingImage {image:?} is not an MXNet training image and names no registered runtime. {supported}"
+                "TrainingImage {image:?} is not an MXNet training image and names no registered runtime. {}",
+                supported()
             ));
         }
         let mut parts = tag.split('-');
@@ -98,12 +102,16 @@ impl Runtimes {
             (Some(v), Some(d), Some(p)) if matches!(d, "cpu" | "gpu") => (v, d, p),
             _ => {
                 return Err(format!(
-                    "TrainingImage tag {tag:?} is not <version>-<cpu|gpu>-<py>. {supported}"
+                    "TrainingImage tag {tag:?} is not <version>-<cpu|gpu>-<py>. {}",
+                    supported()
                 ));
             }
         };
         let row = version_row(version).ok_or_else(|| {
-            format!("MXNet framework version {version:?} is not available here. {supported}")
+            format!(
+                "MXNet framework version {version:?} is not available here. {}",
+                supported()
+            )
         })?;
         if row.mode == Mode::Legacy {
             return Err(format!(
@@ -133,14 +141,17 @@ impl Runtimes {
                 code_in_model: false,
             });
         }
-        let supported = format!(
-            "Clary serves the MXNet inference images (mxnet-inference, sagemaker-mxnet-serving, sagemaker-mxnet, and their -eia variants) for framework versions {}. {}",
-            all_versions(),
-            register_hint(image)
-        );
+        let supported = || {
+            format!(
+                "Clary serves the MXNet inference images (mxnet-inference, sagemaker-mxnet-serving, sagemaker-mxnet, and their -eia variants) for framework versions {}. {}",
+                all_versions(),
+                register_hint(image)
+            )
+        };
         let Some((repo, tag)) = repo_and_tag(image) else {
             return Err(format!(
-                "Image {image:?} has no tag and names no registered runtime. {supported}"
+                "Image {image:?} has no tag and names no registered runtime. {}",
+                supported()
             ));
         };
         let repo = repo.strip_suffix("-eia").unwrap_or(repo);
@@ -149,13 +160,15 @@ impl Runtimes {
             "mxnet-inference" | "sagemaker-mxnet-serving" | "sagemaker-mxnet" | "mxnet-training"
         ) {
             return Err(format!(
-                "Image {image:?} is not an MXNet inference image and names no registered runtime. {supported}"
+                "Image {image:?} is not an MXNet inference image and names no registered runtime. {}",
+                supported()
             ));
         }
         let version = tag.split('-').next().unwrap_or_default();
         if version_row(version).is_none() {
             return Err(format!(
-                "MXNet framework version {version:?} is not available for serving here. {supported}"
+                "MXNet framework version {version:?} is not available for serving here. {}",
+                supported()
             ));
         }
         let numeric: Vec<u32> = version.split('.').filter_map(|p| p.parse().ok()).collect();

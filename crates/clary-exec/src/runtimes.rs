@@ -118,67 +118,55 @@ pub struct VersionRow {
 /// Every `framework_version` the SDK can send (the seed's table, the later releases and the
 /// minor-only aliases) and the runtime it trains on.
 pub const VERSION_TABLE: &[VersionRow] = &[
-    VersionRow {
-        versions: &["1.9.0", "1.9"],
-        runtime: "mxnet-1.9",
-        mode: Mode::Script,
-        note: "",
-    },
-    VersionRow {
-        versions: &["1.8.0", "1.8"],
-        runtime: "mxnet-1.8",
-        mode: Mode::Script,
-        note: "",
-    },
-    VersionRow {
-        versions: &["1.7.0", "1.7"],
-        runtime: "mxnet-1.7",
-        mode: Mode::Script,
-        note: "",
-    },
-    VersionRow {
-        versions: &["1.6.0", "1.6"],
-        runtime: "mxnet-1.6",
-        mode: Mode::Script,
-        note: "",
-    },
-    VersionRow {
-        versions: &["1.5.1", "1.5"],
-        runtime: "mxnet-1.5",
-        mode: Mode::Script,
-        note: "",
-    },
-    VersionRow {
-        versions: &["1.4.1", "1.4.0", "1.4"],
-        runtime: "mxnet-1.4",
-        mode: Mode::Script,
-        note: "1.4.0 runs on MXNet 1.4.1 (its bug-fix release)",
-    },
-    VersionRow {
-        versions: &["1.3.0", "1.3"],
-        runtime: "mxnet-1.3",
-        mode: Mode::Script,
-        note: "",
-    },
-    VersionRow {
-        versions: &["1.2.1", "1.2"],
-        runtime: "mxnet-1.3",
-        mode: Mode::Legacy,
-        note: "MXNet 1.2.1 does not import on Python 3.8+; runs on MXNet 1.3.0",
-    },
-    VersionRow {
-        versions: &["1.1.0", "1.1"],
-        runtime: "mxnet-1.1",
-        mode: Mode::Legacy,
-        note: "",
-    },
-    VersionRow {
-        versions: &["1.0.0", "1.0", "0.12.1", "0.12"],
-        runtime: "mxnet-1.1",
-        mode: Mode::Legacy,
-        note: "MXNet 0.12.1 and 1.0.0 need libgfortran.so.3; run on MXNet 1.1.0",
-    },
+    script(&["1.9.0", "1.9"], "mxnet-1.9", ""),
+    script(&["1.8.0", "1.8"], "mxnet-1.8", ""),
+    script(&["1.7.0", "1.7"], "mxnet-1.7", ""),
+    script(&["1.6.0", "1.6"], "mxnet-1.6", ""),
+    script(&["1.5.1", "1.5"], "mxnet-1.5", ""),
+    script(
+        &["1.4.1", "1.4.0", "1.4"],
+        "mxnet-1.4",
+        "1.4.0 runs on MXNet 1.4.1 (its bug-fix release)",
+    ),
+    script(&["1.3.0", "1.3"], "mxnet-1.3", ""),
+    legacy(
+        &["1.2.1", "1.2"],
+        "mxnet-1.3",
+        "MXNet 1.2.1 does not import on Python 3.8+; runs on MXNet 1.3.0",
+    ),
+    legacy(&["1.1.0", "1.1"], "mxnet-1.1", ""),
+    legacy(
+        &["1.0.0", "1.0", "0.12.1", "0.12"],
+        "mxnet-1.1",
+        "MXNet 0.12.1 and 1.0.0 need libgfortran.so.3; run on MXNet 1.1.0",
+    ),
 ];
+
+const fn script(
+    versions: &'static [&'static str],
+    runtime: &'static str,
+    note: &'static str,
+) -> VersionRow {
+    VersionRow {
+        versions,
+        runtime,
+        mode: Mode::Script,
+        note,
+    }
+}
+
+const fn legacy(
+    versions: &'static [&'static str],
+    runtime: &'static str,
+    note: &'static str,
+) -> VersionRow {
+    VersionRow {
+        versions,
+        runtime,
+        mode: Mode::Legacy,
+        note,
+    }
+}
 
 pub fn version_row(version: &str) -> Option<&'static VersionRow> {
     VERSION_TABLE.iter().find(|r| r.versions.contains(&version))

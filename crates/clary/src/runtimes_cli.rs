@@ -4,7 +4,7 @@
 use anyhow::{Result, bail};
 use clap::Subcommand;
 use clary_exec::runtimes::{
-    Install, Mode, Runtime, Runtimes, SERVING_RUNTIME, VERSION_TABLE, builtins,
+    Install, Mode, Runtime, Runtimes, SERVING_RUNTIME, VERSION_TABLE, builtin, builtins,
 };
 use std::path::PathBuf;
 
@@ -104,11 +104,7 @@ fn list(rts: &Runtimes) {
         "FRAMEWORK VERSION", "RUNTIME", "MXNET", "TRAINING"
     );
     for row in VERSION_TABLE {
-        let mxnet = builtins()
-            .into_iter()
-            .find(|r| r.name == row.runtime)
-            .map(|r| r.mxnet)
-            .unwrap_or_default();
+        let mxnet = builtin(row.runtime).map(|r| r.mxnet).unwrap_or_default();
         let training = match row.mode {
             Mode::Script => "script mode",
             Mode::Legacy => "legacy (not yet)",
