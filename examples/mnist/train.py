@@ -47,6 +47,9 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--learning-rate", type=float, default=0.1)
+    # "dist_sync" trains across the job's hosts through the parameter server
+    # (distribution={"parameter_server": {"enabled": True}}).
+    parser.add_argument("--kvstore", type=str, default="device")
     parser.add_argument("--model-dir", type=str, default=os.environ.get("SM_MODEL_DIR"))
     parser.add_argument("--train", type=str, default=os.environ.get("SM_CHANNEL_TRAIN"))
     parser.add_argument("--test", type=str, default=os.environ.get("SM_CHANNEL_TEST"))
@@ -59,7 +62,12 @@ if __name__ == "__main__":
     net = build()
     net.initialize(mx.init.Xavier())
     net.hybridize()
-    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": args.learning_rate, "momentum": 0.9})
+    kvstore = mx.kv.create(args.kvstore)
+    if args.kvstore.startswith("dist"):
+        print("kvstore %s: num_workers %d, rank %d, host %s" % (
+            kvstore.type, kvstore.num_workers, kvstore.rank, os.environ.get("SM_CURRENT_HOST")))
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": args.learning_rate, "momentum": 0.9},
+                            kvstore=kvstore)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     for epoch in range(args.epochs):
         total = 0.0

@@ -1,8 +1,12 @@
 //! One host's run of a training job: stage, install, run the script, package, report.
 
+use crate::checkpoints::{self, CheckpointSync};
 use crate::contract::TrainingContract;
+use crate::network::HostIdentity;
+use crate::parameter_server::{PsLayout, PsProcesses};
+use crate::pipe;
 use crate::reporter::Reporter;
-use crate::runner::{EntryPoint, RunEnd, run_user_process};
+use crate::runner::{EntryPoint, RunContext, RunEnd, run_user_process};
 use crate::staging;
 use clary_exec::protocol::{HostSpec, LogLine, Outcome, ResultReport};
 use clary_exec::runtimes::Runtimes;
@@ -82,6 +86,8 @@ pub async fn run_host(spec: HostSpec) -> i32 {
 }
 
 fn failed(spec: &HostSpec, reason: String) -> ResultReport {
+    // The platform's own failures (not the script's or the data's) may pass on a retry.
+    let transient = reason.starts_with("InternalServerError");
     ResultReport {
         job_name: spec.job_name.clone(),
         host: spec.current_host.clone(),
@@ -89,6 +95,8 @@ fn failed(spec: &HostSpec, reason: String) -> ResultReport {
         failure_reason: Some(reason),
         exit_code: None,
         model_artifacts: None,
+        transient,
+        attempt: spec.attempt,
     }
 }
 
@@ -110,7 +118,13 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
             );
         }
     };
-    let channel_names: Vec<String> = spec.channels.iter().map(|c| c.name.clone()).collect();
+    // Pipe channels get FIFOs instead of directories.
+    let channel_names: Vec<String> = spec
+        .channels
+        .iter()
+        .filter(|c| c.input_mode != "Pipe")
+        .map(|c| c.name.clone())
+        .collect();
     if let Err(e) = layout
         .create(&channel_names)
         .and_then(|_| contract.write_config_files(spec))
@@ -123,6 +137,15 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
             ),
         );
     }
+    let identity = match HostIdentity::prepare(spec) {
+        Ok(i) => i,
+        Err(e) => {
+            return failed(
+                spec,
+                format!("InternalServerError: writing the job's hosts file: {e}"),
+            );
+        }
+    };
     // The runtime (built once, with its progress in this job's log) and the data, in parallel.
     let python = {
         let runtimes = Runtimes::new(spec.runtimes_dir.clone());
@@ -135,13 +158,59 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
             })?;
             runtimes.ensure(&def, &mut |line| log2.line(line))
         });
+        let host_index = spec
+            .hosts
+            .iter()
+            .position(|h| h == &spec.current_host)
+            .unwrap_or(0);
         for ch in &spec.channels {
-            match staging::stage_channel(&store, ch, &layout.channel(&ch.name)) {
+            let objects =
+                match staging::channel_objects(&store, ch, host_index, spec.hosts.len()) {
+                    Ok(o) => o,
+                    Err(e) => return failed(spec, format!("ClientError: {e}")),
+                };
+            let n = objects.len();
+            let share = if ch.sharded && spec.hosts.len() > 1 {
+                format!(" (this host's ShardedByS3Key share)")
+            } else {
+                String::new()
+            };
+            if ch.input_mode == "Pipe" {
+                if let Err(e) = pipe::start_channel(
+                    store.clone(),
+                    ch.clone(),
+                    objects,
+                    layout.data(),
+                    log.clone(),
+                ) {
+                    return failed(
+                        spec,
+                        format!("InternalServerError: making the FIFO of channel {}: {e}", ch.name),
+                    );
+                }
+                log.info(&format!(
+                    "Channel {}: {n} objects from s3://{}/{}{share} stream through {}_0, {}_1, … in {}",
+                    ch.name, ch.bucket, ch.prefix, ch.name, ch.name, layout.data().display()
+                ));
+                continue;
+            }
+            match staging::stage_channel(&store, ch, &objects, &layout.channel(&ch.name)) {
                 Ok(n) => log.info(&format!(
-                    "Channel {}: {n} objects from s3://{}/{} ready",
+                    "Channel {}: {n} objects from s3://{}/{}{share} ready",
                     ch.name, ch.bucket, ch.prefix
                 )),
                 Err(e) => return failed(spec, format!("ClientError: {e}")),
+            }
+        }
+        if let Some(cp) = &spec.checkpoint {
+            match checkpoints::seed(&store, cp) {
+                Ok(n) => log.info(&format!(
+                    "Checkpoints: {n} files from s3://{}/{} in {}",
+                    cp.bucket,
+                    cp.prefix,
+                    cp.local_path.display()
+                )),
+                Err(e) => return failed(spec, format!("ClientError: checkpoints: {e}")),
             }
         }
         match ensure.await {
@@ -164,13 +233,46 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
     if let Err(e) = staging::fetch_code(&store, &contract.module_dir, &layout.code(), log) {
         return failed(spec, format!("ClientError: {e}"));
     }
-    let entry = EntryPoint::classify(&contract.entry_point, &layout.code());
-    let python = match staging::install_requirements(&entry, &python, &layout, log).await {
-        Ok(p) => p,
-        Err(e) => return failed_with_file(spec, &layout.output(), e),
+    let entry = if spec.legacy {
+        EntryPoint::Legacy(contract.entry_point.clone())
+    } else {
+        EntryPoint::classify(&contract.entry_point, &layout.code())
     };
-    let env = build_env(spec, &contract, &python);
+    // The legacy container installed nothing; script mode installs requirements.txt.
+    let python = if spec.legacy {
+        python
+    } else {
+        match staging::install_requirements(&entry, &python, &layout, log).await {
+            Ok(p) => p,
+            Err(e) => return failed_with_file(spec, &layout.output(), e),
+        }
+    };
+    let mut env = build_env(spec, &contract, &python);
+    env.insert(
+        "CLARY_HOSTS_FILE".into(),
+        identity.hosts_file.display().to_string(),
+    );
     let args = contract.cmd_args();
+    let mut ps = None;
+    if let Some(ps_layout) = PsLayout::for_host(spec) {
+        match PsProcesses::start(
+            &ps_layout,
+            &python,
+            &env,
+            &layout.code(),
+            &identity,
+            &spec.current_host,
+            log,
+        ) {
+            Ok(p) => ps = Some(p),
+            Err(e) => return failed(spec, format!("InternalServerError: {e}")),
+        }
+        env.extend(ps_layout.role_env("worker"));
+    }
+    let sync = spec
+        .checkpoint
+        .clone()
+        .map(|cp| CheckpointSync::start(store.clone(), cp, log.clone()));
     let _ = reporter
         .status(
             &spec.current_host,
@@ -178,7 +280,36 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
             "Training image download completed. Training in progress.",
         )
         .await;
-    let end = run_user_process(&entry, &python, &args, &env, &layout.code(), spec, log).await;
+    let code_dir = layout.code();
+    let ctx = RunContext {
+        code_dir: &code_dir,
+        spec,
+        log,
+        identity: &identity,
+        abort: ps.as_mut().map(|p| &mut p.failures),
+    };
+    let end = run_user_process(&entry, &python, &args, &env, ctx).await;
+    if let Some(p) = ps {
+        p.stop();
+    }
+    let checkpoint_error = match sync {
+        Some(sync) => match sync.finish().await {
+            Ok(n) => {
+                log.info(&format!("Checkpoints: {n} files uploaded"));
+                None
+            }
+            Err(e) => Some(format!("ClientError: uploading checkpoints failed: {e}")),
+        },
+        None => None,
+    };
+    let transient = matches!(
+        end,
+        RunEnd::Signalled {
+            stopped: false,
+            timed_out: false,
+            ..
+        }
+    );
     let (outcome, exit_code, reason) = match &end {
         RunEnd::Exited { code: 0, .. } => {
             let _ = std::fs::write(layout.output().join("success"), "");
@@ -234,6 +365,18 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
                 &format!("ExecuteUserScriptError:\n{e}"),
             )),
         ),
+        RunEnd::Aborted(why) => (
+            Outcome::Failed,
+            None,
+            Some(failure_reason(
+                &layout.output(),
+                &format!("ParameterServerError:\n{why}"),
+            )),
+        ),
+    };
+    let (outcome, reason) = match checkpoint_error {
+        Some(e) if outcome == Outcome::Completed => (Outcome::Failed, Some(e)),
+        _ => (outcome, reason),
     };
     let _ = reporter
         .status(
@@ -258,6 +401,8 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
         failure_reason: reason,
         exit_code,
         model_artifacts,
+        transient: transient && outcome == Outcome::Failed,
+        attempt: spec.attempt,
     }
 }
 

@@ -2,8 +2,12 @@
 //! container contract (CONTRACT.md §2–§7.1) around the user's script and reports to the
 //! control plane over HTTP; it knows nothing of the control plane's tables.
 
+pub mod checkpoints;
 pub mod contract;
 pub mod host;
+pub mod network;
+pub mod parameter_server;
+pub mod pipe;
 pub mod pyvalue;
 pub mod reporter;
 pub mod runner;

@@ -2,6 +2,7 @@
 //! output streaming, SIGTERM forwarding with a SIGKILL grace period, and `MaxRuntimeInSeconds`.
 
 use crate::host::JobLog;
+use crate::network::HostIdentity;
 use clary_exec::protocol::{HostSpec, LogLine};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 
 /// CloudWatch's limit on one event; longer lines are cut.
 const MAX_EVENT_BYTES: usize = 256 * 1024 - 26;
@@ -23,6 +25,8 @@ pub enum EntryPoint {
     /// `setup.py` in the code directory: installed, then run with `python -m`.
     Package(String),
     Program(String),
+    /// MXNet 1.2 and earlier: the script is imported and its `train()` called.
+    Legacy(String),
 }
 
 impl EntryPoint {
@@ -52,6 +56,8 @@ pub enum RunEnd {
         timed_out: bool,
     },
     SpawnFailed(String),
+    /// Something the script depends on (the parameter server) failed; the script was ended.
+    Aborted(String),
 }
 
 fn shell_quote(s: &str) -> String {
@@ -79,6 +85,10 @@ pub fn command_line(entry: &EntryPoint, python: &Path, args: &[String]) -> (Stri
             v.extend(args.iter().cloned());
             (python.display().to_string(), v)
         }
+        EntryPoint::Legacy(script) => (
+            python.display().to_string(),
+            vec!["-m".into(), "clary_training.legacy".into(), script.clone()],
+        ),
         EntryPoint::Command(script) => {
             let quoted: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
             (
@@ -131,25 +141,40 @@ pub async fn stream_command(
     Ok(status.code().unwrap_or(1))
 }
 
+/// How the user's process is started and what can end it early.
+pub struct RunContext<'a> {
+    pub code_dir: &'a Path,
+    pub spec: &'a HostSpec,
+    pub log: &'a JobLog,
+    pub identity: &'a HostIdentity,
+    /// A reason arriving here ends the script (SIGTERM, then SIGKILL after the grace period).
+    pub abort: Option<&'a mut mpsc::UnboundedReceiver<String>>,
+}
+
 /// Runs the entry point to its end, streaming its output into the job log.
 pub async fn run_user_process(
     entry: &EntryPoint,
     python: &Path,
     args: &[String],
     env: &BTreeMap<String, String>,
-    code_dir: &Path,
-    spec: &HostSpec,
-    log: &JobLog,
+    ctx: RunContext<'_>,
 ) -> RunEnd {
-    let (program, argv) = command_line(entry, python, args);
-    let shown = format!("{program} {}", argv.join(" "));
     if let EntryPoint::Command(script) = entry {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(
-            code_dir.join(script),
+            ctx.code_dir.join(script),
             std::fs::Permissions::from_mode(0o777),
         );
     }
+    let (program, argv) = command_line(entry, python, args);
+    let RunContext {
+        code_dir,
+        spec,
+        log,
+        identity,
+        mut abort,
+    } = ctx;
+    let shown = format!("{program} {}", argv.join(" "));
     log.info(&format!(
         "Invoking user script\n\nTraining Env:\n\n{}\n\nEnvironment variables:\n\n{}\n\nInvoking script with the following command:\n\n{shown}\n",
         env.get("SM_TRAINING_ENV").cloned().unwrap_or_default(),
@@ -159,17 +184,17 @@ pub async fn run_user_process(
             .collect::<Vec<_>>()
             .join("\n")
     ));
-    let mut child = match Command::new(&program)
-        .args(&argv)
+    let mut cmd = Command::new(program);
+    cmd.args(argv)
         .current_dir(code_dir)
         .env_clear()
         .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-    {
+        .process_group(0);
+    identity.apply(&mut cmd);
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return RunEnd::SpawnFailed(format!("could not start {shown}: {e}")),
     };
@@ -182,9 +207,17 @@ pub async fn run_user_process(
     let mut stopped = false;
     let mut timed_out = false;
     let mut kill_at: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut aborted: Option<String> = None;
     let status = loop {
         tokio::select! {
             s = child.wait() => break s,
+            reason = async { abort.as_mut().expect("guarded").recv().await }, if abort.is_some() && aborted.is_none() && !stopped && !timed_out => {
+                let Some(reason) = reason else { abort = None; continue };
+                log.info(&format!("Ending the training process: {reason}; SIGKILL follows in {} s", spec.stop_grace_secs));
+                let _ = killpg(pgid, Signal::SIGTERM);
+                aborted = Some(reason);
+                kill_at = Some(Box::pin(tokio::time::sleep(Duration::from_secs(spec.stop_grace_secs))));
+            }
             _ = async { sigterm.as_mut().expect("guarded").recv().await }, if sigterm.is_some() && !stopped && !timed_out => {
                 stopped = true;
                 log.info(&format!("Stop requested: sending SIGTERM to the training process group; SIGKILL follows in {} s", spec.stop_grace_secs));
@@ -207,6 +240,9 @@ pub async fn run_user_process(
     // Children the script left behind go with it.
     let _ = killpg(pgid, Signal::SIGKILL);
     let _ = tokio::join!(out, err);
+    if let Some(reason) = aborted {
+        return RunEnd::Aborted(reason);
+    }
     match status {
         Ok(s) => {
             use std::os::unix::process::ExitStatusExt;

@@ -29,25 +29,107 @@ pub fn relative_key(prefix: &str, key: &str) -> String {
     }
 }
 
-/// File mode: every object under the channel's prefix appears under `dest`. The local store's
-/// data files are hard-linked (no bytes copied); a copy is the fallback across filesystems.
-pub fn stage_channel(store: &LocalStore, ch: &ChannelSpec, dest: &Path) -> Result<usize, String> {
-    let objects = store.list(&ch.bucket, &ch.prefix).map_err(|e| {
-        format!(
-            "listing s3://{}/{} for channel {}: {e}",
-            ch.bucket, ch.prefix, ch.name
-        )
-    })?;
-    if objects.is_empty() {
+/// One object of a channel: where it is and where it appears under the channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelObject {
+    pub bucket: String,
+    pub key: String,
+    /// Its path relative to the channel directory (File mode).
+    pub rel: String,
+}
+
+/// The manifest's entries (CONTRACT: a JSON list, `{"prefix": "s3://bucket/p/"}` first, then
+/// keys relative to it) as objects.
+pub fn parse_manifest(text: &str) -> Result<Vec<ChannelObject>, String> {
+    let list: Vec<serde_json::Value> = serde_json::from_str(text)
+        .map_err(|e| format!("the manifest is not a JSON list: {e}"))?;
+    let mut items = list.into_iter();
+    let prefix = items
+        .next()
+        .and_then(|p| p.get("prefix").and_then(|v| v.as_str()).map(String::from))
+        .ok_or("the manifest's first element must be {\"prefix\": \"s3://bucket/prefix/\"}")?;
+    let rest = prefix
+        .strip_prefix("s3://")
+        .ok_or_else(|| format!("the manifest's prefix {prefix:?} is not an s3:// URI"))?;
+    let (bucket, key_prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    items
+        .map(|v| {
+            let rel = v
+                .as_str()
+                .ok_or_else(|| format!("manifest entry {v} is not a string key"))?;
+            Ok(ChannelObject {
+                bucket: bucket.to_string(),
+                key: format!("{key_prefix}{rel}"),
+                rel: rel.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The objects this host gets from a channel, in the order a pipe streams them: key order
+/// for a prefix, the manifest's order for a manifest. `ShardedByS3Key` deals them out round
+/// robin by that order, so host `i` of `n` gets every `n`th object starting at the `i`th:
+/// disjoint shares, all of them together, the same on every run.
+pub fn channel_objects(
+    store: &LocalStore,
+    ch: &ChannelSpec,
+    host_index: usize,
+    host_count: usize,
+) -> Result<Vec<ChannelObject>, String> {
+    let all: Vec<ChannelObject> = if ch.data_type == "ManifestFile" {
+        let text = store.get_bytes(&ch.bucket, &ch.prefix).map_err(|e| {
+            format!(
+                "reading the manifest s3://{}/{} of channel {}: {e}",
+                ch.bucket, ch.prefix, ch.name
+            )
+        })?;
+        parse_manifest(&String::from_utf8_lossy(&text))
+            .map_err(|e| format!("channel {}: {e}", ch.name))?
+    } else {
+        store
+            .list(&ch.bucket, &ch.prefix)
+            .map_err(|e| {
+                format!(
+                    "listing s3://{}/{} for channel {}: {e}",
+                    ch.bucket, ch.prefix, ch.name
+                )
+            })?
+            .into_iter()
+            .map(|obj| ChannelObject {
+                bucket: ch.bucket.clone(),
+                rel: relative_key(&ch.prefix, &obj.key),
+                key: obj.key,
+            })
+            .collect()
+    };
+    if all.is_empty() {
         return Err(format!(
             "No S3 objects found under S3 URL \"s3://{}/{}\" given in input data source for channel {}. Please ensure that the bucket exists and that objects exist under that S3 prefix.",
             ch.bucket, ch.prefix, ch.name
         ));
     }
+    if !ch.sharded || host_count <= 1 {
+        return Ok(all);
+    }
+    Ok(all
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % host_count == host_index)
+        .map(|(_, o)| o)
+        .collect())
+}
+
+/// File mode: the channel's objects appear under `dest`. The local store's data files are
+/// hard-linked (no bytes copied); a copy is the fallback across filesystems.
+pub fn stage_channel(
+    store: &LocalStore,
+    ch: &ChannelSpec,
+    objects: &[ChannelObject],
+    dest: &Path,
+) -> Result<usize, String> {
     let mut n = 0;
     for obj in objects {
-        let rel = relative_key(&ch.prefix, &obj.key);
-        let Some(target) = safe_join(dest, &rel) else {
+        let Some(target) = safe_join(dest, &obj.rel) else {
             continue;
         };
         if obj.key.ends_with('/') {
@@ -60,12 +142,16 @@ pub fn stage_channel(store: &LocalStore, ch: &ChannelSpec, dest: &Path) -> Resul
                 .map_err(|e| format!("creating {}: {e}", parent.display()))?;
         }
         let _ = fs::remove_file(&target);
-        // The listing already holds the metadata; only an object replaced since then needs a
-        // fresh lookup of its data file.
-        let source = store.data_path_of(&ch.bucket, &obj);
+        let (_, source) = store.data_path(&obj.bucket, &obj.key).map_err(|e| {
+            format!(
+                "channel {}: s3://{}/{}: {e}",
+                ch.name, obj.bucket, obj.key
+            )
+        })?;
         if link_or_copy(&source, &target).is_err() {
+            // Replaced between the lookup and the link: look it up again.
             let (_, fresh) = store
-                .data_path(&ch.bucket, &obj.key)
+                .data_path(&obj.bucket, &obj.key)
                 .map_err(|e| e.to_string())?;
             link_or_copy(&fresh, &target)
                 .map_err(|e| format!("copying {} to {}: {e}", obj.key, target.display()))?;
@@ -263,5 +349,55 @@ mod tests {
         assert_eq!(relative_key("data/train", "data/train2/x"), "train2/x");
         assert_eq!(relative_key("", "x/y"), "x/y");
         assert!(safe_join(Path::new("/d"), "../x").is_none());
+    }
+
+    #[test]
+    fn manifests_list_keys_under_their_prefix() {
+        let objs =
+            parse_manifest(r#"[{"prefix": "s3://bkt/data/"}, "a/1.csv", "b.csv"]"#).unwrap();
+        assert_eq!(objs[0].key, "data/a/1.csv");
+        assert_eq!(objs[1].rel, "b.csv");
+        assert_eq!(objs[1].bucket, "bkt");
+        assert!(parse_manifest(r#"["a"]"#).is_err());
+        assert!(parse_manifest("{}").is_err());
+    }
+
+    #[test]
+    fn shards_are_disjoint_deterministic_and_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        store.create_bucket("bkt").unwrap();
+        for i in 0..7 {
+            store
+                .put_bytes("bkt", &format!("d/{i}"), b"x", PutOptions::default())
+                .unwrap();
+        }
+        let ch = ChannelSpec {
+            name: "train".into(),
+            bucket: "bkt".into(),
+            prefix: "d/".into(),
+            config: serde_json::json!({}),
+            input_mode: "File".into(),
+            data_type: "S3Prefix".into(),
+            sharded: true,
+            gzip: false,
+            record_io: false,
+        };
+        let shares: Vec<Vec<String>> = (0..3)
+            .map(|i| {
+                channel_objects(&store, &ch, i, 3)
+                    .unwrap()
+                    .into_iter()
+                    .map(|o| o.key)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(shares[0], ["d/0", "d/3", "d/6"]);
+        let mut all: Vec<String> = shares.concat();
+        all.sort();
+        assert_eq!(all.len(), 7);
+        all.dedup();
+        assert_eq!(all.len(), 7);
+        assert_eq!(channel_objects(&store, &ch, 0, 1).unwrap().len(), 7);
     }
 }

@@ -255,11 +255,8 @@ pub fn create_training_job(
                 "Channel names must be unique; {cname:?} appears more than once in InputDataConfig"
             )));
         }
-        let ch_mode = ch.get("InputMode").and_then(Value::as_str).unwrap_or(mode);
-        if ch_mode == "Pipe" {
-            return Err(ControlError::Validation(format!(
-                "Channel {cname}: Pipe input mode is not available in this Clary yet; use File (or FastFile), which present the same data as files"
-            )));
+        if let Some(m) = ch.get("InputMode").and_then(Value::as_str) {
+            one_of(m, &["Pipe", "File", "FastFile"], &format!("{at}.inputMode"))?;
         }
         let s3 = ch.get("DataSource").and_then(|d| d.get("S3DataSource")).ok_or_else(|| {
             ControlError::Validation(format!("Channel {cname}: only DataSource.S3DataSource is supported (FileSystemDataSource needs EFS/FSx)"))
@@ -268,9 +265,14 @@ pub fn create_training_job(
             .get("S3DataType")
             .and_then(Value::as_str)
             .unwrap_or("S3Prefix");
-        if data_type != "S3Prefix" {
+        one_of(
+            data_type,
+            &["S3Prefix", "ManifestFile", "AugmentedManifestFile"],
+            &format!("{at}.dataSource.s3DataSource.s3DataType"),
+        )?;
+        if data_type == "AugmentedManifestFile" {
             return Err(ControlError::Validation(format!(
-                "Channel {cname}: S3DataType {data_type} is not available in this Clary yet; use S3Prefix"
+                "Channel {cname}: S3DataType AugmentedManifestFile is not supported by Clary; use ManifestFile (a JSON list of a prefix and keys) or S3Prefix"
             )));
         }
         let uri = s3.get("S3Uri").and_then(Value::as_str).unwrap_or_default();
@@ -298,6 +300,50 @@ pub fn create_training_job(
         }
         if let Some(r) = ch.get("RecordWrapperType").and_then(Value::as_str) {
             one_of(r, &["None", "RecordIO"], &format!("{at}.recordWrapperType"))?;
+        }
+    }
+    if let Some(cp) = req.get("CheckpointConfig") {
+        let uri = string(
+            need(cp, "S3Uri", "checkpointConfig.s3Uri")?,
+            "checkpointConfig.s3Uri",
+        )?;
+        let Some((bucket, _)) = clary_control::training::parse_s3_uri(uri) else {
+            return Err(fail(
+                uri,
+                "checkpointConfig.s3Uri",
+                "Member must satisfy regular expression pattern: ^(https|s3)://([^/]+)/?(.*)$",
+            ));
+        };
+        if !bucket_exists(&bucket) {
+            return Err(ControlError::Validation(format!(
+                "The S3 bucket {bucket:?} of CheckpointConfig.S3Uri {uri:?} does not exist; create it first (aws s3 mb s3://{bucket})"
+            )));
+        }
+        if let Some(local) = cp.get("LocalPath") {
+            let local = string(local, "checkpointConfig.localPath")?;
+            if !local.starts_with('/') {
+                return Err(fail(
+                    local,
+                    "checkpointConfig.localPath",
+                    "Member must be an absolute path (for example /opt/ml/checkpoints)",
+                ));
+            }
+        }
+    }
+    if let Some(rs) = req.get("RetryStrategy") {
+        let n = need(
+            rs,
+            "MaximumRetryAttempts",
+            "retryStrategy.maximumRetryAttempts",
+        )?
+        .as_i64()
+        .unwrap_or(0);
+        if !(1..=30).contains(&n) {
+            return Err(fail(
+                &n.to_string(),
+                "retryStrategy.maximumRetryAttempts",
+                "Member must have value between 1 and 30",
+            ));
         }
     }
     Ok(())

@@ -4,8 +4,10 @@
 use crate::db::Db;
 use crate::logs::{Logs, TRAINING_LOG_GROUP};
 use crate::{ControlConfig, ControlError, now_secs};
-use clary_exec::protocol::{ChannelSpec, HostSpec, LogBatch, Outcome, ResultReport, StatusReport};
-use clary_exec::runtimes::{MXNET_TRAINING_MODULE, Runtimes};
+use clary_exec::protocol::{
+    ChannelSpec, CheckpointSpec, HostSpec, LogBatch, Outcome, ResultReport, StatusReport,
+};
+use clary_exec::runtimes::{MXNET_TRAINING_MODULE, Mode, Runtimes};
 use clary_exec::{HostProcess, LocalExecutor};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,9 @@ struct HostState {
     pid: i32,
     start_ticks: u64,
     log_stream: String,
+    /// The host's loopback address (`127.A.B.i`, one block per running job).
+    #[serde(default)]
+    address: String,
     #[serde(default)]
     result: Option<ResultReport>,
 }
@@ -124,6 +129,49 @@ pub struct ControlPlane {
     /// Held by the hosting loop during a pass and by calls that change an endpoint, so neither
     /// overwrites the other's change.
     pub(crate) hosting_lock: tokio::sync::Mutex<()>,
+}
+
+/// `CheckpointConfig.LocalPath` when the request leaves it out (the SDK's default too).
+const DEFAULT_CHECKPOINT_PATH: &str = "/opt/ml/checkpoints";
+
+/// Where a host's checkpoints live: paths under `/opt/ml` move into the host's own stand-in
+/// for it (so hosts never share one); any other absolute path is used as given.
+fn local_checkpoint_dir(opt_ml: &std::path::Path, local: &str) -> std::path::PathBuf {
+    match local.strip_prefix("/opt/ml") {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+            opt_ml.join(rest.trim_start_matches('/'))
+        }
+        _ => std::path::PathBuf::from(local),
+    }
+}
+
+/// The loopback block (`127.A.B.0/24`) a job's hosts live in: derived from the job name so a
+/// job keeps its block across restarts, moved on to the next free block when a running job
+/// holds it.
+fn address_block(name: &str, taken: &std::collections::HashSet<(u8, u8)>) -> (u8, u8) {
+    // FNV-1a: stable across builds, unlike the std hasher.
+    let mut h: u32 = 0x811c9dc5;
+    for b in name.bytes() {
+        h = (h ^ b as u32).wrapping_mul(0x01000193);
+    }
+    // 127.0.0.0/24 is left to everything else that uses loopback (127.0.0.1 above all).
+    const BLOCKS: u32 = 254 * 256;
+    for step in 0..BLOCKS {
+        let n = (h.wrapping_add(step)) % BLOCKS;
+        let block = ((n / 256 + 1) as u8, (n % 256) as u8);
+        if !taken.contains(&block) {
+            return block;
+        }
+    }
+    (1, 0)
+}
+
+/// Which run of the job this is: one more for each restart it has had.
+fn attempt_of(job: &JobRow) -> u32 {
+    job.transitions
+        .iter()
+        .filter(|t| t.status == "Restarting")
+        .count() as u32
 }
 
 fn is_terminal(status: &str) -> bool {
@@ -572,6 +620,10 @@ impl ControlPlane {
         if is_terminal(&job.status) {
             return Ok(());
         }
+        if r.attempt != attempt_of(&job) {
+            // A host of an attempt that was replaced by a restart.
+            return Ok(());
+        }
         let Some(host) = job.hosts.iter_mut().find(|h| h.host == r.host) else {
             return Err(ControlError::Validation(format!(
                 "{} is not a host of training job {}",
@@ -590,6 +642,12 @@ impl ControlPlane {
             // One host ending badly ends the job; the others are told to stop.
             for h in job.hosts.iter().filter(|h| h.result.is_none()) {
                 self.exec.terminate(h.process());
+            }
+            if bad.outcome == Outcome::Failed && bad.transient {
+                let why = bad.failure_reason.clone().unwrap_or_default();
+                if self.restart(&mut job, &bad.host, &why) {
+                    return self.save(&job);
+                }
             }
             let reason = bad.failure_reason.clone().map(|f| {
                 if job.hosts.len() > 1 {
@@ -742,6 +800,12 @@ impl ControlPlane {
             return Ok(());
         }
         *job = fresh;
+        for h in job.hosts.iter().filter(|h| h.result.is_none()) {
+            self.exec.terminate(h.process());
+        }
+        if self.restart(job, &dead[0], "its host agent exited without reporting a result") {
+            return self.save(job);
+        }
         let log = self
             .config
             .data_dir
@@ -761,6 +825,49 @@ impl ControlPlane {
         );
         self.finish(job, outcome, Some(reason), None, None);
         self.save(job)
+    }
+
+    /// `RetryStrategy`: when attempts are left, the job goes back to the queue for a fresh
+    /// launch of all its hosts (the secondary status says `Restarting` and why). The hosts of
+    /// the failed attempt have been told to stop; their late reports are ignored.
+    fn restart(&self, job: &mut JobRow, host: &str, why: &str) -> bool {
+        let max = job.request["RetryStrategy"]["MaximumRetryAttempts"]
+            .as_u64()
+            .unwrap_or(0) as u32;
+        let used = attempt_of(job);
+        if job.stop_requested || used >= max {
+            return false;
+        }
+        let first_line = why.lines().next().unwrap_or_default();
+        let msg = format!(
+            "Restarting the training job (attempt {} of {}) after a transient failure on {host}: {first_line}",
+            used + 2,
+            max + 1
+        );
+        self.set_secondary(job, "Restarting", &msg);
+        job.hosts.clear();
+        self.wake.notify_one();
+        true
+    }
+
+    /// A distinct loopback address per host, in a block no other running job uses.
+    fn host_addresses(&self, job_name: &str, count: usize) -> Result<Vec<String>, String> {
+        let taken = self
+            .active_jobs()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter(|j| j.name != job_name)
+            .flat_map(|j| j.hosts.iter())
+            .filter_map(|h| {
+                let mut o = h.address.split('.').skip(1).map(|p| p.parse::<u8>());
+                match (o.next(), o.next()) {
+                    (Some(Ok(a)), Some(Ok(b))) => Some((a, b)),
+                    _ => None,
+                }
+            })
+            .collect();
+        let (a, b) = address_block(job_name, &taken);
+        Ok((1..=count).map(|i| format!("127.{a}.{b}.{i}")).collect())
     }
 
     fn launch(&self, job: &mut JobRow) -> Result<(), String> {
@@ -816,11 +923,21 @@ impl ControlPlane {
             if let Some(c) = ch.get("CompressionType") {
                 config.insert("CompressionType".into(), c.clone());
             }
+            let channel_mode = match ch["InputMode"].as_str().unwrap_or(&input_mode) {
+                // FastFile streams on demand on AWS; here the objects are local files anyway.
+                "Pipe" => "Pipe",
+                _ => "File",
+            };
             channels.push(ChannelSpec {
                 name,
                 bucket,
                 prefix,
                 config: Value::Object(config),
+                input_mode: channel_mode.into(),
+                data_type: s3["S3DataType"].as_str().unwrap_or("S3Prefix").into(),
+                sharded: s3["S3DataDistributionType"].as_str() == Some("ShardedByS3Key"),
+                gzip: ch["CompressionType"].as_str() == Some("Gzip"),
+                record_io: ch["RecordWrapperType"].as_str() == Some("RecordIO"),
             });
         }
         let hyperparameters: BTreeMap<String, String> = req["HyperParameters"]
@@ -840,15 +957,34 @@ impl ControlPlane {
             })
             .unwrap_or_default();
         let python = self.runtimes.python(&image.runtime);
+        let addresses = self.host_addresses(&job.name, hosts.len())?;
+        let checkpoint = match req["CheckpointConfig"]["S3Uri"].as_str() {
+            Some(uri) => {
+                let (bucket, prefix) = parse_s3_uri(uri)
+                    .ok_or_else(|| format!("CheckpointConfig.S3Uri {uri:?} is not an s3:// URI"))?;
+                let local = req["CheckpointConfig"]["LocalPath"]
+                    .as_str()
+                    .unwrap_or(DEFAULT_CHECKPOINT_PATH)
+                    .to_string();
+                Some((bucket, prefix, local))
+            }
+            None => None,
+        };
         let epoch = chrono::Utc::now().timestamp();
         let job_dir = self.config.data_dir.join("jobs").join(&job.name);
         let now = now_secs();
         job.training_start_time = Some(now);
         self.set_secondary(job, "Starting", "Preparing the instances for training");
-        for host in &hosts {
-            let base_dir = job_dir.join(host);
+        for (host, address) in hosts.iter().zip(&addresses) {
+            // A restarted attempt gets fresh directories, as a replaced instance would, while
+            // the agents of the failed one wind down in theirs.
+            let base_dir = match attempt_of(job) {
+                0 => job_dir.join(host),
+                n => job_dir.join(format!("attempt-{n}")).join(host),
+            };
             std::fs::create_dir_all(&base_dir)
                 .map_err(|e| format!("creating {}: {e}", base_dir.display()))?;
+            let opt_ml = base_dir.join("opt_ml");
             let log_stream = format!("{}/{host}-{epoch}", job.name);
             self.logs
                 .create_stream(TRAINING_LOG_GROUP, &log_stream)
@@ -860,7 +996,8 @@ impl ControlPlane {
                 current_host: host.clone(),
                 hosts: hosts.clone(),
                 instance_type: rc["InstanceType"].as_str().unwrap_or_default().to_string(),
-                base_dir: base_dir.join("opt_ml"),
+                addresses: addresses.clone(),
+                base_dir: opt_ml.clone(),
                 hyperparameters: hyperparameters.clone(),
                 channels: channels.clone(),
                 training_input_mode: input_mode.clone(),
@@ -883,6 +1020,13 @@ impl ControlPlane {
                 runtime: image.runtime.name.clone(),
                 framework_version: image.framework_version.clone(),
                 device: image.device.clone(),
+                legacy: image.mode == Mode::Legacy,
+                attempt: attempt_of(job),
+                checkpoint: checkpoint.as_ref().map(|(bucket, prefix, local)| CheckpointSpec {
+                    bucket: bucket.clone(),
+                    prefix: prefix.clone(),
+                    local_path: local_checkpoint_dir(&opt_ml, local),
+                }),
             };
             let spec_path = base_dir.join("spec.json");
             let bytes = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
@@ -901,6 +1045,7 @@ impl ControlPlane {
                 pid: proc.pid,
                 start_ticks: proc.start_ticks,
                 log_stream,
+                address: address.clone(),
                 result: None,
             });
         }

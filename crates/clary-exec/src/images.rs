@@ -113,11 +113,6 @@ impl Runtimes {
                 supported()
             )
         })?;
-        if row.mode == Mode::Legacy {
-            return Err(format!(
-                "MXNet {version} uses the legacy train() mode (framework versions 1.2 and earlier), which this Clary does not run yet; use framework_version 1.3.0 or later with a script-mode entry point (see `clary runtimes`)"
-            ));
-        }
         Ok(TrainingImage {
             framework_version: version.to_string(),
             device: device.to_string(),
@@ -232,8 +227,11 @@ mod tests {
         );
         let legacy = rts
             .training_image("x/sagemaker-mxnet:1.2.1-cpu-py2")
-            .unwrap_err();
-        assert!(legacy.contains("legacy train()"), "{legacy}");
+            .unwrap();
+        assert_eq!(
+            (legacy.mode, legacy.runtime.name.as_str()),
+            (Mode::Legacy, "mxnet-1.3")
+        );
         let other = rts
             .training_image("x/pytorch-training:2.0-cpu-py310")
             .unwrap_err();

@@ -19,6 +19,39 @@ pub struct ChannelSpec {
     pub prefix: String,
     /// The channel's entry for `inputdataconfig.json`, exactly as the toolkit expects it.
     pub config: serde_json::Value,
+    /// `File` (objects appear as files) or `Pipe` (streamed through FIFOs `<channel>_<N>`).
+    #[serde(default = "file_mode")]
+    pub input_mode: String,
+    /// `S3Prefix` (every object under the prefix) or `ManifestFile` (the object at the URI
+    /// lists the keys).
+    #[serde(default = "s3_prefix")]
+    pub data_type: String,
+    /// `ShardedByS3Key`: this host gets only its share of the objects.
+    #[serde(default)]
+    pub sharded: bool,
+    /// `CompressionType: Gzip`: objects are decompressed on their way into the pipe.
+    #[serde(default)]
+    pub gzip: bool,
+    /// `RecordWrapperType: RecordIO`: each object is one MXNet RecordIO record in the pipe.
+    #[serde(default)]
+    pub record_io: bool,
+}
+
+fn file_mode() -> String {
+    "File".into()
+}
+
+fn s3_prefix() -> String {
+    "S3Prefix".into()
+}
+
+/// `CheckpointConfig`: a local directory kept in step with an S3 prefix.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckpointSpec {
+    pub bucket: String,
+    pub prefix: String,
+    /// Where the script finds it (the job's stand-in for `LocalPath`).
+    pub local_path: PathBuf,
 }
 
 /// Everything one host agent needs to run its share of a training job.
@@ -29,6 +62,10 @@ pub struct HostSpec {
     pub region: String,
     pub current_host: String,
     pub hosts: Vec<String>,
+    /// The loopback address of each host, in the order of `hosts`; the job's hosts file maps
+    /// the names onto them.
+    #[serde(default)]
+    pub addresses: Vec<String>,
     pub instance_type: String,
     /// The per-host directory standing in for `/opt/ml`.
     pub base_dir: PathBuf,
@@ -63,6 +100,25 @@ pub struct HostSpec {
     pub runtime: String,
     pub framework_version: String,
     pub device: String,
+    /// MXNet 1.2 and earlier: the script's `train()` is called (CONTRACT.md §7.2).
+    #[serde(default)]
+    pub legacy: bool,
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointSpec>,
+    /// 0 for the first run of the job, then one more for each restart (`RetryStrategy`).
+    #[serde(default)]
+    pub attempt: u32,
+}
+
+impl HostSpec {
+    /// The address of `host` in this job (loopback when the spec predates addresses).
+    pub fn address_of(&self, host: &str) -> String {
+        self.hosts
+            .iter()
+            .position(|h| h == host)
+            .and_then(|i| self.addresses.get(i).cloned())
+            .unwrap_or_else(|| "127.0.0.1".into())
+    }
 }
 
 /// A secondary-status change on one host.
@@ -110,6 +166,13 @@ pub struct ResultReport {
     pub exit_code: Option<i32>,
     /// `s3://` URI of `model.tar.gz` when one was uploaded.
     pub model_artifacts: Option<String>,
+    /// The host failed in a way a retry may cure (the script died by a signal, the platform
+    /// failed), rather than by the script's own exit code.
+    #[serde(default)]
+    pub transient: bool,
+    /// The attempt this result belongs to, so a late report of a replaced attempt is ignored.
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 /// Everything one endpoint instance (`clary model-server --spec`) needs.

@@ -19,6 +19,18 @@ const PYTHON_SHIMS: &[(&str, &str)] = &[
         "sagemaker_mxnet_container/training_utils.py",
         include_str!("../../../python/sagemaker_mxnet_container/training_utils.py"),
     ),
+    (
+        "sitecustomize.py",
+        include_str!("../../../python/sitecustomize.py"),
+    ),
+    (
+        "clary_training/__init__.py",
+        include_str!("../../../python/clary_training/__init__.py"),
+    ),
+    (
+        "clary_training/legacy.py",
+        include_str!("../../../python/clary_training/legacy.py"),
+    ),
 ];
 
 #[derive(clap::Args, Debug)]

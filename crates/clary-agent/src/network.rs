@@ -1,0 +1,113 @@
+//! How a host's name resolves for the job: each host has its own loopback address
+//! (`127.A.B.i`), listed in a hosts file of the job's. Where the agent may make a mount and UTS
+//! namespace (root, or CAP_SYS_ADMIN), the user's processes see that file as `/etc/hosts` and
+//! `algo-i` as their hostname, so every resolver (Python, ps-lite, a shell) agrees; elsewhere
+//! Python's resolver is taught the file by the `sitecustomize` shim (`CLARY_HOSTS_FILE`).
+
+use clary_exec::protocol::HostSpec;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+/// What a host's processes are given to find the job's hosts by name.
+#[derive(Debug, Clone)]
+pub struct HostIdentity {
+    pub hosts_file: PathBuf,
+    hosts_file_c: CString,
+    hostname: CString,
+}
+
+/// The hosts file's text: the machine's own entries (so `localhost` and the rest still
+/// resolve) followed by one line per job host.
+pub fn hosts_file_text(system_hosts: &str, spec: &HostSpec) -> String {
+    let mut text = system_hosts.trim_end().to_string();
+    text.push_str("\n# Hosts of training job ");
+    text.push_str(&spec.job_name);
+    text.push('\n');
+    for host in &spec.hosts {
+        text.push_str(&format!("{}\t{host}\n", spec.address_of(host)));
+    }
+    text
+}
+
+impl HostIdentity {
+    /// Writes the hosts file next to the host's `/opt/ml` stand-in.
+    pub fn prepare(spec: &HostSpec) -> std::io::Result<Self> {
+        let dir = spec
+            .base_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| spec.base_dir.clone());
+        std::fs::create_dir_all(&dir)?;
+        let hosts_file = dir.join("hosts");
+        let system = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        std::fs::write(&hosts_file, hosts_file_text(&system, spec))?;
+        let to_c = |s: &str| {
+            CString::new(s).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+        };
+        Ok(HostIdentity {
+            hosts_file_c: to_c(&hosts_file.display().to_string())?,
+            hostname: to_c(&spec.current_host)?,
+            hosts_file,
+        })
+    }
+
+    /// Makes the command's process see the hosts file as `/etc/hosts` and the host's name as
+    /// its hostname, when the kernel lets this agent make namespaces; otherwise the process
+    /// runs as it would have, and the `sitecustomize` shim covers Python.
+    pub fn apply(&self, cmd: &mut tokio::process::Command) {
+        let hosts = self.hosts_file_c.clone();
+        let name = self.hostname.clone();
+        // SAFETY: between fork and exec only async-signal-safe system calls run, on strings
+        // prepared before the fork; nothing allocates.
+        unsafe {
+            cmd.pre_exec(move || {
+                use nix::libc;
+                if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS) != 0 {
+                    return Ok(());
+                }
+                // Keep the bind mount inside this namespace.
+                libc::mount(
+                    c"none".as_ptr(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                );
+                libc::mount(
+                    hosts.as_ptr(),
+                    c"/etc/hosts".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                );
+                libc::sethostname(name.as_ptr(), name.as_bytes().len());
+                Ok(())
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_file_keeps_the_system_entries_and_adds_each_host() {
+        let spec: HostSpec = serde_json::from_value(serde_json::json!({
+            "job_name": "j", "job_arn": "a", "region": "r", "current_host": "algo-2",
+            "hosts": ["algo-1", "algo-2"], "addresses": ["127.3.4.1", "127.3.4.2"],
+            "instance_type": "ml.c5.xlarge", "base_dir": "/x/opt_ml", "hyperparameters": {},
+            "channels": [], "training_input_mode": "File", "output_bucket": "b",
+            "output_prefix": "", "python": "p", "framework_module": "m", "environment": {},
+            "max_runtime_secs": 1, "stop_grace_secs": 1, "store_root": "/s",
+            "control_url": "u", "access_key": "k", "secret_key": "s", "log_stream": "l",
+            "python_shims": "/p", "runtimes_dir": "/r", "runtime": "mxnet-1.9",
+            "framework_version": "1.9.0", "device": "cpu"
+        }))
+        .unwrap();
+        let text = hosts_file_text("127.0.0.1 localhost\n", &spec);
+        assert!(text.starts_with("127.0.0.1 localhost\n"));
+        assert!(text.contains("127.3.4.1\talgo-1\n") && text.contains("127.3.4.2\talgo-2\n"));
+        assert_eq!(spec.address_of("algo-2"), "127.3.4.2");
+    }
+}

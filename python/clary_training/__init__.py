@@ -1,0 +1,1 @@
+"""Clary helpers that run training scripts (the legacy train() driver)."""

@@ -1,0 +1,131 @@
+"""Multi-host training jobs on one machine: hosts with their own loopback addresses that
+resolve by name, one log stream per host, the MXNet parameter server, and a failing host
+ending the job."""
+import json
+import os
+import time
+
+from conftest import ROOT, job_request, unique, upload_code, wait_for
+from test_training import EXAMPLE, mnist_data, upload_dir  # noqa: F401 (fixture)
+
+STREAM_GROUP = "/aws/sagemaker/TrainingJobs"
+
+
+def stream_texts(logs, job):
+    """{host: text} of every log stream of the job."""
+    out = {}
+    streams = logs.describe_log_streams(logGroupName=STREAM_GROUP, logStreamNamePrefix=job + "/")["logStreams"]
+    for s in streams:
+        lines, token = [], None
+        while True:
+            kw = dict(logGroupName=STREAM_GROUP, logStreamName=s["logStreamName"], startFromHead=True)
+            if token:
+                kw["nextToken"] = token
+            page = logs.get_log_events(**kw)
+            if not page["events"]:
+                break
+            lines += [e["message"] for e in page["events"]]
+            token = page["nextForwardToken"]
+        host = s["logStreamName"].split("/", 1)[1].rsplit("-", 1)[0]
+        out[host] = "\n".join(lines)
+    return out
+
+
+def test_two_hosts_train_the_example_with_dist_sync(sm, s3, logs, bucket, mnist_data):
+    job = unique("dist")
+    source = upload_code(s3, bucket, job, {"train.py": open(os.path.join(EXAMPLE, "train.py")).read()})
+    channels = {c: upload_dir(s3, bucket, os.path.join(mnist_data, c), "data/%s/%s" % (job, c)) for c in ("train", "test")}
+    req = job_request(job, bucket, source, channels=channels, hps={
+        "epochs": "2", "kvstore": '"dist_sync"', "sagemaker_parameter_server_enabled": "true"})
+    req["ResourceConfig"]["InstanceCount"] = 2
+    sm.create_training_job(**req)
+    d = wait_for(sm, job, timeout=400)
+    texts = stream_texts(logs, job)
+    assert d["TrainingJobStatus"] == "Completed", (d.get("FailureReason"), {h: t[-3000:] for h, t in texts.items()})
+    assert sorted(texts) == ["algo-1", "algo-2"], sorted(texts)
+    ranks = set()
+    for host, text in texts.items():
+        line = next(l for l in text.splitlines() if l.startswith("kvstore dist_sync"))
+        assert "num_workers 2" in line and host in line, line
+        ranks.add(line.split("rank ")[1].split(",")[0])
+        assert "final test accuracy" in text, text[-2000:]
+    assert ranks == {"0", "1"}, ranks
+    # The scheduler runs on hosts[0] only; each host runs one server.
+    assert "parameter server scheduler on algo-1" in texts["algo-1"]
+    assert "parameter server scheduler" not in texts["algo-2"]
+    assert all("parameter server server on " + h in texts[h] for h in texts)
+    # One model, from algo-1.
+    assert d["ModelArtifacts"]["S3ModelArtifacts"].endswith("/%s/output/model.tar.gz" % job)
+
+
+PROBE = r'''
+import json, os, socket, sys
+hosts = json.loads(os.environ["SM_HOSTS"])
+me = os.environ["SM_CURRENT_HOST"]
+addresses = {h: socket.gethostbyname(h) for h in hosts}
+rc = json.load(open(os.path.join(os.environ["SM_INPUT_CONFIG_DIR"], "resourceconfig.json")))
+dmlc = {k: v for k, v in os.environ.items() if k.startswith("DMLC_") or k == "PS_VERBOSE"}
+print("PROBE " + json.dumps({"me": me, "hosts": hosts, "addresses": addresses, "rc": rc, "dmlc": dmlc,
+                             "hostname": socket.gethostname()}))
+if me == "algo-2" and os.environ.get("FAIL_ON_ALGO_2"):
+    sys.exit(5)
+if os.environ.get("FAIL_ON_ALGO_2"):
+    import time
+    time.sleep(300)
+'''
+
+
+def probe_lines(texts):
+    out = {}
+    for host, text in texts.items():
+        line = next(l for l in text.splitlines() if l.startswith("PROBE "))
+        out[host] = json.loads(line[len("PROBE "):])
+    return out
+
+
+def test_three_hosts_resolve_each_other_on_their_own_loopback_addresses(sm, s3, logs, bucket):
+    job = unique("hosts")
+    source = upload_code(s3, bucket, job, {"probe.py": PROBE})
+    req = job_request(job, bucket, source, program="probe.py", hps={
+        "sagemaker_parameter_server_enabled": "true", "_ps_port": "9123"})
+    req["ResourceConfig"]["InstanceCount"] = 3
+    sm.create_training_job(**req)
+    d = wait_for(sm, job, timeout=200)
+    texts = stream_texts(logs, job)
+    assert d["TrainingJobStatus"] == "Completed", (d.get("FailureReason"), texts)
+    probes = probe_lines(texts)
+    assert sorted(probes) == ["algo-1", "algo-2", "algo-3"]
+    addresses = probes["algo-1"]["addresses"]
+    assert len(set(addresses.values())) == 3, addresses
+    for host, p in probes.items():
+        assert p["me"] == host and p["hosts"] == ["algo-1", "algo-2", "algo-3"]
+        assert p["addresses"] == addresses, "every host sees the same names"
+        assert addresses[host].startswith("127.") and addresses[host] != "127.0.0.1"
+        assert p["rc"]["current_host"] == host and p["rc"]["hosts"] == p["hosts"]
+        assert p["rc"]["instance_groups"][0]["hosts"] == p["hosts"]
+        assert p["rc"]["network_interface_name"] == "eth0"
+        assert p["dmlc"] == {
+            "DMLC_NUM_WORKER": "3", "DMLC_NUM_SERVER": "3", "DMLC_ROLE": "worker",
+            "DMLC_PS_ROOT_URI": addresses["algo-1"], "DMLC_PS_ROOT_PORT": "9123", "PS_VERBOSE": "0",
+            "DMLC_NODE_HOST": addresses[host],
+        }
+    # Where the agent may make namespaces (root), the host's name is its hostname too.
+    if os.geteuid() == 0:
+        assert {p["hostname"] for p in probes.values()} == {"algo-1", "algo-2", "algo-3"}
+
+
+def test_one_failing_host_fails_the_job_names_the_host_and_stops_the_others(sm, s3, logs, bucket):
+    job = unique("hostfail")
+    source = upload_code(s3, bucket, job, {"probe.py": PROBE})
+    req = job_request(job, bucket, source, program="probe.py")
+    req["ResourceConfig"]["InstanceCount"] = 2
+    req["Environment"] = {"FAIL_ON_ALGO_2": "1"}
+    started = time.time()
+    sm.create_training_job(**req)
+    d = wait_for(sm, job, timeout=120)
+    assert d["TrainingJobStatus"] == "Failed"
+    assert "(host algo-2)" in d["FailureReason"] and "ExitCode 5" in d["FailureReason"], d["FailureReason"]
+    # algo-1 sleeps for 300 s unless it is stopped.
+    assert time.time() - started < 100
+    texts = stream_texts(logs, job)
+    assert "Stop requested" in texts["algo-1"], texts["algo-1"][-2000:]
