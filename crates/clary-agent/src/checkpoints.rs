@@ -183,12 +183,12 @@ mod tests {
     fn seeds_from_the_prefix_and_uploads_settled_changes_then_everything_at_the_end() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path().join("store")).unwrap();
-        store.create_bucket("b").unwrap();
+        store.create_bucket("bkt").unwrap();
         store
-            .put_bytes("b", "ck/run/old.txt", b"old", PutOptions::default())
+            .put_bytes("bkt", "ck/run/old.txt", b"old", PutOptions::default())
             .unwrap();
         let cp = CheckpointSpec {
-            bucket: "b".into(),
+            bucket: "bkt".into(),
             prefix: "ck/run".into(),
             local_path: dir.path().join("local"),
         };
@@ -203,11 +203,11 @@ mod tests {
         // First sight: pending; second, unchanged: uploaded (with the seeded file).
         assert_eq!(synced.scan(&store, &cp, false).unwrap(), 0);
         assert_eq!(synced.scan(&store, &cp, false).unwrap(), 2);
-        assert_eq!(store.get_bytes("b", "ck/run/sub/new.txt").unwrap(), b"new");
+        assert_eq!(store.get_bytes("bkt", "ck/run/sub/new.txt").unwrap(), b"new");
         std::fs::write(cp.local_path.join("sub/new.txt"), b"newer!").unwrap();
         assert_eq!(synced.scan(&store, &cp, true).unwrap(), 1);
         assert_eq!(
-            store.get_bytes("b", "ck/run/sub/new.txt").unwrap(),
+            store.get_bytes("bkt", "ck/run/sub/new.txt").unwrap(),
             b"newer!"
         );
     }
