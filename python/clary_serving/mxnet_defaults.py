@@ -96,7 +96,9 @@ class ModuleRunner:
         self.data_name = module.data_names[0]
         self.data_shape = tuple(module.data_shapes[0].shape)
         arg, aux = module.get_params()
-        self.params = {**arg, **aux}
+        # A Module bound without label names keeps a loss layer's label (`softmax_label`) among
+        # its parameters, sized for the bound batch; it is filled per batch size instead.
+        self.params = {k: v for k, v in {**arg, **aux}.items() if not k.endswith("_label")}
         self.symbol = module.symbol
         self.inputs = self.symbol.list_inputs()
         self.op = mx.nd.CachedOp(self.symbol)
