@@ -42,6 +42,28 @@ impl JobLog {
     pub fn sender(&self) -> UnboundedSender<LogLine> {
         self.tx.clone()
     }
+
+    /// A handle that does not keep the log open: for threads that may outlive the job (a
+    /// Pipe-mode feeder blocked on a FIFO nobody opens), so the log still ends with the job.
+    pub fn downgrade(&self) -> WeakJobLog {
+        WeakJobLog {
+            tx: self.tx.downgrade(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct WeakJobLog {
+    tx: tokio::sync::mpsc::WeakUnboundedSender<LogLine>,
+}
+
+impl WeakJobLog {
+    /// Logs like [`JobLog::info`] while the job's log is still open.
+    pub fn info(&self, message: &str) {
+        if let Some(tx) = self.tx.upgrade() {
+            JobLog { tx }.info(message);
+        }
+    }
 }
 
 fn num_gpus() -> usize {
@@ -181,7 +203,7 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
                     ch.clone(),
                     objects,
                     layout.data(),
-                    log.clone(),
+                    log.downgrade(),
                 ) {
                     return failed(
                         spec,

@@ -4,7 +4,7 @@
 //! `<channel>_<N+1>` on EOF always finds it. Gzip objects are decompressed on the way; with
 //! `RecordWrapperType: RecordIO` each object travels as one MXNet RecordIO record.
 
-use crate::host::JobLog;
+use crate::host::WeakJobLog;
 use crate::staging::ChannelObject;
 use clary_exec::protocol::ChannelSpec;
 use clary_store::LocalStore;
@@ -135,8 +135,9 @@ pub fn start_channel(
     ch: ChannelSpec,
     objects: Vec<ChannelObject>,
     data_dir: PathBuf,
-    log: JobLog,
+    log: WeakJobLog,
 ) -> io::Result<()> {
+    std::fs::create_dir_all(&data_dir)?;
     make_fifo(&fifo_path(&data_dir, &ch.name, 0))?;
     std::thread::Builder::new()
         .name(format!("pipe-{}", ch.name))

@@ -297,6 +297,12 @@ pub fn create_training_job(
         }
         if let Some(c) = ch.get("CompressionType").and_then(Value::as_str) {
             one_of(c, &["None", "Gzip"], &format!("{at}.compressionType"))?;
+            let ch_mode = ch.get("InputMode").and_then(Value::as_str).unwrap_or(mode);
+            if c == "Gzip" && ch_mode != "Pipe" {
+                return Err(ControlError::Validation(format!(
+                    "Channel {cname}: CompressionType Gzip is supported only in Pipe input mode; use InputMode Pipe for this channel or upload the data uncompressed"
+                )));
+            }
         }
         if let Some(r) = ch.get("RecordWrapperType").and_then(Value::as_str) {
             one_of(r, &["None", "RecordIO"], &format!("{at}.recordWrapperType"))?;
