@@ -838,9 +838,13 @@ impl ControlPlane {
         if job.stop_requested || used >= max {
             return false;
         }
-        let first_line = why.lines().next().unwrap_or_default();
+        // The failure text on one line, short enough for a status message.
+        let mut brief: String = why.split_whitespace().collect::<Vec<_>>().join(" ");
+        if brief.chars().count() > 400 {
+            brief = brief.chars().take(400).collect::<String>() + "…";
+        }
         let msg = format!(
-            "Restarting the training job (attempt {} of {}) after a transient failure on {host}: {first_line}",
+            "Restarting the training job (attempt {} of {}) after a transient failure on {host}: {brief}",
             used + 2,
             max + 1
         );
