@@ -41,10 +41,11 @@ class Run:
 @pytest.fixture(scope="module")
 def runs(server, mnist_data):
     started = {name: Run(server, sys.executable, os.path.join(HERE, "fit_v2.py"), name, mnist_data)
-               for name in ("logs", "attach", "fail")}
+               for name in ("logs", "attach", "fail", "dist", "pipe")}
     if os.path.exists(V1_PYTHON):
         bucket = "sdk-v1-" + uuid.uuid4().hex[:10]
-        started["v1"] = Run(server, V1_PYTHON, os.path.join(HERE, "fit_v1.py"), EXAMPLE, mnist_data, bucket)
+        started["v1"] = Run(server, V1_PYTHON, os.path.join(HERE, "fit_v1.py"), EXAMPLE,
+                            os.path.join(HERE, "legacy"), mnist_data, bucket)
     yield started
     for r in started.values():
         if r.proc.poll() is None:
@@ -101,12 +102,61 @@ def test_failing_script_raises_unexpected_status_with_our_failure_reason(runs):
     assert "deliberate failure requested by the hyperparameters" in stdout  # the traceback, streamed
 
 
+def modes_reports(logs, job):
+    from test_distributed import stream_texts
+    out = {}
+    for host, text in stream_texts(logs, job).items():
+        line = next(l for l in text.splitlines() if l.startswith("MODES "))
+        out[host] = json.loads(line[len("MODES "):])
+    return out
+
+
+def test_two_instances_with_the_parameter_server_sharded_input_and_checkpoints(runs, logs):
+    out, _ = runs["dist"].result()
+    d = out["describe"]
+    assert d["TrainingJobStatus"] == "Completed"
+    assert d["ResourceConfig"]["InstanceCount"] == 2
+    assert json.loads(d["HyperParameters"]["sagemaker_parameter_server_enabled"]) is True
+    reports = modes_reports(logs, out["job"])
+    assert sorted(reports) == ["algo-1", "algo-2"]
+    parts = ["part-%d.txt" % i for i in range(6)]
+    a, b = reports["algo-1"]["sharded"], reports["algo-2"]["sharded"]
+    assert sorted(a + b) == parts and not set(a) & set(b)
+    assert reports["algo-1"]["replicated"] == parts == reports["algo-2"]["replicated"]
+    assert reports["algo-1"]["config"]["sharded"]["S3DistributionType"] == "ShardedByS3Key"
+    assert {r["num_workers"] for r in reports.values()} == {2}
+    assert sorted(r["rank"] for r in reports.values()) == [0, 1]
+    # Each host's checkpoint file reached checkpoint_s3_uri.
+    assert [u.rsplit("/", 1)[1] for u in out["checkpoints"]] == ["seen-by-algo-1.json", "seen-by-algo-2.json"]
+    assert d["CheckpointConfig"]["S3Uri"].startswith("s3://")
+
+
+def test_pipe_input_mode_with_gzip_next_to_a_file_channel(runs, logs):
+    out, _ = runs["pipe"].result()
+    d = out["describe"]
+    assert d["TrainingJobStatus"] == "Completed"
+    assert d["AlgorithmSpecification"]["TrainingInputMode"] == "Pipe"
+    report = modes_reports(logs, out["job"])["algo-1"]
+    assert report["config"]["stream"]["TrainingInputMode"] == "Pipe"
+    assert report["config"]["files"]["TrainingInputMode"] == "File"
+    assert [p["sha256"] for p in report["stream"]] == [out["expected"]] * 2
+    assert report["files"] == ["images.npy", "labels.npy"]
+
+
 @pytest.mark.skipif(not os.path.exists(V1_PYTHON), reason="the SDK v1 venv (scripts/test.sh builds it) is missing")
-def test_sdk_v1_seed_example_and_script_mode_on_real_mxnet_1_3(runs, logs, mnist_data):
+def test_sdk_v1_legacy_1_2_1_and_script_mode_on_real_mxnet_1_3(runs, logs, mnist_data):
     out, stdout = runs["v1"].result()
     legacy = out["legacy"]
-    assert legacy["raised"] == "ClientError" and legacy["seconds"] < 30, legacy
-    assert "ValidationException" in legacy["message"] and "legacy train() mode" in legacy["message"]
+    assert legacy["status"] == "Completed", legacy
+    assert legacy["image"].endswith("/sagemaker-mxnet:1.2.1-gpu-py2"), legacy
+    legacy_log = log_text(logs, legacy["job"])
+    # No GPU here: it says so and trains on CPU, on the real MXNet of the 1.3 runtime.
+    assert "has no GPU" in legacy_log and "/mxnet-1.3/bin/python -m clary_training.legacy" in legacy_log
+    accuracy = float(legacy_log.split("legacy test accuracy: ")[1].split()[0])
+    assert accuracy > 0.5, legacy_log[-2000:]
+    assert legacy["model_files"] == ["model-0000.params", "model-shapes.json", "model-symbol.json"]
+    legacy_probs = np.array(legacy["prediction"])
+    assert legacy_probs.shape == (2, 10) and np.allclose(legacy_probs.sum(axis=1), 1, atol=1e-3)
     assert out["status"] == "Completed"
     assert out["image"].endswith("/sagemaker-mxnet:1.3.0-cpu-py3")
     # It really ran on MXNet 1.3.0, and the v1 log loop printed the job's lines.

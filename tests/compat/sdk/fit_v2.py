@@ -7,7 +7,12 @@ run (argv[1]); prints one JSON line of findings last for the test to check.
   attach  fit('s3://…', wait=False) with a role ARN, MXNet.attach while it runs, then
           latest_training_job.wait(), then attach on the finished job
   fail    a script that raises: fit raises UnexpectedStatusException with our FailureReason
+  dist    instance_count=2 with the parameter server, a ShardedByS3Key TrainingInput next to a
+          replicated one, and checkpoint_s3_uri
+  pipe    input_mode='Pipe' with a Gzip channel and a File-mode channel beside it
 """
+import gzip
+import hashlib
 import json
 import os
 import sys
@@ -16,6 +21,7 @@ import tempfile
 import time
 
 import sagemaker
+from sagemaker.inputs import TrainingInput
 from sagemaker.mxnet import MXNet
 from sagemaker.s3 import S3Downloader, S3Uploader
 
@@ -87,4 +93,37 @@ elif scenario == "fail":
     job = est.latest_training_job.name
     out["failure_reason"] = sm.describe_training_job(TrainingJobName=job)["FailureReason"]
 
-print(json.dumps(out))
+elif scenario == "dist":
+    shards = "s3://%s/sdk-shards-%s" % (bucket, stamp)
+    for i in range(6):
+        S3Uploader.upload_string_as_file_body("part %d" % i, "%s/part-%d.txt" % (shards, i))
+    checkpoints = "s3://%s/sdk-checkpoints-%s" % (bucket, stamp)
+    est = estimator(source_dir=os.path.join(HERE, "modes"), dependencies=[], instance_count=2,
+                    distribution={"parameter_server": {"enabled": True}}, checkpoint_s3_uri=checkpoints)
+    est.fit({"sharded": TrainingInput(shards, distribution="ShardedByS3Key"),
+             "replicated": TrainingInput(shards)}, logs=False)
+    job = est.latest_training_job.name
+    out["job"] = job
+    out["checkpoints"] = sorted(S3Downloader.list(checkpoints))
+    out["describe"] = {k: v for k, v in sm.describe_training_job(TrainingJobName=job).items()
+                       if k in ("CheckpointConfig", "HyperParameters", "ResourceConfig", "InputDataConfig",
+                                "TrainingJobStatus")}
+
+elif scenario == "pipe":
+    prefix = "s3://%s/sdk-pipe-%s" % (bucket, stamp)
+    local = tempfile.mkdtemp()
+    for i in range(3):
+        with open(os.path.join(local, "part-%d.gz" % i), "wb") as f:
+            f.write(gzip.compress(("line %d\n" % i).encode() * 500))
+    S3Uploader.upload(local, prefix + "/gz")
+    files = upload("test")
+    est = estimator(source_dir=os.path.join(HERE, "modes"), dependencies=[], input_mode="Pipe")
+    est.fit({"stream": TrainingInput(prefix + "/gz", compression="Gzip"),
+             "files": TrainingInput(files, input_mode="File")}, logs=False)
+    job = est.latest_training_job.name
+    out["job"] = job
+    out["expected"] = hashlib.sha256("".join(("line %d\n" % i) * 500 for i in range(3)).encode()).hexdigest()
+    out["describe"] = {k: v for k, v in sm.describe_training_job(TrainingJobName=job).items()
+                       if k in ("AlgorithmSpecification", "InputDataConfig", "TrainingJobStatus")}
+
+print(json.dumps(out, default=str))
