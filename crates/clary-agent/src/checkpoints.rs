@@ -73,7 +73,10 @@ fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, PathBuf, Stamp)>) {
         } else if meta.is_file()
             && let Ok(rel) = path.strip_prefix(base)
         {
-            let stamp = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+            let stamp = (
+                meta.len(),
+                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            );
             out.push((rel.to_string_lossy().into_owned(), path, stamp));
         }
     }
@@ -90,7 +93,12 @@ struct Synced {
 impl Synced {
     /// Uploads changed files: while the script runs only those that held still since the last
     /// scan (so a file being written is not sent half-done), at the end all of them.
-    fn scan(&mut self, store: &LocalStore, cp: &CheckpointSpec, last: bool) -> Result<usize, String> {
+    fn scan(
+        &mut self,
+        store: &LocalStore,
+        cp: &CheckpointSpec,
+        last: bool,
+    ) -> Result<usize, String> {
         let mut files = Vec::new();
         walk(&cp.local_path, &cp.local_path, &mut files);
         let mut sent = 0;
@@ -203,7 +211,10 @@ mod tests {
         // First sight: pending; second, unchanged: uploaded (with the seeded file).
         assert_eq!(synced.scan(&store, &cp, false).unwrap(), 0);
         assert_eq!(synced.scan(&store, &cp, false).unwrap(), 2);
-        assert_eq!(store.get_bytes("bkt", "ck/run/sub/new.txt").unwrap(), b"new");
+        assert_eq!(
+            store.get_bytes("bkt", "ck/run/sub/new.txt").unwrap(),
+            b"new"
+        );
         std::fs::write(cp.local_path.join("sub/new.txt"), b"newer!").unwrap();
         assert_eq!(synced.scan(&store, &cp, true).unwrap(), 1);
         assert_eq!(

@@ -186,14 +186,13 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
             .position(|h| h == &spec.current_host)
             .unwrap_or(0);
         for ch in &spec.channels {
-            let objects =
-                match staging::channel_objects(&store, ch, host_index, spec.hosts.len()) {
-                    Ok(o) => o,
-                    Err(e) => return failed(spec, format!("ClientError: {e}")),
-                };
+            let objects = match staging::channel_objects(&store, ch, host_index, spec.hosts.len()) {
+                Ok(o) => o,
+                Err(e) => return failed(spec, format!("ClientError: {e}")),
+            };
             let n = objects.len();
             let share = if ch.sharded && spec.hosts.len() > 1 {
-                format!(" (this host's ShardedByS3Key share)")
+                " (this host's ShardedByS3Key share)".to_string()
             } else {
                 String::new()
             };
@@ -207,7 +206,10 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
                 ) {
                     return failed(
                         spec,
-                        format!("InternalServerError: making the FIFO of channel {}: {e}", ch.name),
+                        format!(
+                            "InternalServerError: making the FIFO of channel {}: {e}",
+                            ch.name
+                        ),
                     );
                 }
                 log.info(&format!(

@@ -26,7 +26,8 @@ pub fn fifo_path(data_dir: &Path, channel: &str, pass: u32) -> PathBuf {
 
 fn make_fifo(path: &Path) -> io::Result<()> {
     let _ = std::fs::remove_file(path);
-    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(io::Error::from)
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(io::Error::from)
 }
 
 /// Writes `data` as one RecordIO record the way dmlc's `RecordIOWriter` does: the data is cut
@@ -66,12 +67,18 @@ pub fn write_recordio<W: Write>(data: &[u8], out: &mut W) -> io::Result<()> {
 }
 
 /// One object's bytes as the script should see them (decompressed when the channel is Gzip).
-fn object_reader(store: &LocalStore, ch: &ChannelSpec, obj: &ChannelObject) -> io::Result<Box<dyn Read>> {
+fn object_reader(
+    store: &LocalStore,
+    ch: &ChannelSpec,
+    obj: &ChannelObject,
+) -> io::Result<Box<dyn Read>> {
     let (_, file) = store
         .open_object(&obj.bucket, &obj.key)
         .map_err(|e| io::Error::other(format!("s3://{}/{}: {e}", obj.bucket, obj.key)))?;
     Ok(if ch.gzip {
-        Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, file)))
+        Box::new(flate2::read::MultiGzDecoder::new(
+            io::BufReader::with_capacity(1 << 20, file),
+        ))
     } else {
         Box::new(file)
     })
@@ -182,7 +189,10 @@ mod tests {
         let mut out = Vec::new();
         let mut cur = Vec::new();
         while !buf.is_empty() {
-            assert_eq!(u32::from_le_bytes(buf[..4].try_into().unwrap()), RECORDIO_MAGIC);
+            assert_eq!(
+                u32::from_le_bytes(buf[..4].try_into().unwrap()),
+                RECORDIO_MAGIC
+            );
             let l = u32::from_le_bytes(buf[4..8].try_into().unwrap());
             let (flag, len) = (l >> 29, (l & ((1 << 29) - 1)) as usize);
             let padded = len.div_ceil(4) * 4;

@@ -41,8 +41,8 @@ pub struct ChannelObject {
 /// The manifest's entries (CONTRACT: a JSON list, `{"prefix": "s3://bucket/p/"}` first, then
 /// keys relative to it) as objects.
 pub fn parse_manifest(text: &str) -> Result<Vec<ChannelObject>, String> {
-    let list: Vec<serde_json::Value> = serde_json::from_str(text)
-        .map_err(|e| format!("the manifest is not a JSON list: {e}"))?;
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| format!("the manifest is not a JSON list: {e}"))?;
     let mut items = list.into_iter();
     let prefix = items
         .next()
@@ -142,12 +142,9 @@ pub fn stage_channel(
                 .map_err(|e| format!("creating {}: {e}", parent.display()))?;
         }
         let _ = fs::remove_file(&target);
-        let (_, source) = store.data_path(&obj.bucket, &obj.key).map_err(|e| {
-            format!(
-                "channel {}: s3://{}/{}: {e}",
-                ch.name, obj.bucket, obj.key
-            )
-        })?;
+        let (_, source) = store
+            .data_path(&obj.bucket, &obj.key)
+            .map_err(|e| format!("channel {}: s3://{}/{}: {e}", ch.name, obj.bucket, obj.key))?;
         if link_or_copy(&source, &target).is_err() {
             // Replaced between the lookup and the link: look it up again.
             let (_, fresh) = store
@@ -353,8 +350,7 @@ mod tests {
 
     #[test]
     fn manifests_list_keys_under_their_prefix() {
-        let objs =
-            parse_manifest(r#"[{"prefix": "s3://bkt/data/"}, "a/1.csv", "b.csv"]"#).unwrap();
+        let objs = parse_manifest(r#"[{"prefix": "s3://bkt/data/"}, "a/1.csv", "b.csv"]"#).unwrap();
         assert_eq!(objs[0].key, "data/a/1.csv");
         assert_eq!(objs[1].rel, "b.csv");
         assert_eq!(objs[1].bucket, "bkt");

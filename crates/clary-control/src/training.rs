@@ -803,7 +803,11 @@ impl ControlPlane {
         for h in job.hosts.iter().filter(|h| h.result.is_none()) {
             self.exec.terminate(h.process());
         }
-        if self.restart(job, &dead[0], "its host agent exited without reporting a result") {
+        if self.restart(
+            job,
+            &dead[0],
+            "its host agent exited without reporting a result",
+        ) {
             return self.save(job);
         }
         let log = self
@@ -1026,11 +1030,13 @@ impl ControlPlane {
                 device: image.device.clone(),
                 legacy: image.mode == Mode::Legacy,
                 attempt: attempt_of(job),
-                checkpoint: checkpoint.as_ref().map(|(bucket, prefix, local)| CheckpointSpec {
-                    bucket: bucket.clone(),
-                    prefix: prefix.clone(),
-                    local_path: local_checkpoint_dir(&opt_ml, local),
-                }),
+                checkpoint: checkpoint
+                    .as_ref()
+                    .map(|(bucket, prefix, local)| CheckpointSpec {
+                        bucket: bucket.clone(),
+                        prefix: prefix.clone(),
+                        local_path: local_checkpoint_dir(&opt_ml, local),
+                    }),
             };
             let spec_path = base_dir.join("spec.json");
             let bytes = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
