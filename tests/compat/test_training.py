@@ -155,10 +155,14 @@ def test_bad_requests_get_aws_errors_and_change_nothing(sm, s3, bucket, server):
     assert code == "ValidationException" and "20" in msg
     code, msg = code_of(job_request(unique("nobucket"), "no-such-bucket-xyz", source))
     assert code == "ValidationException" and "does not exist" in msg
-    req = job_request(unique("legacy"), bucket, source)
-    req["AlgorithmSpecification"]["TrainingImage"] = "520713654638.dkr.ecr.us-east-1.amazonaws.com/sagemaker-mxnet:1.2.1-cpu-py2"
+    req = job_request(unique("retries"), bucket, source)
+    req["RetryStrategy"] = {"MaximumRetryAttempts": 31}
     code, msg = code_of(req)
-    assert code == "ValidationException" and "legacy" in msg
+    assert code == "ValidationException" and "retryStrategy.maximumRetryAttempts" in msg
+    req = job_request(unique("ckpt"), bucket, source)
+    req["CheckpointConfig"] = {"S3Uri": "s3://no-such-bucket-xyz/ckpt"}
+    code, msg = code_of(req)
+    assert code == "ValidationException" and "CheckpointConfig.S3Uri" in msg and "does not exist" in msg
     # A duplicate name is ResourceInUse and leaves the first job alone.
     job = unique("dup")
     sm.create_training_job(**job_request(job, bucket, source))

@@ -1,7 +1,7 @@
 //! One host's run of a training job: stage, install, run the script, package, report.
 
 use crate::checkpoints::{self, CheckpointSync};
-use crate::contract::TrainingContract;
+use crate::contract::{Layout, TrainingContract};
 use crate::network::HostIdentity;
 use crate::parameter_server::{PsLayout, PsProcesses};
 use crate::pipe;
@@ -180,62 +180,8 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
             })?;
             runtimes.ensure(&def, &mut |line| log2.line(line))
         });
-        let host_index = spec
-            .hosts
-            .iter()
-            .position(|h| h == &spec.current_host)
-            .unwrap_or(0);
-        for ch in &spec.channels {
-            let objects = match staging::channel_objects(&store, ch, host_index, spec.hosts.len()) {
-                Ok(o) => o,
-                Err(e) => return failed(spec, format!("ClientError: {e}")),
-            };
-            let n = objects.len();
-            let share = if ch.sharded && spec.hosts.len() > 1 {
-                " (this host's ShardedByS3Key share)".to_string()
-            } else {
-                String::new()
-            };
-            if ch.input_mode == "Pipe" {
-                if let Err(e) = pipe::start_channel(
-                    store.clone(),
-                    ch.clone(),
-                    objects,
-                    layout.data(),
-                    log.downgrade(),
-                ) {
-                    return failed(
-                        spec,
-                        format!(
-                            "InternalServerError: making the FIFO of channel {}: {e}",
-                            ch.name
-                        ),
-                    );
-                }
-                log.info(&format!(
-                    "Channel {}: {n} objects from s3://{}/{}{share} stream through {}_0, {}_1, … in {}",
-                    ch.name, ch.bucket, ch.prefix, ch.name, ch.name, layout.data().display()
-                ));
-                continue;
-            }
-            match staging::stage_channel(&store, ch, &objects, &layout.channel(&ch.name)) {
-                Ok(n) => log.info(&format!(
-                    "Channel {}: {n} objects from s3://{}/{}{share} ready",
-                    ch.name, ch.bucket, ch.prefix
-                )),
-                Err(e) => return failed(spec, format!("ClientError: {e}")),
-            }
-        }
-        if let Some(cp) = &spec.checkpoint {
-            match checkpoints::seed(&store, cp) {
-                Ok(n) => log.info(&format!(
-                    "Checkpoints: {n} files from s3://{}/{} in {}",
-                    cp.bucket,
-                    cp.prefix,
-                    cp.local_path.display()
-                )),
-                Err(e) => return failed(spec, format!("ClientError: checkpoints: {e}")),
-            }
+        if let Err(reason) = present_inputs(spec, &store, &layout, log) {
+            return failed(spec, reason);
         }
         match ensure.await {
             Ok(Ok(p)) => p,
@@ -334,70 +280,7 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
             ..
         }
     );
-    let (outcome, exit_code, reason) = match &end {
-        RunEnd::Exited { code: 0, .. } => {
-            let _ = std::fs::write(layout.output().join("success"), "");
-            (Outcome::Completed, Some(0), None)
-        }
-        RunEnd::Exited { code, command } => {
-            let text = format!(
-                "ExecuteUserScriptError:\nExitCode {code}\nErrorMessage \"\"\nCommand \"{command}\""
-            );
-            (
-                Outcome::Failed,
-                Some(*code),
-                Some(failure_reason(&layout.output(), &text)),
-            )
-        }
-        RunEnd::Signalled {
-            signal,
-            command,
-            stopped: false,
-            timed_out: false,
-        } => {
-            let extra = if *signal == 9 {
-                "\nExtraInfo \"OutOfMemory: Process killed by SIGKILL (signal 9)\""
-            } else {
-                ""
-            };
-            let text = format!(
-                "ExecuteUserScriptError:\nExitCode {}\nErrorMessage \"\"\nCommand \"{command}\"{extra}",
-                128 + signal
-            );
-            (
-                Outcome::Failed,
-                Some(128 + signal),
-                Some(failure_reason(&layout.output(), &text)),
-            )
-        }
-        RunEnd::Signalled {
-            timed_out: true, ..
-        } => (
-            Outcome::MaxRuntimeExceeded,
-            None,
-            Some(format!(
-                "MaxRuntimeExceeded: Training job exceeded MaxRuntimeInSeconds ({} s)",
-                spec.max_runtime_secs
-            )),
-        ),
-        RunEnd::Signalled { .. } => (Outcome::Stopped, None, None),
-        RunEnd::SpawnFailed(e) => (
-            Outcome::Failed,
-            None,
-            Some(failure_reason(
-                &layout.output(),
-                &format!("ExecuteUserScriptError:\n{e}"),
-            )),
-        ),
-        RunEnd::Aborted(why) => (
-            Outcome::Failed,
-            None,
-            Some(failure_reason(
-                &layout.output(),
-                &format!("ParameterServerError:\n{why}"),
-            )),
-        ),
-    };
+    let (outcome, exit_code, reason) = outcome_of(&end, spec, &layout.output());
     let (outcome, reason) = match checkpoint_error {
         Some(e) if outcome == Outcome::Completed => (Outcome::Failed, Some(e)),
         _ => (outcome, reason),
@@ -428,6 +311,149 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
         transient: transient && outcome == Outcome::Failed,
         attempt: spec.attempt,
     }
+}
+
+/// The job's outcome, exit code and failure reason from how the script ended (the toolkit's
+/// texts, written to `output/failure` unless the script left its own).
+fn outcome_of(
+    end: &RunEnd,
+    spec: &HostSpec,
+    output_dir: &Path,
+) -> (Outcome, Option<i32>, Option<String>) {
+    match end {
+        RunEnd::Exited { code: 0, .. } => {
+            let _ = std::fs::write(output_dir.join("success"), "");
+            (Outcome::Completed, Some(0), None)
+        }
+        RunEnd::Exited { code, command } => {
+            let text = format!(
+                "ExecuteUserScriptError:\nExitCode {code}\nErrorMessage \"\"\nCommand \"{command}\""
+            );
+            (
+                Outcome::Failed,
+                Some(*code),
+                Some(failure_reason(output_dir, &text)),
+            )
+        }
+        RunEnd::Signalled {
+            signal,
+            command,
+            stopped: false,
+            timed_out: false,
+        } => {
+            let extra = if *signal == 9 {
+                "\nExtraInfo \"OutOfMemory: Process killed by SIGKILL (signal 9)\""
+            } else {
+                ""
+            };
+            let text = format!(
+                "ExecuteUserScriptError:\nExitCode {}\nErrorMessage \"\"\nCommand \"{command}\"{extra}",
+                128 + signal
+            );
+            (
+                Outcome::Failed,
+                Some(128 + signal),
+                Some(failure_reason(output_dir, &text)),
+            )
+        }
+        RunEnd::Signalled {
+            timed_out: true, ..
+        } => (
+            Outcome::MaxRuntimeExceeded,
+            None,
+            Some(format!(
+                "MaxRuntimeExceeded: Training job exceeded MaxRuntimeInSeconds ({} s)",
+                spec.max_runtime_secs
+            )),
+        ),
+        RunEnd::Signalled { .. } => (Outcome::Stopped, None, None),
+        RunEnd::SpawnFailed(e) => (
+            Outcome::Failed,
+            None,
+            Some(failure_reason(
+                output_dir,
+                &format!("ExecuteUserScriptError:\n{e}"),
+            )),
+        ),
+        RunEnd::Aborted(why) => (
+            Outcome::Failed,
+            None,
+            Some(failure_reason(
+                output_dir,
+                &format!("ParameterServerError:\n{why}"),
+            )),
+        ),
+    }
+}
+
+/// Makes every channel appear (files, or the first FIFO with its feeder running) and seeds
+/// the checkpoint directory; `Err` is the job's failure reason.
+fn present_inputs(
+    spec: &HostSpec,
+    store: &LocalStore,
+    layout: &Layout,
+    log: &JobLog,
+) -> Result<(), String> {
+    let host_index = spec
+        .hosts
+        .iter()
+        .position(|h| h == &spec.current_host)
+        .unwrap_or(0);
+    for ch in &spec.channels {
+        let objects = match staging::channel_objects(store, ch, host_index, spec.hosts.len()) {
+            Ok(o) => o,
+            Err(e) => return Err(format!("ClientError: {e}")),
+        };
+        let n = objects.len();
+        let share = if ch.sharded && spec.hosts.len() > 1 {
+            " (this host's ShardedByS3Key share)".to_string()
+        } else {
+            String::new()
+        };
+        if ch.input_mode == "Pipe" {
+            if let Err(e) = pipe::start_channel(
+                store.clone(),
+                ch.clone(),
+                objects,
+                layout.data(),
+                log.downgrade(),
+            ) {
+                return Err(format!(
+                    "InternalServerError: making the FIFO of channel {}: {e}",
+                    ch.name
+                ));
+            }
+            log.info(&format!(
+                "Channel {}: {n} objects from s3://{}/{}{share} stream through {}_0, {}_1, … in {}",
+                ch.name,
+                ch.bucket,
+                ch.prefix,
+                ch.name,
+                ch.name,
+                layout.data().display()
+            ));
+            continue;
+        }
+        match staging::stage_channel(store, ch, &objects, &layout.channel(&ch.name)) {
+            Ok(n) => log.info(&format!(
+                "Channel {}: {n} objects from s3://{}/{}{share} ready",
+                ch.name, ch.bucket, ch.prefix
+            )),
+            Err(e) => return Err(format!("ClientError: {e}")),
+        }
+    }
+    if let Some(cp) = &spec.checkpoint {
+        match checkpoints::seed(store, cp) {
+            Ok(n) => log.info(&format!(
+                "Checkpoints: {n} files from s3://{}/{} in {}",
+                cp.bucket,
+                cp.prefix,
+                cp.local_path.display()
+            )),
+            Err(e) => return Err(format!("ClientError: checkpoints: {e}")),
+        }
+    }
+    Ok(())
 }
 
 /// Writes the toolkit's failure text unless the script left its own (TT 5.1.4 keeps an
