@@ -11,7 +11,6 @@ cache). Needs a running server and `eval "$(clary env)"`.
 """
 import argparse
 import io
-import json
 import os
 import statistics
 import subprocess

@@ -179,11 +179,12 @@ def wait_secondary(sm, job, secondary, timeout=120):
     raise AssertionError("job %s never reached %s: %s" % (job, secondary, d))
 
 
-def log_text(logs, job):
+def stream_texts(logs, job):
+    """{host: text} of every log stream of a training job (streams are `<job>/<host>-<epoch>`)."""
+    out = {}
     streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=job + "/")["logStreams"]
-    lines = []
     for s in streams:
-        token = None
+        lines, token = [], None
         while True:
             kw = dict(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=s["logStreamName"], startFromHead=True)
             if token:
@@ -193,7 +194,14 @@ def log_text(logs, job):
                 break
             lines += [e["message"] for e in page["events"]]
             token = page["nextForwardToken"]
-    return "\n".join(lines)
+        host = s["logStreamName"].split("/", 1)[1].rsplit("-", 1)[0]
+        out[host] = out[host] + "\n" + "\n".join(lines) if host in out else "\n".join(lines)
+    return out
+
+
+def log_text(logs, job):
+    """Every line of a training job's log, stream after stream."""
+    return "\n".join(stream_texts(logs, job).values())
 
 
 INFERENCE_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/mxnet-inference:1.9.0-cpu-py38"

@@ -5,31 +5,8 @@ import json
 import os
 import time
 
-from conftest import ROOT, job_request, unique, upload_code, wait_for
+from conftest import job_request, stream_texts, unique, upload_code, wait_for
 from test_training import EXAMPLE, mnist_data, upload_dir  # noqa: F401 (fixture)
-
-STREAM_GROUP = "/aws/sagemaker/TrainingJobs"
-
-
-def stream_texts(logs, job):
-    """{host: text} of every log stream of the job."""
-    out = {}
-    streams = logs.describe_log_streams(logGroupName=STREAM_GROUP, logStreamNamePrefix=job + "/")["logStreams"]
-    for s in streams:
-        lines, token = [], None
-        while True:
-            kw = dict(logGroupName=STREAM_GROUP, logStreamName=s["logStreamName"], startFromHead=True)
-            if token:
-                kw["nextToken"] = token
-            page = logs.get_log_events(**kw)
-            if not page["events"]:
-                break
-            lines += [e["message"] for e in page["events"]]
-            token = page["nextForwardToken"]
-        host = s["logStreamName"].split("/", 1)[1].rsplit("-", 1)[0]
-        out[host] = "\n".join(lines)
-    return out
-
 
 def test_two_hosts_train_the_example_with_dist_sync(sm, s3, logs, bucket, mnist_data):
     job = unique("dist")

@@ -7,8 +7,7 @@ import json
 import os
 import struct
 
-from conftest import job_request, log_text, unique, upload_code, wait_for
-from test_distributed import stream_texts
+from conftest import job_request, log_text, stream_texts, unique, upload_code, wait_for
 
 GIB = 1 << 30
 OBJECT = 64 << 20

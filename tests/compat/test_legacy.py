@@ -8,7 +8,7 @@ import tarfile
 
 import numpy as np
 
-from conftest import ROLE, job_request, log_text, tar_gz, unique, upload_code, wait_endpoint, wait_for
+from conftest import ROLE, job_request, log_text, unique, upload_code, wait_endpoint, wait_for
 from test_training import upload_dir
 
 LEGACY_IMAGE = "520713654638.dkr.ecr.us-east-1.amazonaws.com/sagemaker-mxnet:1.2.1-cpu-py3"

@@ -11,7 +11,7 @@ import uuid
 import numpy as np
 import pytest
 
-from conftest import ROOT, log_text
+from conftest import ROOT, log_text, stream_texts
 from test_training import EXAMPLE, mnist_data  # noqa: F401 (a fixture)
 
 HERE = os.path.join(ROOT, "tests", "compat", "sdk")
@@ -103,7 +103,6 @@ def test_failing_script_raises_unexpected_status_with_our_failure_reason(runs):
 
 
 def modes_reports(logs, job):
-    from test_distributed import stream_texts
     out = {}
     for host, text in stream_texts(logs, job).items():
         line = next(l for l in text.splitlines() if l.startswith("MODES "))

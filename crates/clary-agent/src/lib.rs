@@ -14,3 +14,24 @@ pub mod runner;
 pub mod staging;
 
 pub use host::{dry_run, run_host};
+
+/// A host spec for unit tests: two hosts, `algo-2` first in `hosts` (so order matters), with
+/// the fields a test cares about given as JSON overrides.
+#[cfg(test)]
+pub(crate) fn test_spec(overrides: serde_json::Value) -> clary_exec::protocol::HostSpec {
+    let mut v = serde_json::json!({
+        "job_name": "j", "job_arn": "a", "region": "r", "current_host": "algo-1",
+        "hosts": ["algo-2", "algo-1"], "addresses": ["127.5.6.2", "127.5.6.1"],
+        "instance_type": "ml.c5.xlarge", "base_dir": "/x/opt_ml", "hyperparameters": {},
+        "channels": [], "training_input_mode": "File", "output_bucket": "b",
+        "output_prefix": "", "python": "p", "framework_module": "m", "environment": {},
+        "max_runtime_secs": 1, "stop_grace_secs": 1, "store_root": "/s",
+        "control_url": "u", "access_key": "k", "secret_key": "s", "log_stream": "l",
+        "python_shims": "/p", "runtimes_dir": "/r", "runtime": "mxnet-1.9",
+        "framework_version": "1.9.0", "device": "cpu"
+    });
+    for (k, val) in overrides.as_object().cloned().unwrap_or_default() {
+        v[k] = val;
+    }
+    serde_json::from_value(v).expect("a valid test spec")
+}

@@ -93,18 +93,9 @@ mod tests {
 
     #[test]
     fn hosts_file_keeps_the_system_entries_and_adds_each_host() {
-        let spec: HostSpec = serde_json::from_value(serde_json::json!({
-            "job_name": "j", "job_arn": "a", "region": "r", "current_host": "algo-2",
-            "hosts": ["algo-1", "algo-2"], "addresses": ["127.3.4.1", "127.3.4.2"],
-            "instance_type": "ml.c5.xlarge", "base_dir": "/x/opt_ml", "hyperparameters": {},
-            "channels": [], "training_input_mode": "File", "output_bucket": "b",
-            "output_prefix": "", "python": "p", "framework_module": "m", "environment": {},
-            "max_runtime_secs": 1, "stop_grace_secs": 1, "store_root": "/s",
-            "control_url": "u", "access_key": "k", "secret_key": "s", "log_stream": "l",
-            "python_shims": "/p", "runtimes_dir": "/r", "runtime": "mxnet-1.9",
-            "framework_version": "1.9.0", "device": "cpu"
-        }))
-        .unwrap();
+        let spec = crate::test_spec(serde_json::json!({
+            "hosts": ["algo-1", "algo-2"], "addresses": ["127.3.4.1", "127.3.4.2"]
+        }));
         let text = hosts_file_text("127.0.0.1 localhost\n", &spec);
         assert!(text.starts_with("127.0.0.1 localhost\n"));
         assert!(text.contains("127.3.4.1\talgo-1\n") && text.contains("127.3.4.2\talgo-2\n"));

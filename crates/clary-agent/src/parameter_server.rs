@@ -204,21 +204,10 @@ mod tests {
     use super::*;
 
     fn spec(legacy: bool, hps: &[(&str, &str)], current: &str) -> HostSpec {
-        let mut v = serde_json::json!({
-            "job_name": "j", "job_arn": "a", "region": "r", "current_host": current,
-            "hosts": ["algo-2", "algo-1"], "addresses": ["127.5.6.2", "127.5.6.1"],
-            "instance_type": "ml.c5.xlarge", "base_dir": "/x/opt_ml", "hyperparameters": {},
-            "channels": [], "training_input_mode": "File", "output_bucket": "b",
-            "output_prefix": "", "python": "p", "framework_module": "m", "environment": {},
-            "max_runtime_secs": 1, "stop_grace_secs": 1, "store_root": "/s",
-            "control_url": "u", "access_key": "k", "secret_key": "s", "log_stream": "l",
-            "python_shims": "/p", "runtimes_dir": "/r", "runtime": "mxnet-1.9",
-            "framework_version": "1.9.0", "device": "cpu", "legacy": legacy
-        });
-        for (k, val) in hps {
-            v["hyperparameters"][*k] = serde_json::json!(val);
-        }
-        serde_json::from_value(v).unwrap()
+        let hps: BTreeMap<&str, &str> = hps.iter().copied().collect();
+        crate::test_spec(serde_json::json!({
+            "legacy": legacy, "current_host": current, "hyperparameters": hps
+        }))
     }
 
     #[test]
