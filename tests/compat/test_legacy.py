@@ -193,3 +193,53 @@ def test_train_with_named_arguments_and_kwargs_gets_all_nine(sm, s3, logs, bucke
     out_key = "output/%s/output/output.tar.gz" % job
     with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=out_key)["Body"].read())) as tar:
         assert json.load(tar.extractfile("kwargs.json"))["current_host"] == "algo-1"
+
+
+DIST_SCRIPT = r'''
+import json
+import os
+import mxnet as mx
+import numpy as np
+
+def train(channel_input_dirs, hosts, current_host, output_data_dir, **kwargs):
+    kv = mx.kv.create("dist_sync")
+    print("LEGACY-DIST " + json.dumps({"host": current_host, "num_workers": kv.num_workers, "rank": kv.rank,
+                                       "role": os.environ["DMLC_ROLE"], "root": os.environ["DMLC_PS_ROOT_URI"]}))
+    x = np.load(os.path.join(channel_input_dirs["train"], "x.npy"))
+    y = np.load(os.path.join(channel_input_dirs["train"], "y.npy"))
+    it = mx.io.NDArrayIter(x, y, batch_size=40, label_name="softmax_label")
+    net = mx.sym.SoftmaxOutput(mx.sym.FullyConnected(mx.sym.Variable("data"), num_hidden=4), name="softmax")
+    mod = mx.mod.Module(net, context=mx.cpu())
+    mod.fit(it, num_epoch=2, kvstore=kv, optimizer="sgd", optimizer_params={"learning_rate": 0.5},
+            initializer=mx.init.Xavier())
+    with open(os.path.join(output_data_dir, "host.txt"), "w") as f:
+        f.write(current_host)
+    return mod
+'''
+
+
+def test_two_hosts_legacy_dist_sync_saves_once_from_the_scheduler_host(sm, s3, logs, bucket, tmp_path):
+    from conftest import stream_texts
+    job = unique("legacy-dist")
+    source = upload_code(s3, bucket, job, {"train.py": DIST_SCRIPT})
+    channels, _ = data_channel(s3, bucket, job, tmp_path)
+    req = legacy_request(job, bucket, source, channels=channels)
+    req["ResourceConfig"]["InstanceCount"] = 2
+    sm.create_training_job(**req)
+    d = wait_for(sm, job, timeout=300)
+    texts = stream_texts(logs, job)
+    assert d["TrainingJobStatus"] == "Completed", (d.get("FailureReason"), {h: t[-2000:] for h, t in texts.items()})
+    seen = {}
+    for host, text in texts.items():
+        seen[host] = json.loads(next(l for l in text.splitlines() if l.startswith("LEGACY-DIST "))[len("LEGACY-DIST "):])
+    assert sorted(seen) == ["algo-1", "algo-2"]
+    assert {s["num_workers"] for s in seen.values()} == {2} and sorted(s["rank"] for s in seen.values()) == [0, 1]
+    assert {s["role"] for s in seen.values()} == {"worker"}
+    # The legacy scheduler is the first host in sorted order.
+    assert len({s["root"] for s in seen.values()}) == 1
+    assert "parameter server scheduler on algo-1" in texts["algo-1"]
+    assert model_files(s3, d, tmp_path / "model") == ["model-0000.params", "model-shapes.json", "model-symbol.json"]
+    # Several hosts: each writes output data under its own name.
+    out_key = "output/%s/output/output.tar.gz" % job
+    with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=out_key)["Body"].read())) as tar:
+        assert tar.extractfile("algo-1/host.txt").read() == b"algo-1"
