@@ -166,6 +166,17 @@ fn address_block(name: &str, taken: &std::collections::HashSet<(u8, u8)>) -> (u8
     (1, 0)
 }
 
+/// A request's string-to-string map (`HyperParameters`, `Environment`); absent is empty.
+fn string_map(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Which run of the job this is: one more for each restart it has had.
 fn attempt_of(job: &JobRow) -> u32 {
     job.transitions
@@ -948,22 +959,8 @@ impl ControlPlane {
                 record_io: ch["RecordWrapperType"].as_str() == Some("RecordIO"),
             });
         }
-        let hyperparameters: BTreeMap<String, String> = req["HyperParameters"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let environment: BTreeMap<String, String> = req["Environment"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let hyperparameters = string_map(&req["HyperParameters"]);
+        let environment = string_map(&req["Environment"]);
         let python = self.runtimes.python(&image.runtime);
         let addresses = self.host_addresses(&job.name, hosts.len())?;
         let checkpoint = match req["CheckpointConfig"]["S3Uri"].as_str() {
