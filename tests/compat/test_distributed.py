@@ -106,3 +106,22 @@ def test_one_failing_host_fails_the_job_names_the_host_and_stops_the_others(sm, 
     while "Stop requested" not in stream_texts(logs, job)["algo-1"] and time.time() < deadline:
         time.sleep(0.2)
     assert "Stop requested" in stream_texts(logs, job)["algo-1"]
+
+
+def test_without_namespaces_python_still_resolves_the_job_hosts(tmp_path):
+    """Where the agent may not make a mount namespace (not root), the `sitecustomize` shim on
+    the job's PYTHONPATH teaches Python the job's hosts file; other names resolve as before."""
+    import subprocess
+    from conftest import RUNTIMES, ROOT
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n# Hosts of training job j\n127.9.8.1\talgo-1\n127.9.8.2\talgo-2 # two\n")
+    code = ("import socket; print(socket.gethostbyname('algo-2'), socket.getaddrinfo('algo-1', 80)[0][4][0], "
+            "socket.gethostbyname_ex('algo-1')[2][0], socket.gethostbyname('localhost'))")
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"), CLARY_HOSTS_FILE=str(hosts))
+    out = subprocess.run([os.path.join(RUNTIMES, "mxnet-1.9", "bin", "python"), "-c", code], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["127.9.8.2", "127.9.8.1", "127.9.8.1", "127.0.0.1"]
+    env.pop("CLARY_HOSTS_FILE")
+    r = subprocess.run([os.path.join(RUNTIMES, "mxnet-1.9", "bin", "python"), "-c", "import socket; socket.gethostbyname('algo-2')"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and "gaierror" in r.stderr
