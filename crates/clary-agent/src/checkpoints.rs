@@ -4,8 +4,8 @@
 //! URI, or a restarted attempt of this one, resumes from it.
 
 use crate::host::JobLog;
+use crate::objects::Objects;
 use clary_exec::protocol::CheckpointSpec;
-use clary_store::{LocalStore, PutOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -25,7 +25,7 @@ fn key_for(cp: &CheckpointSpec, rel: &str) -> String {
 
 /// Copies every object under the checkpoint prefix into the local directory (copies, not
 /// links: the script may rewrite its checkpoints in place). Returns how many.
-pub fn seed(store: &LocalStore, cp: &CheckpointSpec) -> Result<usize, String> {
+pub fn seed(store: &Objects, cp: &CheckpointSpec) -> Result<usize, String> {
     std::fs::create_dir_all(&cp.local_path)
         .map_err(|e| format!("creating {}: {e}", cp.local_path.display()))?;
     let prefix = match cp.prefix.trim_end_matches('/') {
@@ -46,8 +46,8 @@ pub fn seed(store: &LocalStore, cp: &CheckpointSpec) -> Result<usize, String> {
             std::fs::create_dir_all(parent)
                 .map_err(|e| format!("creating {}: {e}", parent.display()))?;
         }
-        let (_, mut src) = store
-            .open_object(&cp.bucket, &obj.key)
+        let mut src = store
+            .reader(&cp.bucket, &obj.key)
             .map_err(|e| format!("reading s3://{}/{}: {e}", cp.bucket, obj.key))?;
         let mut dst = std::fs::File::create(&target)
             .map_err(|e| format!("writing {}: {e}", target.display()))?;
@@ -93,12 +93,7 @@ struct Synced {
 impl Synced {
     /// Uploads changed files: while the script runs only those that held still since the last
     /// scan (so a file being written is not sent half-done), at the end all of them.
-    fn scan(
-        &mut self,
-        store: &LocalStore,
-        cp: &CheckpointSpec,
-        last: bool,
-    ) -> Result<usize, String> {
+    fn scan(&mut self, store: &Objects, cp: &CheckpointSpec, last: bool) -> Result<usize, String> {
         let mut files = Vec::new();
         walk(&cp.local_path, &cp.local_path, &mut files);
         let mut sent = 0;
@@ -112,19 +107,12 @@ impl Synced {
                 continue;
             }
             let key = key_for(cp, &rel);
-            let mut writer = store
-                .writer(&cp.bucket, &key)
-                .map_err(|e| format!("s3://{}/{key}: {e}", cp.bucket))?;
-            let mut file = match std::fs::File::open(&path) {
-                Ok(f) => f,
+            match store.put_file(&cp.bucket, &key, &path, None) {
+                Ok(_) => {}
                 // Removed since the scan saw it.
-                Err(_) => continue,
-            };
-            std::io::copy(&mut file, &mut writer)
-                .map_err(|e| format!("reading {}: {e}", path.display()))?;
-            writer
-                .commit(PutOptions::default())
-                .map_err(|e| format!("s3://{}/{key}: {e}", cp.bucket))?;
+                Err(_) if !path.exists() => continue,
+                Err(e) => return Err(format!("s3://{}/{key}: {e}", cp.bucket)),
+            }
             self.pending.remove(&rel);
             self.uploaded.insert(rel, stamp);
             sent += 1;
@@ -141,7 +129,7 @@ pub struct CheckpointSync {
 
 impl CheckpointSync {
     /// Starts scanning; files already there (the seed) count as uploaded.
-    pub fn start(store: LocalStore, cp: CheckpointSpec, log: JobLog) -> Self {
+    pub fn start(store: Objects, cp: CheckpointSpec, log: JobLog) -> Self {
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut synced = Synced::default();
@@ -190,11 +178,17 @@ mod tests {
     #[test]
     fn seeds_from_the_prefix_and_uploads_settled_changes_then_everything_at_the_end() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path().join("store")).unwrap();
-        store.create_bucket("bkt").unwrap();
-        store
-            .put_bytes("bkt", "ck/run/old.txt", b"old", PutOptions::default())
+        let local = clary_store::LocalStore::open(dir.path().join("store")).unwrap();
+        local.create_bucket("bkt").unwrap();
+        local
+            .put_bytes(
+                "bkt",
+                "ck/run/old.txt",
+                b"old",
+                clary_store::PutOptions::default(),
+            )
             .unwrap();
+        let store = Objects::Local(local);
         let cp = CheckpointSpec {
             bucket: "bkt".into(),
             prefix: "ck/run".into(),

@@ -3,6 +3,7 @@
 use crate::checkpoints::{self, CheckpointSync};
 use crate::contract::{Layout, TrainingContract};
 use crate::network::HostIdentity;
+use crate::objects::Objects;
 use crate::parameter_server::{PsLayout, PsProcesses};
 use crate::pipe;
 use crate::reporter::Reporter;
@@ -10,7 +11,6 @@ use crate::runner::{EntryPoint, RunContext, RunEnd, run_user_process};
 use crate::staging;
 use clary_exec::protocol::{HostSpec, LogLine, Outcome, ResultReport};
 use clary_exec::runtimes::Runtimes;
-use clary_store::LocalStore;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc::UnboundedSender;
@@ -81,6 +81,14 @@ fn num_gpus() -> usize {
         .unwrap_or(0)
 }
 
+/// Runs blocking work (file and object I/O, which may wait on HTTP) off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// Runs the host; returns the agent's exit code (0 when the result reached the server).
 pub async fn run_host(spec: HostSpec) -> i32 {
     let reporter = Reporter::new(
@@ -131,15 +139,31 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
     let _ = reporter
         .status(&spec.current_host, "Downloading", "Downloading input data")
         .await;
-    let store = match LocalStore::open(&spec.store_root) {
-        Ok(s) => s,
-        Err(e) => {
-            return failed(
-                spec,
-                format!("InternalServerError: opening the object store: {e}"),
-            );
-        }
+    let store = match spec.object_access.as_str() {
+        "http" => Objects::http(
+            &spec.control_url,
+            clary_sigv4::Signer {
+                access_key: spec.access_key.clone(),
+                secret_key: spec.secret_key.clone(),
+                region: spec.region.clone(),
+            },
+            tokio::runtime::Handle::current(),
+        ),
+        _ => match Objects::local(&spec.store_root) {
+            Ok(s) => s,
+            Err(e) => return failed(spec, format!("InternalServerError: {e}")),
+        },
     };
+    log.info(&match &store {
+        Objects::Http(_) => format!(
+            "Objects travel over the S3 API at {} (this host does not share the store's disk)",
+            spec.control_url
+        ),
+        Objects::Local(_) => format!(
+            "Objects are hard-linked from the store at {}",
+            spec.store_root.display()
+        ),
+    });
     // Pipe channels get FIFOs instead of directories.
     let channel_names: Vec<String> = spec
         .channels
@@ -180,7 +204,12 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
             })?;
             runtimes.ensure(&def, &mut |line| log2.line(line))
         });
-        if let Err(reason) = present_inputs(spec, &store, &layout, log) {
+        let inputs = {
+            let (spec, store, layout, log) =
+                (spec.clone(), store.clone(), layout.clone(), log.clone());
+            blocking(move || present_inputs(&spec, &store, &layout, &log)).await
+        };
+        if let Err(reason) = inputs {
             return failed(spec, reason);
         }
         match ensure.await {
@@ -200,7 +229,16 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
     if spec.device == "gpu" && contract.num_gpus == 0 {
         log.info("The job asked for a GPU image, but this host has no GPU: it runs on CPU MXNet (SM_NUM_GPUS=0)");
     }
-    if let Err(e) = staging::fetch_code(&store, &contract.module_dir, &layout.code(), log) {
+    let code = {
+        let (store, module_dir, code, log) = (
+            store.clone(),
+            contract.module_dir.clone(),
+            layout.code(),
+            log.clone(),
+        );
+        blocking(move || staging::fetch_code(&store, &module_dir, &code, &log)).await
+    };
+    if let Err(e) = code {
         return failed(spec, format!("ClientError: {e}"));
     }
     let entry = if spec.legacy {
@@ -292,7 +330,11 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
             "Uploading generated training model",
         )
         .await;
-    let model_artifacts = match staging::upload_artifacts(&store, spec, &layout, log) {
+    let uploaded = {
+        let (spec, layout, log) = (spec.clone(), layout.clone(), log.clone());
+        blocking(move || staging::upload_artifacts(&store, &spec, &layout, &log)).await
+    };
+    let model_artifacts = match uploaded {
         Ok(uri) => uri,
         Err(e) => {
             return failed(
@@ -390,7 +432,7 @@ fn outcome_of(
 /// the checkpoint directory; `Err` is the job's failure reason.
 fn present_inputs(
     spec: &HostSpec,
-    store: &LocalStore,
+    store: &Objects,
     layout: &Layout,
     log: &JobLog,
 ) -> Result<(), String> {

@@ -6,6 +6,7 @@ pub mod checkpoints;
 pub mod contract;
 pub mod host;
 pub mod network;
+pub mod objects;
 pub mod parameter_server;
 pub mod pipe;
 pub mod pyvalue;

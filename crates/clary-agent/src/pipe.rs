@@ -5,9 +5,9 @@
 //! `RecordWrapperType: RecordIO` each object travels as one MXNet RecordIO record.
 
 use crate::host::WeakJobLog;
+use crate::objects::Objects;
 use crate::staging::ChannelObject;
 use clary_exec::protocol::ChannelSpec;
-use clary_store::LocalStore;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -68,12 +68,12 @@ pub fn write_recordio<W: Write>(data: &[u8], out: &mut W) -> io::Result<()> {
 
 /// One object's bytes as the script should see them (decompressed when the channel is Gzip).
 fn object_reader(
-    store: &LocalStore,
+    store: &Objects,
     ch: &ChannelSpec,
     obj: &ChannelObject,
 ) -> io::Result<Box<dyn Read>> {
-    let (_, file) = store
-        .open_object(&obj.bucket, &obj.key)
+    let file = store
+        .reader(&obj.bucket, &obj.key)
         .map_err(|e| io::Error::other(format!("s3://{}/{}: {e}", obj.bucket, obj.key)))?;
     Ok(if ch.gzip {
         Box::new(flate2::read::MultiGzDecoder::new(
@@ -86,7 +86,7 @@ fn object_reader(
 
 /// Streams every object of one pass into `out`.
 pub fn feed_pass<W: Write>(
-    store: &LocalStore,
+    store: &Objects,
     ch: &ChannelSpec,
     objects: &[ChannelObject],
     out: &mut W,
@@ -138,7 +138,7 @@ fn wait_drained(fifo: &File) {
 /// Makes `<channel>_0` now, so it is there when the script starts, and feeds pass after pass
 /// on a thread of its own for as long as the agent runs.
 pub fn start_channel(
-    store: LocalStore,
+    store: Objects,
     ch: ChannelSpec,
     objects: Vec<ChannelObject>,
     data_dir: PathBuf,

@@ -2,10 +2,10 @@
 
 use crate::contract::Layout;
 use crate::host::JobLog;
+use crate::objects::Objects;
 use crate::runner::{EntryPoint, stream_command};
 use clary_exec::protocol::{ChannelSpec, HostSpec};
 use clary_store::archive::{DEFAULT_GZIP_LEVEL, extract_tar_gz, pack_dir};
-use clary_store::{LocalStore, PutOptions};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -71,7 +71,7 @@ pub fn parse_manifest(text: &str) -> Result<Vec<ChannelObject>, String> {
 /// robin by that order, so host `i` of `n` gets every `n`th object starting at the `i`th:
 /// disjoint shares, all of them together, the same on every run.
 pub fn channel_objects(
-    store: &LocalStore,
+    store: &Objects,
     ch: &ChannelSpec,
     host_index: usize,
     host_count: usize,
@@ -119,10 +119,10 @@ pub fn channel_objects(
         .collect())
 }
 
-/// File mode: the channel's objects appear under `dest`. The local store's data files are
-/// hard-linked (no bytes copied); a copy is the fallback across filesystems.
+/// File mode: the channel's objects appear under `dest` (hard links of the local store's
+/// files, no bytes copied; downloads when the store is remote).
 pub fn stage_channel(
-    store: &LocalStore,
+    store: &Objects,
     ch: &ChannelSpec,
     objects: &[ChannelObject],
     dest: &Path,
@@ -141,26 +141,12 @@ pub fn stage_channel(
             fs::create_dir_all(parent)
                 .map_err(|e| format!("creating {}: {e}", parent.display()))?;
         }
-        let _ = fs::remove_file(&target);
-        let (_, source) = store
-            .data_path(&obj.bucket, &obj.key)
-            .map_err(|e| format!("channel {}: s3://{}/{}: {e}", ch.name, obj.bucket, obj.key))?;
-        if link_or_copy(&source, &target).is_err() {
-            // Replaced between the lookup and the link: look it up again.
-            let (_, fresh) = store
-                .data_path(&obj.bucket, &obj.key)
-                .map_err(|e| e.to_string())?;
-            link_or_copy(&fresh, &target)
-                .map_err(|e| format!("copying {} to {}: {e}", obj.key, target.display()))?;
-        }
+        store
+            .fetch_to(&obj.bucket, &obj.key, &target)
+            .map_err(|e| format!("channel {}: {e}", ch.name))?;
         n += 1;
     }
     Ok(n)
-}
-
-/// Hard-links `source` to `target` (no bytes copied), copying across filesystems.
-fn link_or_copy(source: &Path, target: &Path) -> std::io::Result<()> {
-    fs::hard_link(source, target).or_else(|_| fs::copy(source, target).map(|_| ()))
 }
 
 /// `dest/rel` if `rel` stays inside `dest`.
@@ -179,7 +165,7 @@ fn safe_join(dest: &Path, rel: &str) -> Option<PathBuf> {
 /// Fetches `sagemaker_submit_directory` into the code directory, only when that directory is
 /// empty (toolkit behaviour: code already present wins).
 pub fn fetch_code(
-    store: &LocalStore,
+    store: &Objects,
     module_dir: &str,
     code: &Path,
     log: &JobLog,
@@ -201,8 +187,8 @@ pub fn fetch_code(
     let (bucket, key) = rest
         .split_once('/')
         .ok_or_else(|| format!("sagemaker_submit_directory {module_dir:?} has no key"))?;
-    let (_, file) = store
-        .open_object(bucket, key)
+    let file = store
+        .reader(bucket, key)
         .map_err(|e| format!("the training code {module_dir} could not be read: {e}"))?;
     let skipped = extract_tar_gz(std::io::BufReader::new(file), code)
         .map_err(|e| format!("the training code {module_dir} is not a readable tar.gz: {e}"))?;
@@ -284,7 +270,7 @@ pub async fn install_requirements(
 /// Packs `model/` into `model.tar.gz` and `output/data` into `output.tar.gz` under
 /// `<output path>/<job>/output/`. Returns the model's URI.
 pub fn upload_artifacts(
-    store: &LocalStore,
+    store: &Objects,
     spec: &HostSpec,
     layout: &Layout,
     log: &JobLog,
@@ -302,19 +288,16 @@ pub fn upload_artifacts(
     };
     let upload = |dir: &Path, name: &str| -> Result<String, String> {
         let key = format!("{base}/{name}");
-        let writer = store
-            .writer(&spec.output_bucket, &key)
-            .map_err(|e| e.to_string())?;
-        let writer = pack_dir(dir, writer, DEFAULT_GZIP_LEVEL)
-            .map_err(|e| format!("packing {}: {e}", dir.display()))?;
-        let opts = PutOptions {
-            content_type: Some("application/x-tar".into()),
-            ..PutOptions::default()
-        };
-        let meta = writer.commit(opts).map_err(|e| e.to_string())?;
+        let size = store.put_written(
+            &spec.output_bucket,
+            &key,
+            Some("application/x-tar"),
+            &layout.base.join(format!(".{name}.part")),
+            &mut |w| pack_dir(dir, w, DEFAULT_GZIP_LEVEL).map(|_| ()),
+        )?;
         log.info(&format!(
-            "Uploaded s3://{}/{key} ({} bytes)",
-            spec.output_bucket, meta.size
+            "Uploaded s3://{}/{key} ({size} bytes)",
+            spec.output_bucket
         ));
         Ok(format!("s3://{}/{key}", spec.output_bucket))
     };
@@ -361,13 +344,20 @@ mod tests {
     #[test]
     fn shards_are_disjoint_deterministic_and_complete() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path()).unwrap();
-        store.create_bucket("bkt").unwrap();
+        let local = clary_store::LocalStore::open(dir.path()).unwrap();
+        local.create_bucket("bkt").unwrap();
         for i in 0..7 {
-            store
-                .put_bytes("bkt", &format!("d/{i}"), b"x", PutOptions::default())
+            local
+                .put_bytes(
+                    "bkt",
+                    &format!("d/{i}"),
+                    b"x",
+                    clary_store::PutOptions::default(),
+                )
                 .unwrap();
         }
+        let store = Objects::Local(local);
+        {}
         let ch = ChannelSpec {
             name: "train".into(),
             bucket: "bkt".into(),

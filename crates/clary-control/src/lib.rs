@@ -29,6 +29,8 @@ pub struct ControlConfig {
     pub python_shims: PathBuf,
     pub capacity: capacity::Capacity,
     pub stop_grace_secs: u64,
+    /// How agents reach objects: `local` (the store's directory) or `http` (the S3 API).
+    pub agent_objects: String,
 }
 
 /// Domain errors, each with the AWS error code its API maps it to.

@@ -1016,6 +1016,7 @@ impl ControlPlane {
                     .unwrap_or(86_400),
                 stop_grace_secs: self.config.stop_grace_secs,
                 store_root: self.config.data_dir.join("objects"),
+                object_access: self.config.agent_objects.clone(),
                 control_url: self.config.control_url.clone(),
                 access_key: self.config.access_key.clone(),
                 secret_key: self.config.secret_key.clone(),

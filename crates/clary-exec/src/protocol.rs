@@ -37,6 +37,10 @@ pub struct ChannelSpec {
     pub record_io: bool,
 }
 
+fn local_access() -> String {
+    "local".into()
+}
+
 fn file_mode() -> String {
     "File".into()
 }
@@ -87,6 +91,11 @@ pub struct HostSpec {
     pub stop_grace_secs: u64,
     /// Root of the local object store (the embedded default).
     pub store_root: PathBuf,
+    /// How the agent reaches the objects: `local` (the store's directory, shared with the
+    /// server; files are hard-linked) or `http` (the server's S3 API at `control_url`, for
+    /// hosts that do not share its disk).
+    #[serde(default = "local_access")]
+    pub object_access: String,
     /// Where reports go, and the key pair to sign them with.
     pub control_url: String,
     pub access_key: String,

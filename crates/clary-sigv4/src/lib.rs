@@ -5,7 +5,7 @@
 //! Both directions share the canonicalisation code, so the tests check each against requests
 //! signed by botocore and against AWS's published test vectors, never only against each other.
 
-mod canonical;
+pub mod canonical;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};

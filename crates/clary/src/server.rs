@@ -68,6 +68,11 @@ pub struct ServerArgs {
     /// Seconds between SIGTERM and SIGKILL when a job is stopped (SageMaker: 120).
     #[arg(long, env = "CLARY_STOP_GRACE_SECS", default_value_t = 120)]
     pub stop_grace_secs: u64,
+    /// How training hosts reach objects: `local` hard-links from the store's directory (no
+    /// bytes copied; the host shares this machine's disk), `http` goes through the S3 API on
+    /// this server's port (for hosts that do not share its disk).
+    #[arg(long, env = "CLARY_AGENT_OBJECTS", default_value = "local", value_parser = ["local", "http"])]
+    pub agent_objects: String,
 }
 
 fn parse_shape(s: &str) -> Result<(String, (u32, f64)), String> {
@@ -147,6 +152,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         python_shims: shims,
         capacity,
         stop_grace_secs: args.stop_grace_secs,
+        agent_objects: args.agent_objects.clone(),
     };
     let control = ControlPlane::open(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let state = clary_api::ApiState::new(
