@@ -4,6 +4,7 @@
 
 pub mod checkpoints;
 pub mod contract;
+pub mod from_control;
 pub mod host;
 pub mod network;
 pub mod objects;

@@ -3,7 +3,8 @@
 //! server loses nothing: the agent keeps its lines until the server answers again.
 
 use clary_exec::protocol::{
-    AGENT_SIGNING_SERVICE, AGENT_TARGET_PREFIX, LogBatch, LogLine, ResultReport, StatusReport,
+    AGENT_SIGNING_SERVICE, AGENT_TARGET_PREFIX, HostSpec, LogBatch, LogLine, ResultReport,
+    StatusReport,
 };
 use clary_sigv4::Signer;
 use serde::Serialize;
@@ -45,12 +46,17 @@ impl Reporter {
     }
 
     async fn call<T: Serialize>(&self, op: &str, body: &T) -> Result<(), String> {
+        self.call_for(op, body).await.map(|_| ())
+    }
+
+    /// A call whose answer matters; returns the response body.
+    async fn call_for<T: Serialize>(&self, op: &str, body: &T) -> Result<Vec<u8>, String> {
         let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
         let started = std::time::Instant::now();
         let mut delay = Duration::from_millis(100);
         loop {
             match self.try_call(op, &body).await {
-                Ok(()) => return Ok(()),
+                Ok(answer) => return Ok(answer),
                 // A 4xx means the server understood and refused; retrying won't help.
                 Err((Some(status), msg)) if status.is_client_error() => return Err(msg),
                 Err((_, msg)) if started.elapsed() > GIVE_UP_AFTER => return Err(msg),
@@ -66,7 +72,7 @@ impl Reporter {
         &self,
         op: &str,
         body: &[u8],
-    ) -> Result<(), (Option<reqwest::StatusCode>, String)> {
+    ) -> Result<Vec<u8>, (Option<reqwest::StatusCode>, String)> {
         let uri: http::Uri = self
             .url
             .parse()
@@ -100,7 +106,10 @@ impl Reporter {
         let resp = req.send().await.map_err(|e| (None, format!("{op}: {e}")))?;
         let status = resp.status();
         if status.is_success() {
-            Ok(())
+            resp.bytes()
+                .await
+                .map(|b| b.to_vec())
+                .map_err(|e| (None, format!("{op}: {e}")))
         } else {
             let text = resp.text().await.unwrap_or_default();
             Err((Some(status), format!("{op}: HTTP {status}: {text}")))
@@ -115,6 +124,14 @@ impl Reporter {
             message: message.into(),
         };
         self.call("ReportStatus", &r).await
+    }
+
+    /// The spec of `host` in this job's current attempt (agents started by Slurm have only
+    /// the server's URL).
+    pub async fn host_spec(&self, host: &str) -> Result<HostSpec, String> {
+        let body = serde_json::json!({"JobName": self.job_name, "Host": host});
+        let answer = self.call_for("GetHostSpec", &body).await?;
+        serde_json::from_slice(&answer).map_err(|e| format!("the host spec is not valid: {e}"))
     }
 
     pub async fn result(&self, r: &ResultReport) -> Result<(), String> {

@@ -181,6 +181,11 @@ pub fn logs(state: &ApiState, op: &str, body: Value) -> Result<Value, ControlErr
 pub fn agent(state: &ApiState, op: &str, body: Value) -> Result<Value, ControlError> {
     let bad =
         |e: serde_json::Error| ControlError::Validation(format!("malformed agent report: {e}"));
+    if op == "GetHostSpec" {
+        let job = body["JobName"].as_str().unwrap_or_default();
+        let host = body["Host"].as_str().unwrap_or_default();
+        return state.control.host_spec(job, host);
+    }
     match op {
         "ReportStatus" => state
             .control

@@ -31,6 +31,8 @@ pub struct ControlConfig {
     pub stop_grace_secs: u64,
     /// How agents reach objects: `local` (the store's directory) or `http` (the S3 API).
     pub agent_objects: String,
+    /// Jobs and endpoint instances go to this Slurm cluster instead of local processes.
+    pub slurm: Option<clary_exec::slurm::SlurmExecutor>,
 }
 
 /// Domain errors, each with the AWS error code its API maps it to.

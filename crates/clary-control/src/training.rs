@@ -8,6 +8,7 @@ use clary_exec::protocol::{
     ChannelSpec, CheckpointSpec, HostSpec, LogBatch, Outcome, ResultReport, StatusReport,
 };
 use clary_exec::runtimes::{MXNET_TRAINING_MODULE, Mode, Runtimes};
+use clary_exec::slurm::Submission;
 use clary_exec::{HostProcess, LocalExecutor};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,9 @@ struct HostState {
     /// The host's loopback address (`127.A.B.i`, one block per running job).
     #[serde(default)]
     address: String,
+    /// The Slurm job running this host (all hosts of a job share one), when on Slurm.
+    #[serde(default)]
+    slurm_job: Option<u64>,
     #[serde(default)]
     result: Option<ResultReport>,
 }
@@ -476,9 +480,7 @@ impl ControlPlane {
         } else {
             self.set_secondary(&mut job, "Stopping", "Stopping the training job");
             job.status = "Stopping".into();
-            for h in &job.hosts {
-                self.exec.terminate(h.process());
-            }
+            self.stop_hosts(&job);
         }
         self.save(&job)
     }
@@ -608,8 +610,19 @@ impl ControlPlane {
 
     pub fn report_status(&self, r: &StatusReport) -> Result<(), ControlError> {
         let mut job = self.require(&r.job_name)?;
+        // The job's secondary status only moves forward: with several hosts it follows the
+        // first host to reach each stage, not every host's report of it.
+        let stage = |s: &str| {
+            ["Starting", "Downloading", "Training", "Uploading"]
+                .iter()
+                .position(|x| *x == s)
+        };
+        let forward = match (stage(&job.secondary_status), stage(&r.status)) {
+            (Some(now), Some(next)) => next > now,
+            _ => true,
+        };
         // A stop in progress owns the secondary status until the agent's result arrives.
-        if job.status == "InProgress" {
+        if job.status == "InProgress" && forward {
             self.set_secondary(&mut job, &r.status, &r.message);
             self.save(&job)?;
         }
@@ -651,9 +664,7 @@ impl ControlPlane {
         let all_done = job.hosts.iter().all(|h| h.result.is_some());
         if let Some(bad) = failed {
             // One host ending badly ends the job; the others are told to stop.
-            for h in job.hosts.iter().filter(|h| h.result.is_none()) {
-                self.exec.terminate(h.process());
-            }
+            self.stop_hosts(&job);
             if bad.outcome == Outcome::Failed && bad.transient {
                 let why = bad.failure_reason.clone().unwrap_or_default();
                 if self.restart(&mut job, &bad.host, &why) {
@@ -753,8 +764,10 @@ impl ControlPlane {
         for mut job in jobs {
             if job.hosts.is_empty() {
                 let (c, m) = demand_of(&job);
-                if used_cpus + c > self.config.capacity.cpus
-                    || used_mem + m > self.config.capacity.memory_gib + 1e-9
+                // On Slurm, Slurm queues the job until its nodes are free.
+                if self.config.slurm.is_none()
+                    && (used_cpus + c > self.config.capacity.cpus
+                        || used_mem + m > self.config.capacity.memory_gib + 1e-9)
                 {
                     // First in, first out: a big job at the head is not overtaken by small ones.
                     let msg = format!(
@@ -786,14 +799,58 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Hosts that have not reported a result and whose agent is no longer running.
+    /// Hosts that have not reported a result and whose agent is no longer running (on Slurm:
+    /// whose Slurm job is no longer queued or running).
     fn lost_hosts<'a>(&'a self, job: &'a JobRow) -> impl Iterator<Item = &'a HostState> + 'a {
-        job.hosts
-            .iter()
-            .filter(|h| h.result.is_none() && !self.exec.is_alive(h.process()))
+        let slurm_active = self.slurm_state(job).map(|s| s.is_active());
+        job.hosts.iter().filter(move |h| {
+            h.result.is_none()
+                && !match h.slurm_job {
+                    Some(_) => slurm_active.unwrap_or(false),
+                    None => self.exec.is_alive(h.process()),
+                }
+        })
+    }
+
+    /// Slurm's view of the job, when it runs there.
+    fn slurm_state(&self, job: &JobRow) -> Option<clary_exec::slurm::SlurmJobState> {
+        let id = job.hosts.iter().find_map(|h| h.slurm_job)?;
+        self.config.slurm.as_ref()?.state(id)
+    }
+
+    /// Tells every host still running to stop: SIGTERM to the local agents, or to the
+    /// agents of the Slurm job (`scancel --signal=TERM`); each agent forwards it to the script
+    /// and escalates to SIGKILL after the grace period.
+    fn stop_hosts(&self, job: &JobRow) {
+        let mut cancelled = std::collections::HashSet::new();
+        for h in job.hosts.iter().filter(|h| h.result.is_none()) {
+            match (h.slurm_job, &self.config.slurm) {
+                (Some(id), Some(slurm)) => {
+                    if cancelled.insert(id) {
+                        slurm.cancel(id, Some("TERM"));
+                    }
+                }
+                _ => self.exec.terminate(h.process()),
+            }
+        }
     }
 
     fn watch(&self, job: &mut JobRow) -> Result<(), ControlError> {
+        let slurm = self.slurm_state(job);
+        if let Some(state) = slurm.as_ref().filter(|s| s.state == "PENDING")
+            && job.status == "InProgress"
+        {
+            // Slurm's reason (Resources, Priority, …) is what the user waits on.
+            let msg = format!(
+                "Launching requested ML instances: pending in Slurm ({})",
+                state.reason
+            );
+            if job.status_message != msg {
+                self.set_secondary(job, "Starting", &msg);
+                self.save(job)?;
+            }
+            return Ok(());
+        }
         let dead: Vec<String> = self.lost_hosts(job).map(|h| h.host.clone()).collect();
         if dead.is_empty() {
             return Ok(());
@@ -811,33 +868,54 @@ impl ControlPlane {
             return Ok(());
         }
         *job = fresh;
-        for h in job.hosts.iter().filter(|h| h.result.is_none()) {
-            self.exec.terminate(h.process());
-        }
-        if self.restart(
-            job,
-            &dead[0],
-            "its host agent exited without reporting a result",
-        ) {
+        self.stop_hosts(job);
+        let slurm_job = job.hosts.iter().find_map(|h| h.slurm_job);
+        let (reason, transient) = match (&slurm, slurm_job, &self.config.slurm) {
+            (state, Some(id), Some(exec)) => {
+                let how = state.as_ref().map_or_else(
+                    || "is no longer known to Slurm".to_string(),
+                    |s| {
+                        format!(
+                            "ended {} (reason {}, exit code {})",
+                            s.state, s.reason, s.exit_code
+                        )
+                    },
+                );
+                (
+                    format!(
+                        "InternalServerError: Slurm job {id} {how} before {} reported a result; its output is {}",
+                        dead.join(", "),
+                        exec.config.output_dir.join(format!("slurm-{id}.out")).display()
+                    ),
+                    state.as_ref().is_some_and(|s| s.is_transient()),
+                )
+            }
+            _ => {
+                let log = self
+                    .config
+                    .data_dir
+                    .join("jobs")
+                    .join(&job.name)
+                    .join(&dead[0])
+                    .join("agent.log");
+                (
+                    format!(
+                        "InternalServerError: the host agent of {} exited without reporting a result; its log is {}",
+                        dead.join(", "),
+                        log.display()
+                    ),
+                    true,
+                )
+            }
+        };
+        if transient && self.restart(job, &dead[0], &reason) {
             return self.save(job);
         }
-        let log = self
-            .config
-            .data_dir
-            .join("jobs")
-            .join(&job.name)
-            .join(&dead[0])
-            .join("agent.log");
         let outcome = if job.stop_requested {
             Outcome::Stopped
         } else {
             Outcome::Failed
         };
-        let reason = format!(
-            "InternalServerError: the host agent of {} exited without reporting a result; its log is {}",
-            dead.join(", "),
-            log.display()
-        );
         self.finish(job, outcome, Some(reason), None, None);
         self.save(job)
     }
@@ -976,17 +1054,13 @@ impl ControlPlane {
             None => None,
         };
         let epoch = chrono::Utc::now().timestamp();
-        let job_dir = self.config.data_dir.join("jobs").join(&job.name);
         let now = now_secs();
         job.training_start_time = Some(now);
         self.set_secondary(job, "Starting", "Preparing the instances for training");
         for (host, address) in hosts.iter().zip(&addresses) {
             // A restarted attempt gets fresh directories, as a replaced instance would, while
             // the agents of the failed one wind down in theirs.
-            let base_dir = match attempt_of(job) {
-                0 => job_dir.join(host),
-                n => job_dir.join(format!("attempt-{n}")).join(host),
-            };
+            let base_dir = self.host_dir(job, host);
             std::fs::create_dir_all(&base_dir)
                 .map_err(|e| format!("creating {}: {e}", base_dir.display()))?;
             let opt_ml = base_dir.join("opt_ml");
@@ -1040,23 +1114,98 @@ impl ControlPlane {
             let bytes = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
             std::fs::write(&spec_path, bytes)
                 .map_err(|e| format!("writing {}: {e}", spec_path.display()))?;
-            let proc = self
-                .exec
-                .launch(
-                    &self.config.agent_program,
-                    &spec_path,
-                    &base_dir.join("agent.log"),
-                )
-                .map_err(|e| e.to_string())?;
+            // On Slurm the agents start with the Slurm job below and fetch this spec.
+            let (pid, start_ticks) = if self.config.slurm.is_some() {
+                (0, 0)
+            } else {
+                let proc = self
+                    .exec
+                    .launch(
+                        &self.config.agent_program,
+                        &spec_path,
+                        &base_dir.join("agent.log"),
+                    )
+                    .map_err(|e| e.to_string())?;
+                (proc.pid, proc.start_ticks)
+            };
             job.hosts.push(HostState {
                 host: host.clone(),
-                pid: proc.pid,
-                start_ticks: proc.start_ticks,
+                pid,
+                start_ticks,
                 log_stream,
                 address: address.clone(),
+                slurm_job: None,
                 result: None,
             });
         }
+        if let Some(slurm) = &self.config.slurm {
+            let max_runtime = req["StoppingCondition"]["MaxRuntimeInSeconds"]
+                .as_u64()
+                .unwrap_or(86_400);
+            let program = self.config.agent_program.display().to_string();
+            let id = slurm.submit(&Submission {
+                name: format!("clary-{}", job.name),
+                nodes: count as u32,
+                instance_type: rc["InstanceType"].as_str().unwrap_or_default(),
+                // The agent enforces MaxRuntimeInSeconds itself; Slurm's limit is the backstop.
+                time_limit_secs: max_runtime + self.config.stop_grace_secs + 60,
+                command: vec![
+                    program,
+                    "agent".into(),
+                    "--from-control".into(),
+                    self.config.control_url.clone(),
+                    "--job".into(),
+                    job.name.clone(),
+                    "--region".into(),
+                    self.config.region.clone(),
+                    "--node-dir".into(),
+                    slurm.config.node_dir.display().to_string(),
+                ],
+                env: vec![
+                    (
+                        "CLARY_AGENT_ACCESS_KEY".into(),
+                        self.config.access_key.clone(),
+                    ),
+                    (
+                        "CLARY_AGENT_SECRET_KEY".into(),
+                        self.config.secret_key.clone(),
+                    ),
+                ],
+            })?;
+            for h in &mut job.hosts {
+                h.slurm_job = Some(id);
+            }
+            self.set_secondary(
+                job,
+                "Starting",
+                &format!("Preparing the instances for training: Slurm job {id}"),
+            );
+        }
         Ok(())
+    }
+
+    /// The spec of one host of the job's current attempt, for an agent that starts on a node
+    /// which does not share this server's disk (`ClaryAgent.GetHostSpec`).
+    pub fn host_spec(&self, job_name: &str, host: &str) -> Result<Value, ControlError> {
+        let job = self.require(job_name)?;
+        if !job.hosts.iter().any(|h| h.host == host) {
+            return Err(ControlError::Validation(format!(
+                "{host} is not a host of the current attempt of training job {job_name}"
+            )));
+        }
+        let path = self.host_dir(&job, host).join("spec.json");
+        let text = std::fs::read(&path).map_err(|e| {
+            ControlError::Internal(format!("reading {}: {e}", path.display()))
+        })?;
+        serde_json::from_slice(&text).map_err(|e| ControlError::Internal(e.to_string()))
+    }
+
+    /// A host's directory on the server for the job's current attempt.
+    fn host_dir(&self, job: &JobRow, host: &str) -> std::path::PathBuf {
+        let job_dir = self.config.data_dir.join("jobs").join(&job.name);
+        match attempt_of(job) {
+            0 => job_dir.join(host),
+            n => job_dir.join(format!("attempt-{n}")).join(host),
+        }
     }
 }

@@ -9,5 +9,6 @@ pub mod images;
 pub mod local;
 pub mod protocol;
 pub mod runtimes;
+pub mod slurm;
 
 pub use local::{HostProcess, LocalExecutor};

@@ -102,11 +102,23 @@ enum Command {
     ModelServer(model_server::ModelServerArgs),
     /// The training host agent (started by the server, one per host).
     Agent {
-        #[arg(long)]
-        spec: PathBuf,
+        /// The host spec file the local executor wrote.
+        #[arg(long, required_unless_present = "from_control")]
+        spec: Option<PathBuf>,
         /// Write the config files and print the SM_* environment and arguments, run nothing.
         #[arg(long)]
         dry_run: bool,
+        /// On a cluster node (under `srun`): fetch this node's host spec from the server at
+        /// this URL; the key pair comes from CLARY_AGENT_ACCESS_KEY/CLARY_AGENT_SECRET_KEY.
+        #[arg(long, requires = "job")]
+        from_control: Option<String>,
+        #[arg(long)]
+        job: Option<String>,
+        #[arg(long, default_value = settings::DEFAULT_REGION)]
+        region: String,
+        /// Where this node keeps its jobs' directories.
+        #[arg(long, default_value = "/tmp/clary-node")]
+        node_dir: PathBuf,
     },
 }
 
@@ -137,7 +149,31 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if let Command::Agent { spec, dry_run } = &cli.command {
+    if let Command::Agent {
+        from_control: Some(url),
+        job: Some(job),
+        region,
+        node_dir,
+        ..
+    } = &cli.command
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::process::exit(rt.block_on(clary_agent::from_control::run(
+            url,
+            job,
+            region,
+            node_dir.clone(),
+            |dir| server::write_python_shims(dir).map_err(|e| e.to_string()),
+        )));
+    }
+    if let Command::Agent {
+        spec: Some(spec),
+        dry_run,
+        ..
+    } = &cli.command
+    {
         let text = std::fs::read(spec).with_context(|| format!("reading {}", spec.display()))?;
         let spec: clary_exec::protocol::HostSpec =
             serde_json::from_slice(&text).context("the host spec is not valid")?;

@@ -33,6 +33,17 @@ const PYTHON_SHIMS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Writes the embedded Python helpers (training shims and the serving package) into `dir`.
+pub fn write_python_shims(dir: &std::path::Path) -> Result<()> {
+    for (rel, text) in PYTHON_SHIMS {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().expect("shim paths have a parent"))?;
+        std::fs::write(&p, text)?;
+    }
+    clary_serve::write_python_package(dir)?;
+    Ok(())
+}
+
 #[derive(clap::Args, Debug)]
 pub struct ServerArgs {
     /// Address to listen on (port 0 picks a free one; the URL is printed and saved).
@@ -73,6 +84,31 @@ pub struct ServerArgs {
     /// this server's port (for hosts that do not share its disk).
     #[arg(long, env = "CLARY_AGENT_OBJECTS", default_value = "local", value_parser = ["local", "http"])]
     pub agent_objects: String,
+    /// Where training hosts run: `local` processes, or a `slurm` cluster (one `sbatch` per
+    /// job; the nodes need the same `clary` binary path and reach this server over HTTP).
+    #[arg(long, env = "CLARY_EXECUTOR", default_value = "local", value_parser = ["local", "slurm"])]
+    pub executor: String,
+    #[arg(long, env = "CLARY_SLURM_PARTITION")]
+    pub slurm_partition: Option<String>,
+    #[arg(long, env = "CLARY_SLURM_ACCOUNT")]
+    pub slurm_account: Option<String>,
+    /// An extra `sbatch` flag, repeatable (`--slurm-flag=--qos=high`).
+    #[arg(long = "slurm-flag", allow_hyphen_values = true)]
+    pub slurm_flags: Vec<String>,
+    /// What an instance type asks of Slurm, repeatable: `ml.p3.2xlarge=cpus=8,mem=61G,gres=gpu:1`.
+    /// Types not listed take whole nodes (`--exclusive`).
+    #[arg(long = "slurm-instance", value_parser = parse_slurm_instance)]
+    pub slurm_instances: Vec<(String, clary_exec::slurm::SlurmShape)>,
+    /// Where agents keep their jobs' directories on each node.
+    #[arg(long, env = "CLARY_SLURM_NODE_DIR", default_value = "/tmp/clary-node")]
+    pub slurm_node_dir: PathBuf,
+}
+
+fn parse_slurm_instance(s: &str) -> Result<(String, clary_exec::slurm::SlurmShape), String> {
+    let (t, shape) = s
+        .split_once('=')
+        .ok_or("expected ml.x.y=cpus=N,mem=SIZE,gres=SPEC")?;
+    Ok((t.to_string(), clary_exec::slurm::SlurmShape::parse(shape)?))
 }
 
 fn parse_shape(s: &str) -> Result<(String, (u32, f64)), String> {
@@ -116,12 +152,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let url = format!("http://{host}:{}", addr.port());
 
     let shims = data_dir.join("python");
-    for (rel, text) in PYTHON_SHIMS {
-        let p = shims.join(rel);
-        std::fs::create_dir_all(p.parent().expect("shim paths have a parent"))?;
-        std::fs::write(&p, text)?;
-    }
-    clary_serve::write_python_package(&shims)?;
+    write_python_shims(&shims)?;
     let store = LocalStore::open(data_dir.join("objects")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let bucket = identity.default_bucket(&args.region);
     if store.head_bucket(&bucket).is_err() {
@@ -152,7 +183,22 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         python_shims: shims,
         capacity,
         stop_grace_secs: args.stop_grace_secs,
-        agent_objects: args.agent_objects.clone(),
+        // Cluster nodes do not share this machine's disk: their agents use the S3 API.
+        agent_objects: if args.executor == "slurm" {
+            "http".into()
+        } else {
+            args.agent_objects.clone()
+        },
+        slurm: (args.executor == "slurm").then(|| clary_exec::slurm::SlurmExecutor {
+            config: clary_exec::slurm::SlurmConfig {
+                partition: args.slurm_partition.clone(),
+                account: args.slurm_account.clone(),
+                extra_flags: args.slurm_flags.clone(),
+                shapes: args.slurm_instances.iter().cloned().collect(),
+                node_dir: args.slurm_node_dir.clone(),
+                output_dir: data_dir.join("slurm"),
+            },
+        }),
     };
     let control = ControlPlane::open(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let state = clary_api::ApiState::new(
