@@ -17,7 +17,9 @@ pub struct NodeIdentity {
 
 impl NodeIdentity {
     pub fn from_slurm() -> Result<Self, String> {
-        let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set: run the agent under srun"));
+        let var = |k: &str| {
+            std::env::var(k).map_err(|_| format!("{k} is not set: run the agent under srun"))
+        };
         let node_id: usize = var("SLURM_NODEID")?
             .parse()
             .map_err(|_| "SLURM_NODEID is not a number".to_string())?;
@@ -84,7 +86,10 @@ pub async fn run(
     let spec = match reporter.host_spec(&node.host).await {
         Ok(s) => localize(s, &node, &node_dir),
         Err(e) => {
-            eprintln!("clary agent: fetching the spec of {} of {job}: {e}", node.host);
+            eprintln!(
+                "clary agent: fetching the spec of {} of {job}: {e}",
+                node.host
+            );
             return 1;
         }
     };

@@ -181,6 +181,25 @@ pub fn logs(state: &ApiState, op: &str, body: Value) -> Result<Value, ControlErr
 pub fn agent(state: &ApiState, op: &str, body: Value) -> Result<Value, ControlError> {
     let bad =
         |e: serde_json::Error| ControlError::Validation(format!("malformed agent report: {e}"));
+    if op == "GetModelServerSpec" {
+        let endpoint = body["EndpointName"].as_str().unwrap_or_default();
+        let instance = body["InstanceId"].as_str().unwrap_or_default();
+        return state.control.model_server_spec(endpoint, instance);
+    }
+    if op == "ReportInstance" {
+        let port = body["Port"]
+            .as_u64()
+            .filter(|p| (1..=65535).contains(p))
+            .ok_or_else(|| {
+                ControlError::Validation("ReportInstance needs a Port between 1 and 65535".into())
+            })?;
+        state.control.report_instance(
+            body["InstanceId"].as_str().unwrap_or_default(),
+            body["Address"].as_str().unwrap_or("127.0.0.1"),
+            port as u16,
+        );
+        return Ok(json!({}));
+    }
     if op == "GetHostSpec" {
         let job = body["JobName"].as_str().unwrap_or_default();
         let host = body["Host"].as_str().unwrap_or_default();

@@ -9,6 +9,7 @@ use crate::routes::{EndpointRoute, VariantRoute};
 use crate::{ControlError, ControlPlane, now_millis, now_secs};
 use clary_exec::HostProcess;
 use clary_exec::protocol::ModelServerSpec;
+use clary_exec::slurm::Submission;
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -51,9 +52,32 @@ struct Instance {
     healthy: bool,
     launched_at: f64,
     stopping_since: Option<f64>,
+    /// The Slurm job running this instance, when on Slurm.
+    #[serde(default)]
+    slurm_job: Option<u64>,
+    /// Where its model server listens (the node's address on Slurm, reported with the port).
+    #[serde(default = "loopback")]
+    address: String,
+}
+
+fn loopback() -> String {
+    "127.0.0.1".into()
 }
 
 impl Instance {
+    /// Started (a local process, or a Slurm job), whatever its state now.
+    fn launched(&self) -> bool {
+        self.pid != 0 || self.slurm_job.is_some()
+    }
+
+    /// Back to "not started", so the hosting loop launches a replacement.
+    fn forget_launch(&mut self) {
+        self.pid = 0;
+        self.slurm_job = None;
+        self.port = 0;
+        self.healthy = false;
+    }
+
     fn process(&self) -> HostProcess {
         HostProcess {
             pid: self.pid,
@@ -467,6 +491,8 @@ impl ControlPlane {
                     healthy: false,
                     launched_at: 0.0,
                     stopping_since: None,
+                    slurm_job: None,
+                    address: loopback(),
                 });
             }
         }
@@ -614,8 +640,8 @@ impl ControlPlane {
                         .chain(ep.pending.iter_mut().flat_map(|p| p.instances.iter_mut()))
                     {
                         i.healthy = false;
-                        if i.pid != 0 && !self.exec.is_alive(i.process()) {
-                            i.pid = 0;
+                        if i.launched() && !self.instance_alive(i) {
+                            i.forget_launch();
                         }
                     }
                     let _ = self.save_endpoint(&ep);
@@ -744,7 +770,7 @@ impl ControlPlane {
                     .filter(|i| i.variant == v.name && i.healthy)
                     .map(|i| {
                         self.routes
-                            .instance(&i.id, &format!("127.0.0.1:{}", i.port))
+                            .instance(&i.id, &format!("{}:{}", i.address, i.port))
                     })
                     .collect(),
             })
@@ -766,7 +792,7 @@ impl ControlPlane {
         replace_lost: bool,
     ) -> Option<String> {
         for i in instances.iter_mut() {
-            if i.pid == 0 {
+            if !i.launched() {
                 let Some(v) = plan.iter().find(|v| v.name == i.variant) else {
                     continue;
                 };
@@ -778,7 +804,7 @@ impl ControlPlane {
                 }
                 continue;
             }
-            if !self.exec.is_alive(i.process()) {
+            if !self.instance_alive(i) {
                 let tail = log_tail(&i.log_file(), 12);
                 if replace_lost {
                     tracing::warn!(
@@ -786,8 +812,7 @@ impl ControlPlane {
                         i.id
                     );
                     self.routes.forget_instance(&i.id);
-                    i.pid = 0;
-                    i.healthy = false;
+                    i.forget_launch();
                     continue;
                 }
                 return Some(format!(
@@ -795,17 +820,28 @@ impl ControlPlane {
                     i.variant, i.id
                 ));
             }
-            if i.healthy {
+            if i.port == 0
+                && let Some((address, port)) = self
+                    .instance_reports
+                    .lock()
+                    .expect("instance reports")
+                    .remove(&i.id)
+            {
+                i.address = address;
+                i.port = port;
+            }
+            // On Slurm the port is known once the model server has reported it.
+            if i.healthy || i.port == 0 {
                 continue;
             }
-            match ping(i.port).await {
+            match ping(&i.address, i.port).await {
                 Some((200, _)) => i.healthy = true,
                 Some((500, body)) => {
                     let reason = serde_json::from_str::<Value>(&body)
                         .ok()
                         .and_then(|v| v["reason"].as_str().map(str::to_string))
                         .unwrap_or(body);
-                    self.exec.kill(i.process());
+                    self.kill_instance(i);
                     return Some(format!(
                         "The primary container for production variant {} did not pass the ping health check: {reason}. See log group {}, stream {}",
                         i.variant,
@@ -817,6 +853,62 @@ impl ControlPlane {
             }
         }
         None
+    }
+
+    /// The spec of an endpoint instance, for a model server started on a cluster node
+    /// (`ClaryAgent.GetModelServerSpec`).
+    pub fn model_server_spec(&self, endpoint: &str, instance: &str) -> Result<Value, ControlError> {
+        let plain = |s: &str| !s.is_empty() && !s.contains('/') && s != "." && s != "..";
+        if !plain(endpoint) || !plain(instance) {
+            return Err(ControlError::Validation(format!(
+                "{endpoint:?}/{instance:?} is not an endpoint instance"
+            )));
+        }
+        let path = self
+            .config
+            .data_dir
+            .join("endpoints")
+            .join(endpoint)
+            .join(instance)
+            .join("spec.json");
+        let text = std::fs::read(&path).map_err(|_| {
+            ControlError::ResourceNotFound(format!(
+                "endpoint {endpoint} has no instance {instance}"
+            ))
+        })?;
+        serde_json::from_slice(&text).map_err(|e| ControlError::Internal(e.to_string()))
+    }
+
+    /// A model server on a cluster node says where it listens (`ClaryAgent.ReportInstance`).
+    pub fn report_instance(&self, instance: &str, address: &str, port: u16) {
+        self.instance_reports
+            .lock()
+            .expect("instance reports")
+            .insert(instance.to_string(), (address.to_string(), port));
+        self.endpoint_wake.notify_one();
+    }
+
+    fn instance_alive(&self, i: &Instance) -> bool {
+        match (i.slurm_job, &self.config.slurm) {
+            (Some(id), Some(slurm)) => slurm.state(id).is_some_and(|s| s.is_active()),
+            (Some(_), None) => false,
+            (None, _) => i.pid != 0 && self.exec.is_alive(i.process()),
+        }
+    }
+
+    /// SIGTERM: the model server finishes the requests it holds.
+    fn terminate_instance(&self, i: &Instance) {
+        match (i.slurm_job, &self.config.slurm) {
+            (Some(id), Some(slurm)) => slurm.cancel(id, Some("TERM")),
+            _ => self.exec.terminate(i.process()),
+        }
+    }
+
+    fn kill_instance(&self, i: &Instance) {
+        match (i.slurm_job, &self.config.slurm) {
+            (Some(id), Some(slurm)) => slurm.cancel(id, None),
+            _ => self.exec.kill(i.process()),
+        }
     }
 
     fn launch_instance(
@@ -851,22 +943,61 @@ impl ControlPlane {
         self.logs
             .create_stream(&Self::endpoint_log_group(endpoint), &i.log_stream)
             .map_err(|e| e.to_string())?;
-        let proc = self
-            .exec
-            .launch_command(
-                &self.config.agent_program,
-                &[
-                    "model-server".as_ref(),
-                    "--spec".as_ref(),
-                    spec_path.as_os_str(),
-                ],
-                &i.log_file(),
-            )
-            .map_err(|e| e.to_string())?;
-        i.pid = proc.pid;
-        i.start_ticks = proc.start_ticks;
-        i.port = port;
         i.healthy = false;
+        if let Some(slurm) = &self.config.slurm {
+            // The model server fetches this spec, picks a port on its node and reports both.
+            let id = slurm.submit(&Submission {
+                name: format!("clary-ep-{endpoint}-{}", i.id),
+                nodes: 1,
+                instance_type: &v.instance_type,
+                time_limit_secs: None,
+                command: vec![
+                    self.config.agent_program.display().to_string(),
+                    "model-server".into(),
+                    "--from-control".into(),
+                    self.config.control_url.clone(),
+                    "--endpoint".into(),
+                    endpoint.to_string(),
+                    "--instance".into(),
+                    i.id.clone(),
+                    "--region".into(),
+                    self.config.region.clone(),
+                    "--node-dir".into(),
+                    slurm.config.node_dir.display().to_string(),
+                ],
+                env: vec![
+                    (
+                        "CLARY_AGENT_ACCESS_KEY".into(),
+                        self.config.access_key.clone(),
+                    ),
+                    (
+                        "CLARY_AGENT_SECRET_KEY".into(),
+                        self.config.secret_key.clone(),
+                    ),
+                ],
+                output: Some(i.log_file()),
+            })?;
+            i.slurm_job = Some(id);
+            i.pid = 0;
+            i.port = 0;
+        } else {
+            let proc = self
+                .exec
+                .launch_command(
+                    &self.config.agent_program,
+                    &[
+                        "model-server".as_ref(),
+                        "--spec".as_ref(),
+                        spec_path.as_os_str(),
+                    ],
+                    &i.log_file(),
+                )
+                .map_err(|e| e.to_string())?;
+            i.pid = proc.pid;
+            i.start_ticks = proc.start_ticks;
+            i.port = port;
+            i.address = loopback();
+        }
         i.launched_at = now_secs();
         i.stopping_since = None;
         Ok(())
@@ -879,15 +1010,15 @@ impl ControlPlane {
         let mut keep = Vec::new();
         for mut i in std::mem::take(&mut ep.retiring) {
             self.routes.forget_instance(&i.id);
-            if i.pid == 0 || !self.exec.is_alive(i.process()) {
+            if !i.launched() || !self.instance_alive(&i) {
                 continue;
             }
             match i.stopping_since {
                 None => {
-                    self.exec.terminate(i.process());
+                    self.terminate_instance(&i);
                     i.stopping_since = Some(now);
                 }
-                Some(t) if now - t > STOP_GRACE_SECS => self.exec.kill(i.process()),
+                Some(t) if now - t > STOP_GRACE_SECS => self.kill_instance(&i),
                 Some(_) => {}
             }
             keep.push(i);
@@ -942,13 +1073,11 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 /// `GET /ping` on a local model server: its status and body, or None if it does not answer.
-async fn ping(port: u16) -> Option<(u16, String)> {
+async fn ping(address: &str, port: u16) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        s.write_all(b"GET /ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        let mut s = tokio::net::TcpStream::connect((address, port)).await.ok()?;
+        s.write_all(format!("GET /ping HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
             .await
             .ok()?;
         let mut buf = Vec::new();

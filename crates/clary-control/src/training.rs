@@ -129,6 +129,9 @@ pub struct ControlPlane {
     wake: Notify,
     /// Where `InvokeEndpoint` goes: the healthy instances of each in-service endpoint.
     pub routes: crate::routes::Routes,
+    /// Addresses and ports model servers on cluster nodes reported, by instance id, until
+    /// the hosting loop takes them.
+    pub(crate) instance_reports: std::sync::Mutex<std::collections::HashMap<String, (String, u16)>>,
     pub(crate) endpoint_wake: Notify,
     /// Held by the hosting loop during a pass and by calls that change an endpoint, so neither
     /// overwrites the other's change.
@@ -216,6 +219,7 @@ impl ControlPlane {
             runtimes,
             wake: Notify::new(),
             routes: Default::default(),
+            instance_reports: Default::default(),
             endpoint_wake: Notify::new(),
             hosting_lock: tokio::sync::Mutex::new(()),
         }))
@@ -885,7 +889,10 @@ impl ControlPlane {
                     format!(
                         "InternalServerError: Slurm job {id} {how} before {} reported a result; its output is {}",
                         dead.join(", "),
-                        exec.config.output_dir.join(format!("slurm-{id}.out")).display()
+                        exec.config
+                            .output_dir
+                            .join(format!("slurm-{id}.out"))
+                            .display()
                     ),
                     state.as_ref().is_some_and(|s| s.is_transient()),
                 )
@@ -1148,7 +1155,7 @@ impl ControlPlane {
                 nodes: count as u32,
                 instance_type: rc["InstanceType"].as_str().unwrap_or_default(),
                 // The agent enforces MaxRuntimeInSeconds itself; Slurm's limit is the backstop.
-                time_limit_secs: max_runtime + self.config.stop_grace_secs + 60,
+                time_limit_secs: Some(max_runtime + self.config.stop_grace_secs + 60),
                 command: vec![
                     program,
                     "agent".into(),
@@ -1171,6 +1178,7 @@ impl ControlPlane {
                         self.config.secret_key.clone(),
                     ),
                 ],
+                output: None,
             })?;
             for h in &mut job.hosts {
                 h.slurm_job = Some(id);
@@ -1194,9 +1202,8 @@ impl ControlPlane {
             )));
         }
         let path = self.host_dir(&job, host).join("spec.json");
-        let text = std::fs::read(&path).map_err(|e| {
-            ControlError::Internal(format!("reading {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read(&path)
+            .map_err(|e| ControlError::Internal(format!("reading {}: {e}", path.display())))?;
         serde_json::from_slice(&text).map_err(|e| ControlError::Internal(e.to_string()))
     }
 

@@ -151,11 +151,15 @@ pub struct Submission<'a> {
     pub name: String,
     pub nodes: u32,
     pub instance_type: &'a str,
-    pub time_limit_secs: u64,
+    /// Slurm's time limit; `None` leaves the partition's default (an endpoint runs until
+    /// it is deleted).
+    pub time_limit_secs: Option<u64>,
     /// The command each node runs (`srun` starts one per node).
     pub command: Vec<String>,
     /// Variables the command needs beyond the submitting environment (credentials).
     pub env: Vec<(String, String)>,
+    /// Where the job's output goes, instead of `<output dir>/slurm-<id>.out`.
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -166,18 +170,20 @@ pub struct SlurmExecutor {
 impl SlurmExecutor {
     /// The `sbatch` arguments of a submission (everything but the script on stdin).
     pub fn sbatch_args(&self, s: &Submission<'_>) -> Vec<String> {
-        let minutes = s.time_limit_secs.div_ceil(60).max(1);
+        let output = s
+            .output
+            .clone()
+            .unwrap_or_else(|| self.config.output_dir.join("slurm-%j.out"));
         let mut args = vec![
             "--parsable".to_string(),
             format!("--job-name={}", s.name),
             format!("--nodes={}", s.nodes),
             "--ntasks-per-node=1".into(),
-            format!("--time={minutes}"),
-            format!(
-                "--output={}",
-                self.config.output_dir.join("slurm-%j.out").display()
-            ),
+            format!("--output={}", output.display()),
         ];
+        if let Some(secs) = s.time_limit_secs {
+            args.push(format!("--time={}", secs.div_ceil(60).max(1)));
+        }
         if let Some(p) = &self.config.partition {
             args.push(format!("--partition={p}"));
         }
@@ -244,7 +250,8 @@ impl SlurmExecutor {
 
     /// Slurm's state of a job, or `None` when Slurm no longer knows it.
     pub fn state(&self, id: u64) -> Option<SlurmJobState> {
-        let out = run(Command::new("scontrol").args(["show", "job", "-o", &id.to_string()])).ok()?;
+        let out =
+            run(Command::new("scontrol").args(["show", "job", "-o", &id.to_string()])).ok()?;
         parse_job_state(out.lines().next()?)
     }
 
@@ -297,9 +304,15 @@ mod tests {
     #[test]
     fn states_parse_from_scontrol_one_line_records() {
         let s = parse_job_state("JobId=7 JobName=clary-x UserId=root(0) JobState=PENDING Reason=Resources Dependency=(null) ExitCode=0:0 NodeList=(null)").unwrap();
-        assert_eq!((s.state.as_str(), s.reason.as_str()), ("PENDING", "Resources"));
+        assert_eq!(
+            (s.state.as_str(), s.reason.as_str()),
+            ("PENDING", "Resources")
+        );
         assert!(s.is_active() && !s.is_transient());
-        let s = parse_job_state("JobId=8 JobState=NODE_FAIL Reason=NodeDown ExitCode=0:0 NodeList=n[1-2]").unwrap();
+        let s = parse_job_state(
+            "JobId=8 JobState=NODE_FAIL Reason=NodeDown ExitCode=0:0 NodeList=n[1-2]",
+        )
+        .unwrap();
         assert!(!s.is_active() && s.is_transient());
         assert_eq!(s.nodes, "n[1-2]");
         assert!(parse_job_state("garbage").is_none());
@@ -322,9 +335,10 @@ mod tests {
             name: "clary-j".into(),
             nodes: 2,
             instance_type: it,
-            time_limit_secs: 61,
+            time_limit_secs: Some(61),
             command: vec!["clary".into()],
             env: vec![("CLARY_AGENT_SECRET_KEY".into(), "s3cret".into())],
+            output: None,
         };
         let a = exec.sbatch_args(&sub("ml.p3.2xlarge"));
         for want in [
@@ -340,7 +354,10 @@ mod tests {
             assert!(a.contains(&want.to_string()), "{want} missing from {a:?}");
         }
         assert!(!a.iter().any(|x| x.contains("s3cret")));
-        assert!(exec.sbatch_args(&sub("ml.c5.xlarge")).contains(&"--exclusive".to_string()));
+        assert!(
+            exec.sbatch_args(&sub("ml.c5.xlarge"))
+                .contains(&"--exclusive".to_string())
+        );
         assert!(SlurmShape::parse("cpu=1").is_err());
     }
 }

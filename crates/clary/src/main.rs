@@ -100,6 +100,12 @@ enum Command {
     },
     /// The model server: /ping and /invocations over a pool of Python workers.
     ModelServer(model_server::ModelServerArgs),
+    /// The Slurm cluster a server with `--executor slurm` uses: its nodes, its queue, and
+    /// which of its jobs are Clary's training jobs and endpoint instances.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// The training host agent (started by the server, one per host).
     Agent {
         /// The host spec file the local executor wrote.
@@ -120,6 +126,12 @@ enum Command {
         #[arg(long, default_value = "/tmp/clary-node")]
         node_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Nodes, queue, and Clary's jobs on them.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -246,8 +258,42 @@ async fn run(command: Command) -> Result<()> {
         Command::Models { client, command } => {
             hosting_cli::models(&Client::from_env(&client)?, command).await
         }
+        Command::Cluster {
+            command: ClusterCommand::Status,
+        } => cluster_status(),
         Command::Agent { .. } => unreachable!("handled before the runtime starts"),
     }
+}
+
+fn cluster_status() -> Result<()> {
+    let (nodes, queue) =
+        clary_exec::slurm::SlurmExecutor::overview().map_err(anyhow::Error::msg)?;
+    println!("Nodes\n{}", nodes.trim_end());
+    println!("\nQueue\n{}", queue.trim_end());
+    println!("\nClary's jobs");
+    let mut any = false;
+    for line in queue.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let (Some(id), Some(name), Some(state)) = (cols.first(), cols.get(1), cols.get(2)) else {
+            continue;
+        };
+        let what = if let Some(ep) = name.strip_prefix("clary-ep-") {
+            format!("endpoint instance {ep}")
+        } else if let Some(job) = name.strip_prefix("clary-") {
+            format!("training job {job}")
+        } else {
+            continue;
+        };
+        any = true;
+        println!(
+            "{id:>8}  {state:<10} {what}  on {}",
+            cols.last().unwrap_or(&"")
+        );
+    }
+    if !any {
+        println!("(none)");
+    }
+    Ok(())
 }
 
 fn env(data_dir: Option<PathBuf>, endpoint_url: Option<String>) -> Result<()> {

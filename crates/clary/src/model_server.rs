@@ -4,10 +4,10 @@
 //! MXNet 1.4 the code fetched from `SAGEMAKER_SUBMIT_DIRECTORY`.
 
 use anyhow::{Context, Result, bail};
+use clary_agent::objects::Objects;
 use clary_exec::protocol::ModelServerSpec;
 use clary_exec::runtimes::{Runtime, Runtimes, SERVING_RUNTIME, builtin};
 use clary_serve::ServeConfig;
-use clary_store::LocalStore;
 use clary_store::archive::extract_tar_gz;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,12 +35,106 @@ pub struct ModelServerArgs {
     /// An endpoint instance's launch spec (used by the server's executor).
     #[arg(long)]
     pub spec: Option<PathBuf>,
+    /// On a cluster node (under Slurm): fetch the instance's spec from the server at this URL,
+    /// listen on a free port of this node and report it; the key pair comes from
+    /// CLARY_AGENT_ACCESS_KEY/CLARY_AGENT_SECRET_KEY.
+    #[arg(long, conflicts_with = "spec", requires_all = ["endpoint", "instance"])]
+    pub from_control: Option<String>,
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    #[arg(long)]
+    pub instance: Option<String>,
+    #[arg(long, default_value = crate::settings::DEFAULT_REGION)]
+    pub region: String,
+    /// Where this node keeps its endpoint instances' directories.
+    #[arg(long, default_value = "/tmp/clary-node")]
+    pub node_dir: PathBuf,
+}
+
+/// A model server on a cluster node: its spec from the control plane, its objects over HTTP,
+/// a free port on the node's own address, reported back once it listens.
+async fn from_control(
+    args: &ModelServerArgs,
+    url: &str,
+) -> Result<(ServeConfig, String, Reported)> {
+    let (endpoint, instance) = (
+        args.endpoint.clone().unwrap_or_default(),
+        args.instance.clone().unwrap_or_default(),
+    );
+    let (access, secret) = (
+        std::env::var("CLARY_AGENT_ACCESS_KEY").context("CLARY_AGENT_ACCESS_KEY is not set")?,
+        std::env::var("CLARY_AGENT_SECRET_KEY").context("CLARY_AGENT_SECRET_KEY is not set")?,
+    );
+    let reporter = clary_agent::reporter::Reporter::new(url, &access, &secret, &args.region, "");
+    let mut spec = reporter
+        .model_server_spec(&endpoint, &instance)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let address = match std::env::var("SLURMD_NODENAME") {
+        Ok(node) => {
+            clary_exec::slurm::SlurmExecutor::node_address(&node).map_err(anyhow::Error::msg)?
+        }
+        Err(_) => "127.0.0.1".to_string(),
+    };
+    spec.work_dir = args
+        .node_dir
+        .join("endpoints")
+        .join(&endpoint)
+        .join(&instance);
+    spec.python_shims = spec.work_dir.join("python");
+    crate::server::write_python_shims(&spec.python_shims)?;
+    spec.port = std::net::TcpListener::bind((address.as_str(), 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .with_context(|| format!("finding a free port on {address}"))?;
+    let objects = clary_agent::objects::Objects::http(
+        url,
+        clary_sigv4::Signer {
+            access_key: access,
+            secret_key: secret,
+            region: args.region.clone(),
+        },
+        tokio::runtime::Handle::current(),
+    );
+    let bind_ip: std::net::IpAddr = address
+        .parse()
+        .with_context(|| format!("node address {address}"))?;
+    let port = spec.port;
+    let (mut config, announce) =
+        tokio::task::spawn_blocking(move || prepare(spec, &objects)).await??;
+    config.bind.set_ip(bind_ip);
+    Ok((
+        config,
+        announce,
+        Reported {
+            reporter,
+            endpoint,
+            instance,
+            address,
+            port,
+        },
+    ))
+}
+
+/// Where a node's model server tells the control plane it listens.
+struct Reported {
+    reporter: clary_agent::reporter::Reporter,
+    endpoint: String,
+    instance: String,
+    address: String,
+    port: u16,
 }
 
 pub async fn run(args: ModelServerArgs) -> Result<()> {
-    let (config, announce) = match &args.spec {
-        Some(spec) => from_spec(spec)?,
-        None => standalone(&args)?,
+    let mut reported = None;
+    let (config, announce) = match (&args.spec, &args.from_control) {
+        (_, Some(url)) => {
+            let (config, announce, r) = from_control(&args, url).await?;
+            reported = Some(r);
+            (config, announce)
+        }
+        (Some(spec), None) => from_spec(spec)?,
+        (None, None) => standalone(&args)?,
     };
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -53,6 +147,20 @@ pub async fn run(args: ModelServerArgs) -> Result<()> {
     };
     clary_serve::serve(config, shutdown, |addr| {
         println!("clary model-server listening on http://{addr}{announce}");
+        if let Some(r) = reported.take() {
+            tokio::spawn(async move {
+                if let Err(e) = r
+                    .reporter
+                    .report_instance(&r.endpoint, &r.instance, &r.address, r.port)
+                    .await
+                {
+                    eprintln!(
+                        "clary model-server: could not report {}:{}: {e}",
+                        r.address, r.port
+                    );
+                }
+            });
+        }
     })
     .await?;
     Ok(())
@@ -102,18 +210,25 @@ fn from_spec(path: &Path) -> Result<(ServeConfig, String)> {
     let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let spec: ModelServerSpec =
         serde_json::from_slice(&text).context("the model server spec is not valid")?;
+    let objects =
+        clary_agent::objects::Objects::local(&spec.store_root).map_err(anyhow::Error::msg)?;
+    prepare(spec, &objects)
+}
+
+/// Lays out the model (and, before MXNet 1.4, the code) in the instance's directory and
+/// builds the server's configuration. Blocks on object I/O.
+fn prepare(spec: ModelServerSpec, objects: &Objects) -> Result<(ServeConfig, String)> {
     let image = Runtimes::new(spec.runtimes_dir.clone())
         .serving_image(&spec.image)
         .map_err(anyhow::Error::msg)?;
     let model_dir = spec.work_dir.join("model");
     let code_dir = spec.work_dir.join("code");
-    let store = LocalStore::open(spec.store_root.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     // A fresh copy of the model each start, so a restarted instance never serves half of an
     // earlier extraction.
     let _ = std::fs::remove_dir_all(&model_dir);
     std::fs::create_dir_all(&model_dir)?;
     if let Some(url) = &spec.model_data_url {
-        extract_s3_tar(&store, url, &model_dir)
+        extract_s3_tar(objects, url, &model_dir)
             .with_context(|| format!("the model data {url} could not be unpacked"))?;
     }
     let env = &spec.environment;
@@ -124,7 +239,7 @@ fn from_spec(path: &Path) -> Result<(ServeConfig, String)> {
         let _ = std::fs::remove_dir_all(&code_dir);
         std::fs::create_dir_all(&code_dir)?;
         if submit.starts_with("s3://") {
-            extract_s3_tar(&store, submit, &code_dir)
+            extract_s3_tar(objects, submit, &code_dir)
                 .with_context(|| format!("the inference code {submit} could not be unpacked"))?;
         } else if let Some(dir) = submit.strip_prefix("file://") {
             code_dirs.insert(0, PathBuf::from(dir));
@@ -171,13 +286,11 @@ fn from_spec(path: &Path) -> Result<(ServeConfig, String)> {
     Ok((config, format!(" (endpoint {})", spec.endpoint_name)))
 }
 
-fn extract_s3_tar(store: &LocalStore, url: &str, dest: &Path) -> Result<()> {
+fn extract_s3_tar(objects: &Objects, url: &str, dest: &Path) -> Result<()> {
     let Some((bucket, key)) = url.strip_prefix("s3://").and_then(|r| r.split_once('/')) else {
         bail!("{url} is not an s3://bucket/key URI");
     };
-    let (_, file) = store
-        .open_object(bucket, key)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let file = objects.reader(bucket, key).map_err(anyhow::Error::msg)?;
     let skipped = extract_tar_gz(std::io::BufReader::new(file), dest)
         .map_err(|e| anyhow::anyhow!("not a readable tar.gz: {e}"))?;
     for s in skipped.0 {
