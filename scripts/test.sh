@@ -41,6 +41,19 @@ for rt in mxnet-1.9 mxnet-1.3; do
   "$CLARY_BIN" runtimes build "$rt" --runtimes-dir "$CLARY_RUNTIMES_DIR"
 done
 
+# A real 2-node Slurm cluster (loopback) for the Slurm executor's tests; needs root to install
+# and start it. Where it cannot start, those tests skip and say why.
+echo "== Slurm cluster (2 nodes on loopback)"
+if [ "$(id -u)" = 0 ]; then
+  if bash scripts/slurm.sh up 2; then
+    trap 'bash "$ROOT/scripts/slurm.sh" down 2' EXIT
+  else
+    echo "Slurm could not start: the Slurm tests will skip"
+  fi
+else
+  echo "not root: Slurm cannot be installed and started here; the Slurm tests will skip"
+fi
+
 echo "== unit tests"
 cargo test --locked --workspace
 
