@@ -124,6 +124,18 @@ pub fn parse_job_state(line: &str) -> Option<SlurmJobState> {
     })
 }
 
+/// A `sacct -P -o State,Reason,ExitCode,NodeList` line (`CANCELLED by 0` keeps its first word).
+pub fn parse_sacct_line(line: &str) -> Option<SlurmJobState> {
+    let mut f = line.split('|');
+    let state = f.next()?.split_whitespace().next()?.to_string();
+    Some(SlurmJobState {
+        state,
+        reason: f.next().unwrap_or("None").to_string(),
+        exit_code: f.next().unwrap_or("0:0").to_string(),
+        nodes: f.next().unwrap_or("").to_string(),
+    })
+}
+
 fn run(cmd: &mut Command) -> Result<String, String> {
     let shown = format!("{cmd:?}");
     let out = cmd
@@ -248,11 +260,26 @@ impl SlurmExecutor {
             .ok_or_else(|| format!("sbatch printed no job id: {text:?}"))
     }
 
-    /// Slurm's state of a job, or `None` when Slurm no longer knows it.
+    /// Slurm's state of a job, or `None` when Slurm no longer knows it: `scontrol` while the
+    /// controller remembers the job (`MinJobAge` after its end), then `sacct` where accounting
+    /// is kept.
     pub fn state(&self, id: u64) -> Option<SlurmJobState> {
-        let out =
-            run(Command::new("scontrol").args(["show", "job", "-o", &id.to_string()])).ok()?;
-        parse_job_state(out.lines().next()?)
+        let live = run(Command::new("scontrol").args(["show", "job", "-o", &id.to_string()]))
+            .ok()
+            .and_then(|out| parse_job_state(out.lines().next()?));
+        live.or_else(|| {
+            let out = run(Command::new("sacct").args([
+                "-n",
+                "-P",
+                "-X",
+                "-o",
+                "State,Reason,ExitCode,NodeList",
+                "-j",
+                &id.to_string(),
+            ]))
+            .ok()?;
+            parse_sacct_line(out.lines().next()?)
+        })
     }
 
     /// `scancel --signal=<signal>` (the job's steps, the agents, get it) or a plain `scancel`.
@@ -316,6 +343,12 @@ mod tests {
         assert!(!s.is_active() && s.is_transient());
         assert_eq!(s.nodes, "n[1-2]");
         assert!(parse_job_state("garbage").is_none());
+        let s = parse_sacct_line("CANCELLED by 0|None|0:15|n1").unwrap();
+        assert_eq!(
+            (s.state.as_str(), s.exit_code.as_str()),
+            ("CANCELLED", "0:15")
+        );
+        assert!(parse_sacct_line("").is_none());
     }
 
     #[test]
