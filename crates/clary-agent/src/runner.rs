@@ -237,6 +237,26 @@ pub async fn run_user_process(
             }
         }
     };
+    // A cluster's stop (Slurm's `scancel --signal=TERM`) signals every process of the step at
+    // once, the script as well as this agent: a script that died of SIGTERM before the agent
+    // saw its own is still a stop, if the agent's arrives right behind it.
+    {
+        use std::os::unix::process::ExitStatusExt;
+        let by_sigterm = status.as_ref().is_ok_and(|s| s.signal() == Some(15));
+        if by_sigterm
+            && !stopped
+            && !timed_out
+            && let Some(sig) = sigterm.as_mut()
+            && tokio::time::timeout(Duration::from_millis(500), sig.recv())
+                .await
+                .is_ok()
+        {
+            stopped = true;
+            log.info(
+                "Stop requested: the training process group got SIGTERM together with this agent",
+            );
+        }
+    }
     // Children the script left behind go with it.
     let _ = killpg(pgid, Signal::SIGKILL);
     let _ = tokio::join!(out, err);
