@@ -855,6 +855,24 @@ impl ControlPlane {
             }
             return Ok(());
         }
+        if let (Some(state), Some(exec)) = (&slurm, &self.config.slurm)
+            && job.status == "Stopping"
+            && state.is_active()
+        {
+            // The agents escalate to SIGKILL themselves; this is for an agent that cannot.
+            let since = job
+                .transitions
+                .iter()
+                .rev()
+                .find(|t| t.status == "Stopping")
+                .map(|t| t.start_time);
+            let limit = (self.config.stop_grace_secs + 30) as f64;
+            if let (Some(t), Some(id)) = (since, job.hosts.iter().find_map(|h| h.slurm_job))
+                && now_secs() - t > limit
+            {
+                exec.cancel(id, Some("KILL"));
+            }
+        }
         let dead: Vec<String> = self.lost_hosts(job).map(|h| h.host.clone()).collect();
         if dead.is_empty() {
             return Ok(());
