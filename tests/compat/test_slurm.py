@@ -178,8 +178,10 @@ def test_a_job_submitted_while_the_cluster_is_full_pends_then_runs(clients):
     deadline = time.time() + 60
     while time.time() < deadline:
         d = sm.describe_training_job(TrainingJobName=small)
-        if "pending in Slurm" in d["SecondaryStatusTransitions"][-1]["StatusMessage"]:
-            seen_pending = d["SecondaryStatusTransitions"][-1]["StatusMessage"]
+        msg = d["SecondaryStatusTransitions"][-1]["StatusMessage"]
+        # Slurm gives its reason once the scheduler has looked at the job.
+        if "pending in Slurm" in msg and "not yet scheduled" not in msg:
+            seen_pending = msg
             break
         time.sleep(0.2)
     assert seen_pending and ("(Resources)" in seen_pending or "(Priority)" in seen_pending), seen_pending

@@ -171,20 +171,12 @@ impl Objects {
         content_type: Option<&str>,
     ) -> Result<u64, String> {
         match self {
-            Objects::Local(store) => {
-                let mut writer = store.writer(bucket, key).map_err(|e| e.to_string())?;
+            Objects::Local(_) => {
                 let mut file = std::fs::File::open(path)
                     .map_err(|e| format!("reading {}: {e}", path.display()))?;
-                io::copy(&mut file, &mut writer)
-                    .map_err(|e| format!("reading {}: {e}", path.display()))?;
-                let opts = PutOptions {
-                    content_type: content_type.map(String::from),
-                    ..PutOptions::default()
-                };
-                writer
-                    .commit(opts)
-                    .map(|m| m.size)
-                    .map_err(|e| e.to_string())
+                self.put_written(bucket, key, content_type, path, &mut |w| {
+                    io::copy(&mut file, w).map(|_| ())
+                })
             }
             Objects::Http(h) => h.put_file(bucket, key, path, content_type),
         }

@@ -951,30 +951,12 @@ impl ControlPlane {
                 nodes: 1,
                 instance_type: &v.instance_type,
                 time_limit_secs: None,
-                command: vec![
-                    self.config.agent_program.display().to_string(),
-                    "model-server".into(),
-                    "--from-control".into(),
-                    self.config.control_url.clone(),
-                    "--endpoint".into(),
-                    endpoint.to_string(),
-                    "--instance".into(),
-                    i.id.clone(),
-                    "--region".into(),
-                    self.config.region.clone(),
-                    "--node-dir".into(),
-                    slurm.config.node_dir.display().to_string(),
-                ],
-                env: vec![
-                    (
-                        "CLARY_AGENT_ACCESS_KEY".into(),
-                        self.config.access_key.clone(),
-                    ),
-                    (
-                        "CLARY_AGENT_SECRET_KEY".into(),
-                        self.config.secret_key.clone(),
-                    ),
-                ],
+                command: self.node_command(
+                    slurm,
+                    "model-server",
+                    &[("--endpoint", endpoint), ("--instance", &i.id)],
+                ),
+                env: self.node_credentials(),
                 output: Some(i.log_file()),
             })?;
             i.slurm_job = Some(id);

@@ -845,10 +845,11 @@ impl ControlPlane {
             && job.status == "InProgress"
         {
             // Slurm's reason (Resources, Priority, …) is what the user waits on.
-            let msg = format!(
-                "Launching requested ML instances: pending in Slurm ({})",
-                state.reason
-            );
+            let reason = match state.reason.as_str() {
+                "None" => "not yet scheduled",
+                r => r,
+            };
+            let msg = format!("Launching requested ML instances: pending in Slurm ({reason})");
             if job.status_message != msg {
                 self.set_secondary(job, "Starting", &msg);
                 self.save(job)?;
@@ -1167,35 +1168,14 @@ impl ControlPlane {
             let max_runtime = req["StoppingCondition"]["MaxRuntimeInSeconds"]
                 .as_u64()
                 .unwrap_or(86_400);
-            let program = self.config.agent_program.display().to_string();
             let id = slurm.submit(&Submission {
                 name: format!("clary-{}", job.name),
                 nodes: count as u32,
                 instance_type: rc["InstanceType"].as_str().unwrap_or_default(),
                 // The agent enforces MaxRuntimeInSeconds itself; Slurm's limit is the backstop.
                 time_limit_secs: Some(max_runtime + self.config.stop_grace_secs + 60),
-                command: vec![
-                    program,
-                    "agent".into(),
-                    "--from-control".into(),
-                    self.config.control_url.clone(),
-                    "--job".into(),
-                    job.name.clone(),
-                    "--region".into(),
-                    self.config.region.clone(),
-                    "--node-dir".into(),
-                    slurm.config.node_dir.display().to_string(),
-                ],
-                env: vec![
-                    (
-                        "CLARY_AGENT_ACCESS_KEY".into(),
-                        self.config.access_key.clone(),
-                    ),
-                    (
-                        "CLARY_AGENT_SECRET_KEY".into(),
-                        self.config.secret_key.clone(),
-                    ),
-                ],
+                command: self.node_command(slurm, "agent", &[("--job", &job.name)]),
+                env: self.node_credentials(),
                 output: None,
             })?;
             for h in &mut job.hosts {
@@ -1208,6 +1188,46 @@ impl ControlPlane {
             );
         }
         Ok(())
+    }
+
+    /// What a cluster node runs: `clary <subcommand> --from-control <this server> …`; it
+    /// fetches the rest from this server.
+    pub(crate) fn node_command(
+        &self,
+        slurm: &clary_exec::slurm::SlurmExecutor,
+        subcommand: &str,
+        args: &[(&str, &str)],
+    ) -> Vec<String> {
+        let mut cmd = vec![
+            self.config.agent_program.display().to_string(),
+            subcommand.to_string(),
+            "--from-control".into(),
+            self.config.control_url.clone(),
+            "--region".into(),
+            self.config.region.clone(),
+            "--node-dir".into(),
+            slurm.config.node_dir.display().to_string(),
+        ];
+        for (k, v) in args {
+            cmd.push(k.to_string());
+            cmd.push(v.to_string());
+        }
+        cmd
+    }
+
+    /// The key pair a node signs its calls with, exported to the Slurm job's environment
+    /// (never on a command line, where `ps` and `squeue` would show it).
+    pub(crate) fn node_credentials(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "CLARY_AGENT_ACCESS_KEY".into(),
+                self.config.access_key.clone(),
+            ),
+            (
+                "CLARY_AGENT_SECRET_KEY".into(),
+                self.config.secret_key.clone(),
+            ),
+        ]
     }
 
     /// The spec of one host of the job's current attempt, for an agent that starts on a node
