@@ -11,14 +11,26 @@ N=${2:-2}
 STATE=/var/spool/clary-slurm
 pidfile_ctld=/run/clary-slurmctld.pid
 
+# Ends the daemon whose pid file is $1, and waits until it is gone (a controller still
+# shutting down would hold its port against the next one).
+stop_daemon() {
+  local f=$1 pid
+  [ -s "$f" ] || { rm -f "$f"; return 0; }
+  pid=$(cat "$f")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$f"
+}
+
 down() {
   for i in $(seq 1 "$N"); do
-    f=/run/clary-slurmd-n$i.pid
-    [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
-    rm -f "$f"
+    stop_daemon "/run/clary-slurmd-n$i.pid"
   done
-  [ -s "$pidfile_ctld" ] && kill "$(cat "$pidfile_ctld")" 2>/dev/null || true
-  rm -f "$pidfile_ctld"
+  stop_daemon "$pidfile_ctld"
 }
 
 if [ "$cmd" = down ]; then
