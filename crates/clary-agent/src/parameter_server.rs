@@ -13,6 +13,8 @@ use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
@@ -100,7 +102,9 @@ impl PsLayout {
 
 /// The scheduler and server processes of this host.
 pub struct PsProcesses {
-    groups: Vec<Pid>,
+    /// Each process's group, and whether its leader has exited (and been reaped: its PID may
+    /// belong to someone else by now, so its group is not signalled).
+    groups: Vec<(Pid, Arc<AtomicBool>)>,
     /// Says why, when a process ends badly while the job still runs.
     pub failures: mpsc::UnboundedReceiver<String>,
 }
@@ -142,8 +146,12 @@ impl PsProcesses {
                     python.display()
                 )
             })?;
-            let pid = Pid::from_raw(child.id().map(|p| p as i32).unwrap_or(0));
-            groups.push(pid);
+            let Some(raw) = child.id() else {
+                return Err(format!("the parameter server {role} exited at once"));
+            };
+            let pid = Pid::from_raw(raw as i32);
+            let exited = Arc::new(AtomicBool::new(false));
+            groups.push((pid, exited.clone()));
             log.info(&format!(
                 "Started the parameter server {role} on {host} (pid {pid}, scheduler {}:{})",
                 layout.root_uri, layout.root_port
@@ -174,7 +182,9 @@ impl PsProcesses {
             let host = host.to_string();
             tokio::spawn(async move {
                 use std::os::unix::process::ExitStatusExt;
-                if let Ok(status) = child.wait().await
+                let status = child.wait().await;
+                exited.store(true, Ordering::SeqCst);
+                if let Ok(status) = status
                     && !status.success()
                 {
                     let how = match (status.code(), status.signal()) {
@@ -193,8 +203,10 @@ impl PsProcesses {
 
     /// Ends every process this host started for the parameter server.
     pub fn stop(self) {
-        for pgid in self.groups {
-            let _ = killpg(pgid, Signal::SIGKILL);
+        for (pgid, exited) in self.groups {
+            if !exited.load(Ordering::SeqCst) {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
         }
     }
 }

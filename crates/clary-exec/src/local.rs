@@ -79,16 +79,16 @@ impl LocalExecutor {
                 source,
             })?;
         let pid = child.id() as i32;
+        // Read before the reaper can run: an unreaped child, even one that already exited,
+        // still has its /proc entry. Without it a recycled PID could pass for this process.
+        let start_ticks = process_start_ticks(pid).unwrap_or(0);
         // The child is reaped by a thread so it never lingers as a zombie; a restarted server
         // watches agents it did not start by polling their PID instead.
         std::thread::spawn(move || {
             let mut child = child;
             let _ = child.wait();
         });
-        Ok(HostProcess {
-            pid,
-            start_ticks: process_start_ticks(pid).unwrap_or(0),
-        })
+        Ok(HostProcess { pid, start_ticks })
     }
 
     /// Asks the agent to stop the job (it forwards SIGTERM to the user's process group and
@@ -106,8 +106,14 @@ impl LocalExecutor {
         }
     }
 
-    /// True while the same process (PID and start time) is running and not a zombie.
+    /// True while the same process (PID and start time) is running and not a zombie. A
+    /// process whose start time is unknown is never taken for alive: PIDs are recycled (fast,
+    /// where `pid_max` is 32768), and signalling a stranger's process group is worse than
+    /// losing track of one of ours.
     pub fn is_alive(&self, host: HostProcess) -> bool {
+        if host.pid <= 0 || host.start_ticks == 0 {
+            return false;
+        }
         match std::fs::read_to_string(format!("/proc/{}/stat", host.pid)) {
             Ok(stat) => {
                 let fields = stat_fields(&stat);
@@ -116,7 +122,7 @@ impl LocalExecutor {
                     .get(19)
                     .and_then(|t| t.parse::<u64>().ok())
                     .unwrap_or(0);
-                state != "Z" && (host.start_ticks == 0 || ticks == host.start_ticks)
+                state != "Z" && ticks == host.start_ticks
             }
             Err(_) => false,
         }
@@ -155,6 +161,11 @@ mod tests {
         }));
         assert!(!exec.is_alive(HostProcess {
             pid: i32::MAX - 1,
+            start_ticks: 0
+        }));
+        // An unknown start time never passes, even for a live PID.
+        assert!(!exec.is_alive(HostProcess {
+            pid: me,
             start_ticks: 0
         }));
     }
