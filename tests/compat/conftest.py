@@ -1,6 +1,7 @@
 """Starts real `clary server` processes on free loopback ports and gives tests real clients
 (boto3 with the environment exactly as `clary env` prints it)."""
 import io
+import json
 import os
 import re
 import shlex
@@ -197,6 +198,17 @@ def stream_texts(logs, job):
         host = s["logStreamName"].split("/", 1)[1].rsplit("-", 1)[0]
         out[host] = out[host] + "\n" + "\n".join(lines) if host in out else "\n".join(lines)
     return out
+
+
+def tagged(text, tag):
+    """The JSON a script printed after `TAG ` on a line of its log."""
+    line = next(l for l in text.splitlines() if l.startswith(tag + " "))
+    return json.loads(line[len(tag) + 1:])
+
+
+def tagged_by_host(logs, job, tag):
+    """{host: the JSON each host's script printed after `TAG `}."""
+    return {host: tagged(text, tag) for host, text in stream_texts(logs, job).items()}
 
 
 def log_text(logs, job):

@@ -1,10 +1,9 @@
 """CheckpointConfig and RetryStrategy through boto3 against a real `clary server`: checkpoints
 sync to S3 while the script runs, a new job with the same URI resumes from them, and a host
 that dies by a signal restarts the job from its checkpoints."""
-import json
 import time
 
-from conftest import job_request, log_text, unique, upload_code, wait_for
+from conftest import tagged, job_request, log_text, unique, upload_code, wait_for
 
 # The script finds the checkpoint directory where the job's /opt/ml stand-in is.
 CHECKPOINTER = r'''
@@ -24,7 +23,7 @@ def checkpoint_config(bucket, prefix):
 
 
 def found(text):
-    return json.loads(next(l for l in text.splitlines() if l.startswith("FOUND "))[len("FOUND "):])
+    return tagged(text, "FOUND")
 
 
 def test_checkpoints_sync_while_running_and_a_new_job_resumes_from_them(sm, s3, logs, bucket):

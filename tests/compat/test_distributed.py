@@ -1,11 +1,10 @@
 """Multi-host training jobs on one machine: hosts with their own loopback addresses that
 resolve by name, one log stream per host, the MXNet parameter server, and a failing host
 ending the job."""
-import json
 import os
 import time
 
-from conftest import job_request, stream_texts, unique, upload_code, wait_for
+from conftest import job_request, tagged, stream_texts, unique, upload_code, wait_for
 from test_training import EXAMPLE, mnist_data, upload_dir  # noqa: F401 (fixture)
 
 def test_two_hosts_train_the_example_with_dist_sync(sm, s3, logs, bucket, mnist_data):
@@ -52,14 +51,6 @@ if os.environ.get("FAIL_ON_ALGO_2"):
 '''
 
 
-def probe_lines(texts):
-    out = {}
-    for host, text in texts.items():
-        line = next(l for l in text.splitlines() if l.startswith("PROBE "))
-        out[host] = json.loads(line[len("PROBE "):])
-    return out
-
-
 def test_three_hosts_resolve_each_other_on_their_own_loopback_addresses(sm, s3, logs, bucket):
     job = unique("hosts")
     source = upload_code(s3, bucket, job, {"probe.py": PROBE})
@@ -70,7 +61,7 @@ def test_three_hosts_resolve_each_other_on_their_own_loopback_addresses(sm, s3, 
     d = wait_for(sm, job, timeout=200)
     texts = stream_texts(logs, job)
     assert d["TrainingJobStatus"] == "Completed", (d.get("FailureReason"), texts)
-    probes = probe_lines(texts)
+    probes = {h: tagged(t, "PROBE") for h, t in texts.items()}
     assert sorted(probes) == ["algo-1", "algo-2", "algo-3"]
     addresses = probes["algo-1"]["addresses"]
     assert len(set(addresses.values())) == 3, addresses

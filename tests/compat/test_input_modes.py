@@ -7,7 +7,7 @@ import json
 import os
 import struct
 
-from conftest import job_request, log_text, stream_texts, unique, upload_code, wait_for
+from conftest import tagged, job_request, log_text, stream_texts, unique, upload_code, wait_for
 
 GIB = 1 << 30
 OBJECT = 64 << 20
@@ -56,7 +56,7 @@ def test_pipe_mode_streams_a_1gib_channel_byte_for_byte(sm, s3, logs, bucket):
     d = wait_for(sm, job, timeout=300)
     text = log_text(logs, job)
     assert d["TrainingJobStatus"] == "Completed", (d.get("FailureReason"), text[-2000:])
-    got = json.loads(next(l for l in text.splitlines() if l.startswith("PIPE-READ "))[len("PIPE-READ "):])
+    got = tagged(text, "PIPE-READ")
     assert got["bytes"] == GIB
     assert got["sha256"] == digest.hexdigest()
     # The next pass's FIFO is there once this one is read to its end; no channel directory.
@@ -121,7 +121,7 @@ def test_pipe_passes_gzip_recordio_and_a_manifest_channel_in_file_mode(sm, s3, l
     d = wait_for(sm, job, timeout=200)
     text = log_text(logs, job)
     assert d["TrainingJobStatus"] == "Completed", (d.get("FailureReason"), text[-3000:])
-    got = json.loads(next(l for l in text.splitlines() if l.startswith("PASSES "))[len("PASSES "):])
+    got = tagged(text, "PASSES")
     expected = "".join(t * 1000 for t in texts)
     assert got["gz"] == [expected, expected]
     assert got["early_close_next"] is True
@@ -177,7 +177,7 @@ def test_sharded_by_s3_key_gives_each_host_a_disjoint_share(sm, s3, logs, bucket
     d = wait_for(sm, job, timeout=120)
     texts = stream_texts(logs, job)
     assert d["TrainingJobStatus"] == "Completed", (d.get("FailureReason"), texts)
-    shares = {h: json.loads(next(l for l in t.splitlines() if l.startswith("SHARD "))[len("SHARD "):])
+    shares = {h: tagged(t, "SHARD")
               for h, t in texts.items()}
     a, b = shares["algo-1"]["sharded"], shares["algo-2"]["sharded"]
     assert a and b and not set(a) & set(b), (a, b)

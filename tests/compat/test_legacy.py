@@ -8,7 +8,7 @@ import tarfile
 
 import numpy as np
 
-from conftest import ROLE, job_request, log_text, unique, upload_code, wait_endpoint, wait_for
+from conftest import tagged, ROLE, job_request, log_text, unique, upload_code, wait_endpoint, wait_for
 from test_training import upload_dir
 
 LEGACY_IMAGE = "520713654638.dkr.ecr.us-east-1.amazonaws.com/sagemaker-mxnet:1.2.1-cpu-py3"
@@ -123,7 +123,7 @@ def test_module_default_save_then_deploys_with_the_default_model_fn(sm, s3, rt, 
     assert shapes == [{"name": "data", "shape": [20, 8]}]
     # The yellow warning, and the arguments: only those train() names, all hyperparameters decoded.
     assert "\x1b[1;33m" in text and "legacy train() structure" in text
-    args = json.loads(next(l for l in text.splitlines() if l.startswith("LEGACY-ARGS "))[len("LEGACY-ARGS "):])
+    args = tagged(text, "LEGACY-ARGS")
     assert args["hps"]["batch_size"] == 20 and args["hps"]["sagemaker_program"] == "train.py"
     assert args["hps"]["sagemaker_job_name"] == job
     assert args["num_gpus"] == 0 and args["hosts"] == ["algo-1"] and args["current_host"] == "algo-1"
@@ -179,7 +179,7 @@ def test_train_with_named_arguments_and_kwargs_gets_all_nine(sm, s3, logs, bucke
     d = wait_for(sm, job, timeout=300)
     text = log_text(logs, job)
     assert d["TrainingJobStatus"] == "Completed", (d.get("FailureReason"), text[-3000:])
-    got = json.loads(next(l for l in text.splitlines() if l.startswith("LEGACY-KWARGS "))[len("LEGACY-KWARGS "):])
+    got = tagged(text, "LEGACY-KWARGS")
     assert sorted(got) == sorted(["hyperparameters", "input_data_config", "channel_input_dirs", "output_data_dir",
                                   "model_dir", "num_gpus", "num_cpus", "hosts", "current_host"])
     assert got["hyperparameters"]["lr"] == 0.5 and got["hyperparameters"]["opt"] == "sgd"
@@ -231,7 +231,7 @@ def test_two_hosts_legacy_dist_sync_saves_once_from_the_scheduler_host(sm, s3, l
     assert d["TrainingJobStatus"] == "Completed", (d.get("FailureReason"), {h: t[-2000:] for h, t in texts.items()})
     seen = {}
     for host, text in texts.items():
-        seen[host] = json.loads(next(l for l in text.splitlines() if l.startswith("LEGACY-DIST "))[len("LEGACY-DIST "):])
+        seen[host] = tagged(text, "LEGACY-DIST")
     assert sorted(seen) == ["algo-1", "algo-2"]
     assert {s["num_workers"] for s in seen.values()} == {2} and sorted(s["rank"] for s in seen.values()) == [0, 1]
     assert {s["role"] for s in seen.values()} == {"worker"}

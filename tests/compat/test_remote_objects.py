@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from conftest import Server, job_request, log_text, unique, upload_code, wait_for
+from conftest import tagged, Server, job_request, log_text, unique, upload_code, wait_for
 
 SCRIPT = r'''
 import json, os
@@ -69,7 +69,7 @@ def test_every_object_path_works_over_the_s3_api(remote):
     text = log_text(logs, job)
     assert d["TrainingJobStatus"] == "Completed", (d.get("FailureReason"), text[-3000:])
     assert "Objects travel over the S3 API at " + remote.url in text
-    report = json.loads(next(l for l in text.splitlines() if l.startswith("REMOTE "))[len("REMOTE "):])
+    report = tagged(text, "REMOTE")
     assert {k: v["body"] for k, v in report["files"].items()} == names
     # Downloaded, not hard-linked from the store's files.
     assert {v["links"] for v in report["files"].values()} == {1}

@@ -11,7 +11,7 @@ import uuid
 import numpy as np
 import pytest
 
-from conftest import ROOT, log_text, stream_texts
+from conftest import ROOT, log_text, tagged_by_host
 from test_training import EXAMPLE, mnist_data  # noqa: F401 (a fixture)
 
 HERE = os.path.join(ROOT, "tests", "compat", "sdk")
@@ -102,21 +102,13 @@ def test_failing_script_raises_unexpected_status_with_our_failure_reason(runs):
     assert "deliberate failure requested by the hyperparameters" in stdout  # the traceback, streamed
 
 
-def modes_reports(logs, job):
-    out = {}
-    for host, text in stream_texts(logs, job).items():
-        line = next(l for l in text.splitlines() if l.startswith("MODES "))
-        out[host] = json.loads(line[len("MODES "):])
-    return out
-
-
 def test_two_instances_with_the_parameter_server_sharded_input_and_checkpoints(runs, logs):
     out, _ = runs["dist"].result()
     d = out["describe"]
     assert d["TrainingJobStatus"] == "Completed"
     assert d["ResourceConfig"]["InstanceCount"] == 2
     assert json.loads(d["HyperParameters"]["sagemaker_parameter_server_enabled"]) is True
-    reports = modes_reports(logs, out["job"])
+    reports = tagged_by_host(logs, out["job"], "MODES")
     assert sorted(reports) == ["algo-1", "algo-2"]
     parts = ["part-%d.txt" % i for i in range(6)]
     a, b = reports["algo-1"]["sharded"], reports["algo-2"]["sharded"]
@@ -135,7 +127,7 @@ def test_pipe_input_mode_with_gzip_next_to_a_file_channel(runs, logs):
     d = out["describe"]
     assert d["TrainingJobStatus"] == "Completed"
     assert d["AlgorithmSpecification"]["TrainingInputMode"] == "Pipe"
-    report = modes_reports(logs, out["job"])["algo-1"]
+    report = tagged_by_host(logs, out["job"], "MODES")["algo-1"]
     assert report["config"]["stream"]["TrainingInputMode"] == "Pipe"
     assert report["config"]["files"]["TrainingInputMode"] == "File"
     assert [p["sha256"] for p in report["stream"]] == [out["expected"]] * 2

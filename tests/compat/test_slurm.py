@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import (CLARY, Server, deploy, job_request, log_text, stream_texts, unique, upload_code,
+from conftest import (CLARY, Server, deploy, job_request, log_text, stream_texts, tagged_by_host, unique, upload_code,
                       wait_endpoint, wait_for)
 from test_training import EXAMPLE, mnist_data, upload_dir  # noqa: F401 (fixture)
 
@@ -71,13 +71,6 @@ sys.exit(int(os.environ.get("EXIT_CODE", "0")))
 '''
 
 
-def probes(logs, job):
-    out = {}
-    for host, text in stream_texts(logs, job).items():
-        out[host] = json.loads(next(l for l in text.splitlines() if l.startswith("PROBE "))[len("PROBE "):])
-    return out
-
-
 def test_one_and_two_host_jobs_run_one_agent_per_node(clients, cluster):
     sm, s3, logs, bucket = clients
     jobs = {}
@@ -90,7 +83,7 @@ def test_one_and_two_host_jobs_run_one_agent_per_node(clients, cluster):
     for count, job in jobs.items():
         d = wait_for(sm, job, timeout=120)
         assert d["TrainingJobStatus"] == "Completed", (d.get("FailureReason"), log_text(logs, job)[-2000:])
-        p = probes(logs, job)
+        p = tagged_by_host(logs, job, "PROBE")
         assert sorted(p) == ["algo-%d" % i for i in range(1, count + 1)]
         sid = slurm_id(d)
         assert {x["slurm_job"] for x in p.values()} == {str(sid)}

@@ -731,7 +731,7 @@ impl ControlPlane {
         let Ok(jobs) = self.active_jobs() else { return };
         for mut job in jobs.into_iter().filter(|j| !j.hosts.is_empty()) {
             let lost: Vec<String> = self
-                .lost_hosts(&job)
+                .lost_hosts(&job, None)
                 .map(|h| format!("{} (pid {})", h.host, h.pid))
                 .collect();
             if lost.is_empty() {
@@ -805,8 +805,17 @@ impl ControlPlane {
 
     /// Hosts that have not reported a result and whose agent is no longer running (on Slurm:
     /// whose Slurm job is no longer queued or running).
-    fn lost_hosts<'a>(&'a self, job: &'a JobRow) -> impl Iterator<Item = &'a HostState> + 'a {
-        let slurm_active = self.slurm_state(job).map(|s| s.is_active());
+    /// `slurm` is the job's Slurm state when the caller has already asked for it (one
+    /// `scontrol` per job and pass, not two).
+    fn lost_hosts<'a>(
+        &'a self,
+        job: &'a JobRow,
+        slurm: Option<&clary_exec::slurm::SlurmJobState>,
+    ) -> impl Iterator<Item = &'a HostState> + 'a {
+        let slurm_active = match slurm {
+            Some(s) => Some(s.is_active()),
+            None => self.slurm_state(job).map(|s| s.is_active()),
+        };
         job.hosts.iter().filter(move |h| {
             h.result.is_none()
                 && !match h.slurm_job {
@@ -874,7 +883,10 @@ impl ControlPlane {
                 exec.cancel(id, Some("KILL"));
             }
         }
-        let dead: Vec<String> = self.lost_hosts(job).map(|h| h.host.clone()).collect();
+        let dead: Vec<String> = self
+            .lost_hosts(job, slurm.as_ref())
+            .map(|h| h.host.clone())
+            .collect();
         if dead.is_empty() {
             return Ok(());
         }
@@ -917,13 +929,8 @@ impl ControlPlane {
                 )
             }
             _ => {
-                let log = self
-                    .config
-                    .data_dir
-                    .join("jobs")
-                    .join(&job.name)
-                    .join(&dead[0])
-                    .join("agent.log");
+                // The directory of the attempt that was running.
+                let log = self.host_dir(job, &dead[0]).join("agent.log");
                 (
                     format!(
                         "InternalServerError: the host agent of {} exited without reporting a result; its log is {}",
