@@ -3,7 +3,7 @@
 //! once it has changed and held still for a scan) and at the end, so a later job with the same
 //! URI, or a restarted attempt of this one, resumes from it.
 
-use crate::host::JobLog;
+use crate::job_log::JobLog;
 use crate::objects::Objects;
 use clary_exec::protocol::CheckpointSpec;
 use std::collections::HashMap;

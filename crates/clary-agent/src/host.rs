@@ -2,6 +2,7 @@
 
 use crate::checkpoints::{self, CheckpointSync};
 use crate::contract::{Layout, TrainingContract};
+use crate::job_log::JobLog;
 use crate::network::HostIdentity;
 use crate::objects::Objects;
 use crate::parameter_server::{PsLayout, PsProcesses};
@@ -9,62 +10,13 @@ use crate::pipe;
 use crate::reporter::Reporter;
 use crate::runner::{EntryPoint, RunContext, RunEnd, run_user_process};
 use crate::staging;
-use clary_exec::protocol::{HostSpec, LogLine, Outcome, ResultReport};
+use clary_exec::protocol::{HostSpec, Outcome, ResultReport};
 use clary_exec::runtimes::Runtimes;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use tokio::sync::mpsc::UnboundedSender;
 
 /// The first this many characters of the failure file become `FailureReason` (as on AWS).
 const FAILURE_REASON_CHARS: usize = 1024;
-
-/// Writes the agent's own lines into the job log in the toolkit's format.
-#[derive(Clone)]
-pub struct JobLog {
-    tx: UnboundedSender<LogLine>,
-}
-
-impl JobLog {
-    pub fn line(&self, message: &str) {
-        let _ = self.tx.send(LogLine {
-            timestamp: chrono::Utc::now().timestamp_millis(),
-            message: message.to_string(),
-        });
-    }
-
-    pub fn info(&self, message: &str) {
-        let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S,%3f");
-        for l in message.lines() {
-            self.line(&format!("{now} clary-agent  INFO     {l}"));
-        }
-    }
-
-    pub fn sender(&self) -> UnboundedSender<LogLine> {
-        self.tx.clone()
-    }
-
-    /// A handle that does not keep the log open: for threads that may outlive the job (a
-    /// Pipe-mode feeder blocked on a FIFO nobody opens), so the log still ends with the job.
-    pub fn downgrade(&self) -> WeakJobLog {
-        WeakJobLog {
-            tx: self.tx.downgrade(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct WeakJobLog {
-    tx: tokio::sync::mpsc::WeakUnboundedSender<LogLine>,
-}
-
-impl WeakJobLog {
-    /// Logs like [`JobLog::info`] while the job's log is still open.
-    pub fn info(&self, message: &str) {
-        if let Some(tx) = self.tx.upgrade() {
-            JobLog { tx }.info(message);
-        }
-    }
-}
 
 fn num_gpus() -> usize {
     std::process::Command::new("nvidia-smi")
@@ -99,7 +51,7 @@ pub async fn run_host(spec: HostSpec) -> i32 {
         &spec.job_name,
     );
     let (tx, shipper) = reporter.start_log_shipper(&spec.log_stream);
-    let log = JobLog { tx };
+    let log = JobLog::new(tx);
     let result = run_stages(&spec, &reporter, &log).await;
     drop(log);
     let _ = shipper.await;

@@ -4,7 +4,7 @@
 //! with a reason instead of a hang) and killed when the job ends, and `DMLC_NODE_HOST` pins
 //! every node to its host's own address so ps-lite never binds another interface.
 
-use crate::host::JobLog;
+use crate::job_log::JobLog;
 use crate::network::HostIdentity;
 use crate::pyvalue::{Py, decode_hyperparameter};
 use clary_exec::protocol::HostSpec;

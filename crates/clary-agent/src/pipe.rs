@@ -4,7 +4,7 @@
 //! `<channel>_<N+1>` on EOF always finds it. Gzip objects are decompressed on the way; with
 //! `RecordWrapperType: RecordIO` each object travels as one MXNet RecordIO record.
 
-use crate::host::WeakJobLog;
+use crate::job_log::WeakJobLog;
 use crate::objects::Objects;
 use crate::staging::ChannelObject;
 use clary_exec::protocol::ChannelSpec;

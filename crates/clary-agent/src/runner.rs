@@ -1,7 +1,7 @@
 //! Running the user's entry point: classification (TT `_entry_point_type`), the process group,
 //! output streaming, SIGTERM forwarding with a SIGKILL grace period, and `MaxRuntimeInSeconds`.
 
-use crate::host::JobLog;
+use crate::job_log::JobLog;
 use crate::network::HostIdentity;
 use clary_exec::protocol::{HostSpec, LogLine};
 use nix::sys::signal::{Signal, killpg};

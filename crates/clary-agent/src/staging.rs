@@ -1,7 +1,7 @@
 //! Getting code and data in, and artifacts out.
 
 use crate::contract::Layout;
-use crate::host::JobLog;
+use crate::job_log::JobLog;
 use crate::objects::Objects;
 use crate::runner::{EntryPoint, stream_command};
 use clary_exec::protocol::{ChannelSpec, HostSpec};
