@@ -3,11 +3,14 @@ with AWS's sagemaker-mxnet-inference handler (the stack behind SageMaker's MXNet
 `clary model-server` directly, and Clary's InvokeEndpoint router, all in one run. Prints
 req/s, p50 and p99 at concurrency 1, 8 and 64, the model's in-process predict time, and ratios.
 
-    python bench/serving/run.py [--seconds 10] [--rounds 2] [--models mlp,cnn]
+    python bench/serving/run.py [--seconds 10] [--rounds 2] [--models mlp,cnn] [--before BIN]
 
 Needs: a built `clary` and `clary-loadgen` (CLARY_BIN / CLARY_LOADGEN, default
-~/.cache/clary-target/debug), the mxnet-1.9 runtime, and Java for MMS (installed with apt if
+~/.cache/clary-target/release), the mxnet-1.9 runtime, and Java for MMS (installed with apt if
 missing). MMS and its handler are installed from PyPI into ~/.cache/clary-bench/mms-venv.
+`--before BIN` also measures a second clary binary (an older build) the same way in the same
+run (`clary@before`, `endpoint@before`; the two binaries swap places every other round; the
+same clary-loadgen drives both) and prints after/before ratios.
 Servers alternate (A B A B) because this machine's speed drifts; medians are reported.
 """
 import argparse
@@ -174,20 +177,20 @@ def start_mms(py, model_dir, work):
     return proc, "http://127.0.0.1:%d/invocations" % port, port
 
 
-def start_model_server(model_dir, work):
+def start_model_server(model_dir, work, clary=CLARY):
     port = free_port()
     env = dict(os.environ, SAGEMAKER_MODEL_SERVER_WORKERS=str(WORKERS))
-    proc = Proc([CLARY, "model-server", "--model-dir", model_dir, "--port", str(port), "--python", RUNTIME_PY,
+    proc = Proc([clary, "model-server", "--model-dir", model_dir, "--port", str(port), "--python", RUNTIME_PY,
                  "--run-dir", os.path.join(work, "ms-%d" % port)], env, open(os.path.join(work, "ms-%d.log" % port), "ab"))
     return proc, "http://127.0.0.1:%d/invocations" % port, port
 
 
-def start_endpoint(model_dir, work, kind):
+def start_endpoint(model_dir, work, kind, clary=CLARY):
     """A Clary server with the model deployed as an endpoint; returns the InvokeEndpoint URL and
     the signing key."""
     data = os.path.join(work, "clary-%s" % kind)
     port = free_port()
-    proc = Proc([CLARY, "server", "--listen", "127.0.0.1:%d" % port, "--data-dir", data, "--runtimes-dir", RUNTIMES],
+    proc = Proc([clary, "server", "--listen", "127.0.0.1:%d" % port, "--data-dir", data, "--runtimes-dir", RUNTIMES],
                 dict(os.environ), open(os.path.join(work, "server-%s.log" % kind), "ab"))
     url = "http://127.0.0.1:%d" % port
     env = dict(os.environ, AWS_ENDPOINT_URL=url)
@@ -197,7 +200,7 @@ def start_endpoint(model_dir, work, kind):
             break
         except Exception:
             time.sleep(0.1)
-    out = subprocess.run([CLARY, "env", "--data-dir", data], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([clary, "env", "--data-dir", data], capture_output=True, text=True, check=True).stdout
     keys = dict(re.findall(r"export (\w+)='([^']*)'", out))
     env.update(keys)
     tar = os.path.join(work, "%s-model.tar.gz" % kind)
@@ -208,14 +211,14 @@ def start_endpoint(model_dir, work, kind):
                       aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
     s3.upload_file(tar, bucket, "bench/%s/model.tar.gz" % kind)
     name = "bench-" + kind
-    subprocess.run([CLARY, "deploy", "--model-data", "s3://%s/bench/%s/model.tar.gz" % (bucket, kind), "--name", name,
+    subprocess.run([clary, "deploy", "--model-data", "s3://%s/bench/%s/model.tar.gz" % (bucket, kind), "--name", name,
                     "--env", "SAGEMAKER_MODEL_SERVER_WORKERS=%d" % WORKERS], env=env, check=True, capture_output=True)
     sign = "%s:%s:us-east-1" % (keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"])
 
     def stop():
-        subprocess.run([CLARY, "endpoints", "delete", name], env=env, capture_output=True)
+        subprocess.run([clary, "endpoints", "delete", name], env=env, capture_output=True)
         for _ in range(200):
-            if name not in subprocess.run([CLARY, "endpoints", "list"], env=env, capture_output=True, text=True).stdout:
+            if name not in subprocess.run([clary, "endpoints", "list"], env=env, capture_output=True, text=True).stdout:
                 break
             time.sleep(0.1)
         proc.stop()
@@ -237,14 +240,20 @@ def main():
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--models", default="mlp,cnn")
+    ap.add_argument("--before", metavar="BIN", help="a second clary binary (an older build) measured in the same run")
     a = ap.parse_args()
+    if a.before and not os.path.exists(a.before):
+        sys.exit("--before %s does not exist" % a.before)
+    binaries = {"": CLARY, "@before": os.path.abspath(a.before)} if a.before else {"": CLARY}
+    targets = ["mms"] + ["%s%s" % (t, b) for b in binaries for t in ("clary", "endpoint")]
     for path in (CLARY, LOADGEN, RUNTIME_PY):
         if not os.path.exists(path):
             sys.exit("missing %s: run `cargo build --release` and `clary runtimes build mxnet-1.9` first" % path)
     mms_py = ensure_mms()
     work = tempfile.mkdtemp(prefix="clary-bench-serving-")
     shims = os.path.join(work, "shims")
-    subprocess.run([CLARY, "model-server", "--help"], capture_output=True, check=True)
+    for binary in binaries.values():
+        subprocess.run([binary, "model-server", "--help"], capture_output=True, check=True)
     os.makedirs(shims)
     shutil.copytree(os.path.join(ROOT, "python", "clary_serving"), os.path.join(shims, "clary_serving"))
     report = {}
@@ -258,20 +267,23 @@ def main():
         open(body_file, "w").write(body)
         floor = json.loads(subprocess.run([RUNTIME_PY, "-c", IN_PROCESS, model_dir, body_file, shims],
                                           capture_output=True, text=True, check=True).stdout)
-        results = {"mms": {c: [] for c in CONCURRENCY}, "clary": {c: [] for c in CONCURRENCY},
-                   "endpoint": {c: [] for c in CONCURRENCY}}
+        results = {target: {c: [] for c in CONCURRENCY} for target in targets}
         for r in range(a.rounds):
-            for target in ("mms", "clary", "endpoint"):
+            # MMS first; with --before the two binaries swap places every other round.
+            order = targets if r % 2 == 0 else targets[:1] + targets[3:] + targets[1:3]
+            for target in order:
+                binary = binaries["@before" if target.endswith("@before") else ""]
                 if target == "mms":
                     proc, url, port = start_mms(mms_py, model_dir, work)
                     stop, sign = proc.stop, None
                     wait_ping(port, predict_body=body.encode())
-                elif target == "clary":
-                    proc, url, port = start_model_server(model_dir, work)
+                elif target.startswith("clary"):
+                    proc, url, port = start_model_server(model_dir, work, binary)
                     stop, sign = proc.stop, None
                     wait_ping(port)
                 else:
-                    stop, url, sign = start_endpoint(model_dir, work, "%s-%d" % (kind, r))
+                    stop, url, sign = start_endpoint(model_dir, work, "%s-%d%s" % (
+                        kind, r, "-before" if target.endswith("@before") else ""), binary)
                 try:
                     for c in CONCURRENCY:
                         res = load(url, body_file, c, a.seconds, sign)
@@ -288,14 +300,26 @@ def main():
         f = rep["floor"]
         print("\n%s: in-process forward %.3f ms; the toolkit's Python path in-process %.3f ms" % (
             kind.upper(), f["forward_ms"], f["toolkit_path_ms"]))
-        print("%-10s %-4s %10s %9s %9s %12s %12s" % ("server", "c", "req/s", "p50 ms", "p99 ms", "vs MMS rps", "vs MMS p50"))
+        w = max(10, max(len(t) + 1 for t in targets))
+        print("%-*s %-4s %10s %9s %9s %12s %12s" % (w, "server", "c", "req/s", "p50 ms", "p99 ms", "vs MMS rps", "vs MMS p50"))
         med = lambda target, c, k: statistics.median(x[k] for x in rep["results"][target][c])
-        for target in ("mms", "clary", "endpoint"):
+        for target in targets:
             for c in CONCURRENCY:
                 rps, p50, p99 = med(target, c, "rps"), med(target, c, "p50_ms"), med(target, c, "p99_ms")
-                print("%-10s %-4d %10.0f %9.2f %9.2f %11.2fx %11.2fx" % (
-                    target, c, rps, p50, p99, rps / med("mms", c, "rps"), med("mms", c, "p50_ms") / p50))
+                print("%-*s %-4d %10.0f %9.2f %9.2f %11.2fx %11.2fx" % (
+                    w, target, c, rps, p50, p99, rps / med("mms", c, "rps"), med("mms", c, "p50_ms") / p50))
         print("model-server p50 overhead over in-process forward at c=1: %.3f ms" % (med("clary", 1, "p50_ms") - f["forward_ms"]))
+        if a.before:
+            print("model-server@before p50 overhead over in-process forward at c=1: %.3f ms" % (
+                med("clary@before", 1, "p50_ms") - f["forward_ms"]))
+            print("after/before (req/s: above 1 is faster; p50, p99: below 1 is faster)")
+            print("%-10s %-4s %10s %9s %9s" % ("server", "c", "req/s", "p50", "p99"))
+            for target in ("clary", "endpoint"):
+                for c in CONCURRENCY:
+                    print("%-10s %-4d %9.3fx %8.3fx %8.3fx" % (
+                        target, c, med(target, c, "rps") / med(target + "@before", c, "rps"),
+                        med(target, c, "p50_ms") / med(target + "@before", c, "p50_ms"),
+                        med(target, c, "p99_ms") / med(target + "@before", c, "p99_ms")))
     shutil.rmtree(work, ignore_errors=True)
 
 
