@@ -3,6 +3,7 @@
 //! in, no bytes copied), or the server's S3 API over HTTP when it does not (a cluster node).
 //! Every method blocks; call them from blocking threads, never on the async runtime.
 
+use clary_client::SignedClient;
 use clary_sigv4::Signer;
 use clary_store::{LocalStore, PutOptions};
 use std::io::{self, Read};
@@ -22,21 +23,11 @@ pub enum Objects {
     Http(HttpObjects),
 }
 
-/// The server's S3 API, path-style, signed with the job's key pair.
+/// The server's S3 API, signed with the job's key pair.
 #[derive(Clone)]
 pub struct HttpObjects {
-    http: reqwest::Client,
-    base: String,
-    signer: Signer,
+    client: SignedClient,
     handle: Handle,
-}
-
-/// S3 keys keep `/` and RFC 3986's unreserved characters; everything else is `%XX`.
-fn encode_key(key: &str) -> String {
-    key.split('/')
-        .map(clary_sigv4::canonical::uri_encode)
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 fn link_or_copy(source: &Path, target: &Path) -> io::Result<()> {
@@ -54,9 +45,7 @@ impl Objects {
     /// The S3 API at `base` (the server's URL); `handle` runs the requests.
     pub fn http(base: &str, signer: Signer, handle: Handle) -> Self {
         Objects::Http(HttpObjects {
-            http: reqwest::Client::new(),
-            base: base.trim_end_matches('/').to_string(),
-            signer,
+            client: SignedClient::new(base, signer),
             handle,
         })
     }
@@ -184,96 +173,30 @@ impl Objects {
 }
 
 impl HttpObjects {
-    /// A signed request; the payload is not hashed (S3's `UNSIGNED-PAYLOAD`), so a large
-    /// upload streams from its file.
-    fn request(
-        &self,
-        method: reqwest::Method,
-        path_and_query: &str,
-        extra: &[(&str, String)],
-    ) -> Result<reqwest::RequestBuilder, String> {
-        let url = format!("{}{path_and_query}", self.base);
-        let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            "x-amz-content-sha256",
-            http::HeaderValue::from_static("UNSIGNED-PAYLOAD"),
-        );
-        for (k, v) in extra {
-            headers.insert(
-                http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?,
-                v.parse().map_err(|_| format!("bad header value for {k}"))?,
-            );
-        }
-        self.signer.sign_with_payload_hash(
-            "s3",
-            &method,
-            &uri,
-            &mut headers,
-            "UNSIGNED-PAYLOAD",
-            chrono::Utc::now(),
-        )?;
-        let mut req = self.http.request(method, &url);
-        for (k, v) in &headers {
-            req = req.header(k.as_str(), v.as_bytes());
-        }
-        Ok(req)
-    }
-
-    fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response, String> {
-        self.handle.block_on(async {
-            let resp = req.send().await.map_err(|e| format!("{what}: {e}"))?;
-            if resp.status().is_success() {
-                Ok(resp)
-            } else {
-                let status = resp.status();
-                let body = resp.text().await.unwrap_or_default();
-                Err(format!(
-                    "{what}: HTTP {status}: {}",
-                    s3_error_message(&body)
-                ))
-            }
-        })
-    }
-
     fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectRef>, String> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut q = format!(
-                "/{}?list-type=2&prefix={}",
-                encode_key(bucket),
-                clary_sigv4::canonical::uri_encode(prefix)
-            );
-            if let Some(t) = &token {
-                q.push_str("&continuation-token=");
-                q.push_str(&clary_sigv4::canonical::uri_encode(t));
-            }
-            let what = format!("listing s3://{bucket}/{prefix}");
-            let resp = self.send(self.request(reqwest::Method::GET, &q, &[])?, &what)?;
-            let body = self
-                .handle
-                .block_on(resp.text())
-                .map_err(|e| format!("{what}: {e}"))?;
-            let page = parse_list(&body).map_err(|e| format!("{what}: {e}"))?;
-            out.extend(page.objects);
-            match page.next {
-                Some(t) => token = Some(t),
-                None => return Ok(out),
-            }
-        }
+        let listed = self
+            .handle
+            .block_on(self.client.list_objects(bucket, prefix))
+            .map_err(|e| format!("listing s3://{bucket}/{prefix}: {e}"))?;
+        Ok(listed
+            .into_iter()
+            .map(|o| ObjectRef {
+                key: o.key,
+                size: o.size,
+            })
+            .collect())
     }
 
     fn reader(&self, bucket: &str, key: &str) -> Result<Box<dyn Read + Send>, String> {
-        let path = format!("/{}/{}", encode_key(bucket), encode_key(key));
-        let what = format!("reading s3://{bucket}/{key}");
-        let resp = self.send(self.request(reqwest::Method::GET, &path, &[])?, &what)?;
+        let mut body = self
+            .handle
+            .block_on(self.client.get_object(bucket, key))
+            .map_err(|e| format!("reading s3://{bucket}/{key}: {e}"))?;
         // The body streams through a small bounded channel: the reader's pace is the download's.
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(8);
         self.handle.spawn(async move {
-            let mut resp = resp;
             loop {
-                let item = match resp.chunk().await {
+                let item = match body.chunk().await {
                     Ok(Some(b)) => Ok(b),
                     Ok(None) => return,
                     Err(e) => Err(io::Error::other(e.to_string())),
@@ -297,24 +220,12 @@ impl HttpObjects {
         path: &Path,
         content_type: Option<&str>,
     ) -> Result<u64, String> {
-        let size = std::fs::metadata(path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?
-            .len();
-        let mut extra = vec![("content-length", size.to_string())];
-        if let Some(ct) = content_type {
-            extra.push(("content-type", ct.to_string()));
-        }
-        let target = format!("/{}/{}", encode_key(bucket), encode_key(key));
-        let req = self.request(reqwest::Method::PUT, &target, &extra)?;
-        let file = self
-            .handle
-            .block_on(tokio::fs::File::open(path))
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        self.send(
-            req.body(reqwest::Body::from(file)),
-            &format!("uploading s3://{bucket}/{key}"),
-        )?;
-        Ok(size)
+        self.handle
+            .block_on(
+                self.client
+                    .put_object_file(bucket, key, path, content_type, |_| {}),
+            )
+            .map_err(|e| format!("uploading s3://{bucket}/{key}: {e}"))
     }
 }
 
@@ -338,104 +249,5 @@ impl Read for ChannelReader {
         buf[..n].copy_from_slice(&self.current[..n]);
         self.current = self.current.slice(n..);
         Ok(n)
-    }
-}
-
-/// One page of `ListObjectsV2`.
-#[derive(Debug, Default, PartialEq)]
-struct ListPage {
-    objects: Vec<ObjectRef>,
-    next: Option<String>,
-}
-
-fn parse_list(xml: &str) -> Result<ListPage, String> {
-    use quick_xml::events::Event;
-    let bad = |e: &dyn std::fmt::Display| format!("bad listing XML: {e}");
-    let mut reader = quick_xml::Reader::from_str(xml);
-    let mut page = ListPage::default();
-    let mut path: Vec<String> = Vec::new();
-    // An element's text arrives in pieces: plain runs and entity references (`&amp;`).
-    let mut text = String::new();
-    let (mut key, mut size) = (String::new(), 0u64);
-    let mut truncated = false;
-    let mut token = None;
-    loop {
-        match reader.read_event().map_err(|e| bad(&e))? {
-            Event::Start(e) => {
-                path.push(String::from_utf8_lossy(e.name().as_ref()).into_owned());
-                text.clear();
-            }
-            Event::Text(t) => text.push_str(&t.decode().map_err(|e| bad(&e))?),
-            Event::GeneralRef(r) => {
-                let name = r.decode().map_err(|e| bad(&e))?;
-                let entity = format!("&{name};");
-                text.push_str(&quick_xml::escape::unescape(&entity).map_err(|e| bad(&e))?);
-            }
-            Event::End(_) => {
-                let names: Vec<&str> = path.iter().map(String::as_str).collect();
-                match names.as_slice() {
-                    [.., "Contents", "Key"] => key = std::mem::take(&mut text),
-                    [.., "Contents", "Size"] => size = text.trim().parse().unwrap_or(0),
-                    [.., "Contents"] => {
-                        page.objects.push(ObjectRef {
-                            key: std::mem::take(&mut key),
-                            size,
-                        });
-                        size = 0;
-                    }
-                    [.., "IsTruncated"] => truncated = text.trim() == "true",
-                    [.., "NextContinuationToken"] => token = Some(std::mem::take(&mut text)),
-                    _ => {}
-                }
-                text.clear();
-                path.pop();
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    page.next = if truncated { token } else { None };
-    Ok(page)
-}
-
-/// The `<Message>` of an S3 error body, or the body itself.
-fn s3_error_message(body: &str) -> String {
-    body.split_once("<Message>")
-        .and_then(|(_, rest)| rest.split_once("</Message>"))
-        .map(|(m, _)| m.to_string())
-        .unwrap_or_else(|| body.chars().take(300).collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listings_parse_with_escaped_keys_and_paging() {
-        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
-<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix>d/</Prefix>
-<Contents><Key>d/a&amp;b.txt</Key><Size>3</Size></Contents>
-<Contents><Key>d/c</Key><Size>10</Size></Contents>
-<IsTruncated>true</IsTruncated><NextContinuationToken>tok==</NextContinuationToken></ListBucketResult>"#;
-        let page = parse_list(xml).unwrap();
-        assert_eq!(
-            page.objects,
-            vec![
-                ObjectRef {
-                    key: "d/a&b.txt".into(),
-                    size: 3
-                },
-                ObjectRef {
-                    key: "d/c".into(),
-                    size: 10
-                }
-            ]
-        );
-        assert_eq!(page.next.as_deref(), Some("tok=="));
-        assert_eq!(encode_key("a b/c+d"), "a%20b/c%2Bd");
-        assert_eq!(
-            s3_error_message("<Error><Message>No such key</Message></Error>"),
-            "No such key"
-        );
     }
 }

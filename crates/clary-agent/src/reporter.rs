@@ -2,6 +2,7 @@
 //! final result. Every call is SigV4-signed. Calls are retried with backoff so a restarting
 //! server loses nothing: the agent keeps its lines until the server answers again.
 
+use clary_client::{JsonApi, Retry, SignedClient};
 use clary_exec::protocol::{
     AGENT_SIGNING_SERVICE, AGENT_TARGET_PREFIX, HostSpec, LogBatch, LogLine, ModelServerSpec,
     ResultReport, StatusReport,
@@ -11,17 +12,25 @@ use serde::Serialize;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// How long a report is retried before the agent gives up on the server.
-const GIVE_UP_AFTER: Duration = Duration::from_secs(15 * 60);
+/// The control plane's API for agents and model servers.
+const AGENT_API: JsonApi = JsonApi {
+    signing_service: AGENT_SIGNING_SERVICE,
+    target_prefix: AGENT_TARGET_PREFIX,
+};
+/// A report is retried with backoff for up to 15 minutes before the agent gives up on the
+/// server; a refusal (4xx) is final at once.
+const RETRY: Retry = Retry {
+    first_delay: Duration::from_millis(100),
+    max_delay: Duration::from_secs(5),
+    give_up_after: Duration::from_secs(15 * 60),
+};
 /// Log lines are sent when this many are waiting, or after [`FLUSH_EVERY`].
 const BATCH_LINES: usize = 500;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 #[derive(Clone)]
 pub struct Reporter {
-    http: reqwest::Client,
-    url: String,
-    signer: Signer,
+    client: SignedClient,
     job_name: String,
 }
 
@@ -33,14 +42,13 @@ impl Reporter {
         region: &str,
         job_name: &str,
     ) -> Self {
+        let signer = Signer {
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+            region: region.into(),
+        };
         Reporter {
-            http: reqwest::Client::new(),
-            url: url.trim_end_matches('/').to_string() + "/",
-            signer: Signer {
-                access_key: access_key.into(),
-                secret_key: secret_key.into(),
-                region: region.into(),
-            },
+            client: SignedClient::new(url, signer),
             job_name: job_name.into(),
         }
     }
@@ -49,71 +57,16 @@ impl Reporter {
         self.call_for(op, body).await.map(|_| ())
     }
 
-    /// A call whose answer matters; returns the response body.
-    async fn call_for<T: Serialize>(&self, op: &str, body: &T) -> Result<Vec<u8>, String> {
-        let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-        let started = std::time::Instant::now();
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match self.try_call(op, &body).await {
-                Ok(answer) => return Ok(answer),
-                // A 4xx means the server understood and refused; retrying won't help.
-                Err((Some(status), msg)) if status.is_client_error() => return Err(msg),
-                Err((_, msg)) if started.elapsed() > GIVE_UP_AFTER => return Err(msg),
-                Err(_) => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-
-    async fn try_call(
+    /// A call whose answer matters; returns the answer.
+    async fn call_for<T: Serialize>(
         &self,
         op: &str,
-        body: &[u8],
-    ) -> Result<Vec<u8>, (Option<reqwest::StatusCode>, String)> {
-        let uri: http::Uri = self
-            .url
-            .parse()
-            .map_err(|e| (None, format!("bad control URL {}: {e}", self.url)))?;
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            "content-type",
-            http::HeaderValue::from_static("application/x-amz-json-1.1"),
-        );
-        let target = format!("{AGENT_TARGET_PREFIX}{op}");
-        headers.insert(
-            "x-amz-target",
-            target
-                .parse()
-                .map_err(|_| (None, "bad target".to_string()))?,
-        );
-        self.signer
-            .sign(
-                AGENT_SIGNING_SERVICE,
-                &http::Method::POST,
-                &uri,
-                &mut headers,
-                body,
-                chrono::Utc::now(),
-            )
-            .map_err(|e| (None, e))?;
-        let mut req = self.http.post(&self.url).body(body.to_vec());
-        for (k, v) in &headers {
-            req = req.header(k.as_str(), v.as_bytes());
-        }
-        let resp = req.send().await.map_err(|e| (None, format!("{op}: {e}")))?;
-        let status = resp.status();
-        if status.is_success() {
-            resp.bytes()
-                .await
-                .map(|b| b.to_vec())
-                .map_err(|e| (None, format!("{op}: {e}")))
-        } else {
-            let text = resp.text().await.unwrap_or_default();
-            Err((Some(status), format!("{op}: HTTP {status}: {text}")))
-        }
+        body: &T,
+    ) -> Result<serde_json::Value, String> {
+        self.client
+            .call_json_retrying(AGENT_API, op, body, &RETRY)
+            .await
+            .map_err(|e| format!("{op}: {e}"))
     }
 
     pub async fn status(&self, host: &str, status: &str, message: &str) -> Result<(), String> {
@@ -131,7 +84,7 @@ impl Reporter {
     pub async fn host_spec(&self, host: &str) -> Result<HostSpec, String> {
         let body = serde_json::json!({"JobName": self.job_name, "Host": host});
         let answer = self.call_for("GetHostSpec", &body).await?;
-        serde_json::from_slice(&answer).map_err(|e| format!("the host spec is not valid: {e}"))
+        serde_json::from_value(answer).map_err(|e| format!("the host spec is not valid: {e}"))
     }
 
     /// The spec of an endpoint instance (model servers started by Slurm have only the URL).
@@ -142,7 +95,7 @@ impl Reporter {
     ) -> Result<ModelServerSpec, String> {
         let body = serde_json::json!({"EndpointName": endpoint, "InstanceId": instance});
         let answer = self.call_for("GetModelServerSpec", &body).await?;
-        serde_json::from_slice(&answer)
+        serde_json::from_value(answer)
             .map_err(|e| format!("the model server spec is not valid: {e}"))
     }
 

@@ -1,7 +1,8 @@
 //! The CLI's client: the same SigV4-signed SageMaker, Logs and S3 calls boto3 makes.
 
 use crate::settings::{self, Identity, ServerInfo};
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
+use clary_client::{ClientError, JsonApi, SignedClient, payload_hash};
 use clary_sigv4::Signer;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -19,10 +20,20 @@ pub struct ClientArgs {
 pub struct Client {
     pub url: String,
     pub region: String,
-    signer: Signer,
-    http: reqwest::Client,
+    signed: SignedClient,
     pub account: Option<String>,
 }
+
+/// The SageMaker API, as boto3 calls it.
+const SAGEMAKER: JsonApi = JsonApi {
+    signing_service: "sagemaker",
+    target_prefix: "SageMaker.",
+};
+/// CloudWatch Logs.
+const LOGS: JsonApi = JsonApi {
+    signing_service: "logs",
+    target_prefix: "Logs_20140328.",
+};
 
 impl Client {
     /// Credentials from the AWS variables `clary env` exports, falling back to the data dir.
@@ -57,99 +68,47 @@ impl Client {
             .ok()
             .or_else(|| info.map(|i| i.region))
             .unwrap_or_else(|| settings::DEFAULT_REGION.to_string());
-        Ok(Client {
-            url: url.trim_end_matches('/').to_string(),
-            signer: Signer {
+        let signed = SignedClient::new(
+            &url,
+            Signer {
                 access_key: ak,
                 secret_key: sk,
                 region: region.clone(),
             },
+        );
+        Ok(Client {
+            url: signed.base_url().to_string(),
+            signed,
             region,
-            http: reqwest::Client::new(),
             account: identity.map(|i| i.account),
         })
     }
 
-    async fn send(
-        &self,
-        service: &str,
-        method: http::Method,
-        path_and_query: &str,
-        headers: http::HeaderMap,
-        body: reqwest::Body,
-        payload_hash: &str,
-    ) -> Result<reqwest::Response> {
-        let full = format!("{}{path_and_query}", self.url);
-        let uri: http::Uri = full.parse().with_context(|| format!("bad URL {full}"))?;
-        let mut headers = headers;
-        self.signer
-            .sign_with_payload_hash(
-                service,
-                &method,
-                &uri,
-                &mut headers,
-                payload_hash,
-                chrono::Utc::now(),
-            )
-            .map_err(|e| anyhow!(e))?;
-        let mut req = self.http.request(method, &full).body(body);
-        for (k, v) in &headers {
-            if k != http::header::HOST {
-                req = req.header(k.as_str(), v.as_bytes());
-            }
-        }
-        req.send().await.with_context(|| {
-            format!(
+    /// A client error as the CLI reports it: an unreachable server says what to start.
+    fn explain(&self, e: ClientError) -> anyhow::Error {
+        match e {
+            ClientError::Transport(source) => anyhow::Error::new(source).context(format!(
                 "could not reach the Clary server at {} (is `clary server` running?)",
                 self.url
-            )
-        })
+            )),
+            other => anyhow::Error::new(other),
+        }
     }
 
-    /// A JSON 1.1 call; an AWS error comes back as `Err` with its code and message.
-    pub async fn json(&self, service: &str, target: &str, body: &Value) -> Result<Value> {
-        let bytes = serde_json::to_vec(body)?;
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            "content-type",
-            http::HeaderValue::from_static("application/x-amz-json-1.1"),
-        );
-        headers.insert("x-amz-target", target.parse()?);
-        let hash = hex_sha256(&bytes);
-        let resp = self
-            .send(
-                service,
-                http::Method::POST,
-                "/",
-                headers,
-                bytes.into(),
-                &hash,
-            )
-            .await?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-        if status.is_success() {
-            Ok(v)
-        } else {
-            let code = v.get("__type").and_then(Value::as_str).unwrap_or("Error");
-            let msg = v
-                .get("message")
-                .or(v.get("Message"))
-                .and_then(Value::as_str)
-                .unwrap_or(&text);
-            bail!("{code}: {msg}")
-        }
+    /// A JSON 1.1 call; an AWS error comes back as `Err` reading `<code>: <message>`.
+    async fn json(&self, api: JsonApi, op: &str, body: &Value) -> Result<Value> {
+        self.signed
+            .call_json(api, op, body)
+            .await
+            .map_err(|e| self.explain(e))
     }
 
     pub async fn sagemaker(&self, op: &str, body: &Value) -> Result<Value> {
-        self.json("sagemaker", &format!("SageMaker.{op}"), body)
-            .await
+        self.json(SAGEMAKER, op, body).await
     }
 
     pub async fn logs(&self, op: &str, body: &Value) -> Result<Value> {
-        self.json("logs", &format!("Logs_20140328.{op}"), body)
-            .await
+        self.json(LOGS, op, body).await
     }
 
     /// PUT of a file, streamed from disk; `progress` gets each chunk's size.
@@ -160,71 +119,27 @@ impl Client {
         path: &Path,
         progress: impl Fn(u64) + Send + Sync + 'static,
     ) -> Result<()> {
-        let file = tokio::fs::File::open(path)
+        match self
+            .signed
+            .put_object_file(bucket, key, path, None, progress)
             .await
-            .with_context(|| format!("opening {}", path.display()))?;
-        let len = file.metadata().await?.len();
-        let stream = futures::stream::unfold(file, move |mut f| async move {
-            use tokio::io::AsyncReadExt;
-            let mut buf = vec![0u8; 1 << 20];
-            match f.read(&mut buf).await {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((Ok::<_, std::io::Error>(buf), f))
-                }
-                Err(e) => Some((Err(e), f)),
+        {
+            Ok(_) => Ok(()),
+            Err(e @ ClientError::S3(_)) => {
+                Err(anyhow!("uploading s3://{bucket}/{key} failed: {e}"))
             }
-        });
-        let stream = futures::StreamExt::inspect(stream, move |c| {
-            if let Ok(b) = c {
-                progress(b.len() as u64)
-            }
-        });
-        let mut headers = http::HeaderMap::new();
-        headers.insert("content-length", len.to_string().parse()?);
-        let path_q = object_path(bucket, key);
-        let resp = self
-            .send(
-                "s3",
-                http::Method::PUT,
-                &path_q,
-                headers,
-                reqwest::Body::wrap_stream(stream),
-                "UNSIGNED-PAYLOAD",
-            )
-            .await?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            bail!(
-                "uploading s3://{bucket}/{key} failed: HTTP {status}: {}",
-                resp.text().await.unwrap_or_default()
-            );
+            Err(e) => Err(self.explain(e)),
         }
-        Ok(())
     }
 
     /// GET of an object into memory.
     pub async fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>> {
-        let path_q = object_path(bucket, key);
-        let resp = self
-            .send(
-                "s3",
-                http::Method::GET,
-                &path_q,
-                http::HeaderMap::new(),
-                reqwest::Body::from(Vec::new()),
-                &hex_sha256(b""),
-            )
-            .await?;
-        let status = resp.status();
-        if !status.is_success() {
-            bail!(
-                "reading s3://{bucket}/{key} failed: HTTP {status}: {}",
-                resp.text().await.unwrap_or_default()
-            );
+        let read = async { self.signed.get_object(bucket, key).await?.bytes().await };
+        match read.await {
+            Ok(b) => Ok(b.to_vec()),
+            Err(e @ ClientError::S3(_)) => Err(anyhow!("reading s3://{bucket}/{key} failed: {e}")),
+            Err(e) => Err(self.explain(e)),
         }
-        Ok(resp.bytes().await?.to_vec())
     }
 
     /// `InvokeEndpoint`: the HTTP status, the response's content type and its body.
@@ -240,12 +155,13 @@ impl Client {
         if let Some(a) = accept {
             headers.insert("accept", a.parse()?);
         }
-        let hash = hex_sha256(&body);
+        let hash = payload_hash(&body);
         let path = format!(
             "/endpoints/{}/invocations",
             clary_sigv4::uri_encode(endpoint)
         );
         let resp = self
+            .signed
             .send(
                 "sagemaker",
                 http::Method::POST,
@@ -254,7 +170,8 @@ impl Client {
                 body.into(),
                 &hash,
             )
-            .await?;
+            .await
+            .map_err(|e| self.explain(e))?;
         let status = resp.status().as_u16();
         let ct = resp
             .headers()
@@ -266,29 +183,9 @@ impl Client {
     }
 
     pub async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
-        let resp = self
-            .send(
-                "s3",
-                http::Method::HEAD,
-                &format!("/{bucket}"),
-                http::HeaderMap::new(),
-                reqwest::Body::from(Vec::new()),
-                &hex_sha256(b""),
-            )
-            .await?;
-        Ok(resp.status().is_success())
+        self.signed
+            .head_bucket(bucket)
+            .await
+            .map_err(|e| self.explain(e))
     }
-}
-
-/// The path-style S3 path of an object, as boto3 encodes it.
-fn object_path(bucket: &str, key: &str) -> String {
-    format!(
-        "/{bucket}/{}",
-        clary_sigv4::uri_encode(key).replace("%2F", "/")
-    )
-}
-
-fn hex_sha256(b: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(b))
 }
