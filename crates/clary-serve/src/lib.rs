@@ -161,50 +161,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// The `clary_serving` package files, for writing next to the binary's other Python shims.
-pub const PYTHON_PACKAGE: &[(&str, &str)] = &[
-    (
-        "clary_serving/__init__.py",
-        include_str!("../../../python/clary_serving/__init__.py"),
-    ),
-    (
-        "clary_serving/protocol.py",
-        include_str!("../../../python/clary_serving/protocol.py"),
-    ),
-    (
-        "clary_serving/errors.py",
-        include_str!("../../../python/clary_serving/errors.py"),
-    ),
-    (
-        "clary_serving/codecs.py",
-        include_str!("../../../python/clary_serving/codecs.py"),
-    ),
-    (
-        "clary_serving/mxnet_defaults.py",
-        include_str!("../../../python/clary_serving/mxnet_defaults.py"),
-    ),
-    (
-        "clary_serving/service.py",
-        include_str!("../../../python/clary_serving/service.py"),
-    ),
-    (
-        "clary_serving/worker.py",
-        include_str!("../../../python/clary_serving/worker.py"),
-    ),
-];
-
-/// Writes the `clary_serving` package under `dir`.
+/// Writes the `clary_serving` package (python/clary_serving, embedded by `clary-shims`) under
+/// `dir`, atomically file by file.
 pub fn write_python_package(dir: &Path) -> std::io::Result<()> {
-    for (rel, text) in PYTHON_PACKAGE {
-        let p = dir.join(rel);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        if std::fs::read_to_string(&p).ok().as_deref() != Some(*text) {
-            let tmp = p.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, text)?;
-            std::fs::rename(&tmp, &p)?;
-        }
-    }
-    Ok(())
+    clary_shims::write_subtree(dir, "clary_serving")
 }

@@ -9,39 +9,11 @@ use hyper_util::rt::TokioIo;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The Python helpers given to every job, embedded in the binary.
-const PYTHON_SHIMS: &[(&str, &str)] = &[
-    (
-        "sagemaker_mxnet_container/__init__.py",
-        include_str!("../../../python/sagemaker_mxnet_container/__init__.py"),
-    ),
-    (
-        "sagemaker_mxnet_container/training_utils.py",
-        include_str!("../../../python/sagemaker_mxnet_container/training_utils.py"),
-    ),
-    (
-        "sitecustomize.py",
-        include_str!("../../../python/sitecustomize.py"),
-    ),
-    (
-        "clary_training/__init__.py",
-        include_str!("../../../python/clary_training/__init__.py"),
-    ),
-    (
-        "clary_training/legacy.py",
-        include_str!("../../../python/clary_training/legacy.py"),
-    ),
-];
-
-/// Writes the embedded Python helpers (training shims and the serving package) into `dir`.
+/// Writes the Python helpers embedded in the binary (everything under python/: the training
+/// shims and the serving package) into `dir`.
 pub fn write_python_shims(dir: &std::path::Path) -> Result<()> {
-    for (rel, text) in PYTHON_SHIMS {
-        let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().expect("shim paths have a parent"))?;
-        std::fs::write(&p, text)?;
-    }
-    clary_serve::write_python_package(dir)?;
-    Ok(())
+    clary_shims::write_tree(dir)
+        .with_context(|| format!("writing the Python shims into {}", dir.display()))
 }
 
 #[derive(clap::Args, Debug)]
