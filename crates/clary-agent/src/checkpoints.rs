@@ -188,7 +188,7 @@ mod tests {
                 clary_store::PutOptions::default(),
             )
             .unwrap();
-        let store = Objects::Local(local);
+        let store: Objects = std::sync::Arc::new(local);
         let cp = CheckpointSpec {
             bucket: "bkt".into(),
             prefix: "ck/run".into(),

@@ -4,7 +4,7 @@ use crate::checkpoints::{self, CheckpointSync};
 use crate::contract::{Layout, TrainingContract};
 use crate::job_log::JobLog;
 use crate::network::HostIdentity;
-use crate::objects::Objects;
+use crate::objects::{self, Objects};
 use crate::parameter_server::{PsLayout, PsProcesses};
 use crate::pipe;
 use crate::reporter::Reporter;
@@ -91,31 +91,13 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
     let _ = reporter
         .status(&spec.current_host, "Downloading", "Downloading input data")
         .await;
-    let store = match spec.object_access.as_str() {
-        "http" => Objects::http(
-            &spec.control_url,
-            clary_sigv4::Signer {
-                access_key: spec.access_key.clone(),
-                secret_key: spec.secret_key.clone(),
-                region: spec.region.clone(),
-            },
-            tokio::runtime::Handle::current(),
-        ),
-        _ => match Objects::local(&spec.store_root) {
-            Ok(s) => s,
-            Err(e) => return failed(spec, format!("InternalServerError: {e}")),
-        },
+    let store = match objects::for_host(spec, tokio::runtime::Handle::current()) {
+        Ok((store, how)) => {
+            log.info(&how);
+            store
+        }
+        Err(e) => return failed(spec, format!("InternalServerError: {e}")),
     };
-    log.info(&match &store {
-        Objects::Http(_) => format!(
-            "Objects travel over the S3 API at {} (this host does not share the store's disk)",
-            spec.control_url
-        ),
-        Objects::Local(_) => format!(
-            "Objects are hard-linked from the store at {}",
-            spec.store_root.display()
-        ),
-    });
     // Pipe channels get FIFOs instead of directories.
     let channel_names: Vec<String> = spec
         .channels

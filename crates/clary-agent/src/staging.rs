@@ -288,13 +288,15 @@ pub fn upload_artifacts(
     };
     let upload = |dir: &Path, name: &str| -> Result<String, String> {
         let key = format!("{base}/{name}");
-        let size = store.put_written(
-            &spec.output_bucket,
-            &key,
-            Some("application/x-tar"),
-            &layout.base.join(format!(".{name}.part")),
-            &mut |w| pack_dir(dir, w, DEFAULT_GZIP_LEVEL).map(|_| ()),
-        )?;
+        let size = store
+            .put_written(
+                &spec.output_bucket,
+                &key,
+                Some("application/x-tar"),
+                &layout.base.join(format!(".{name}.part")),
+                &mut |w| pack_dir(dir, w, DEFAULT_GZIP_LEVEL).map(|_| ()),
+            )
+            .map_err(|e| e.to_string())?;
         log.info(&format!(
             "Uploaded s3://{}/{key} ({size} bytes)",
             spec.output_bucket
@@ -356,7 +358,7 @@ mod tests {
                 )
                 .unwrap();
         }
-        let store = Objects::Local(local);
+        let store: Objects = std::sync::Arc::new(local);
         {}
         let ch = ChannelSpec {
             name: "train".into(),

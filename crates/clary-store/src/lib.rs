@@ -1,10 +1,14 @@
-//! Object storage for Clary: the embedded local-directory store behind the S3 API, and the
-//! tar.gz packing and safe extraction that training uses for code and artifacts.
+//! Object storage for Clary: the embedded local-directory store behind the S3 API, the
+//! [`ObjectStore`] seam through which hosts reach objects (that store on the same disk, or the
+//! server's S3 API over HTTP), and the tar.gz packing and safe extraction that training uses
+//! for code and artifacts.
 
 pub mod archive;
 pub mod key_path;
 pub mod local;
 pub mod multipart;
+pub mod object_store;
+pub mod s3_http;
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -12,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub use local::{BucketInfo, LocalStore, ObjectWriter};
+pub use object_store::{ObjectError, ObjectRef, ObjectStore};
+pub use s3_http::S3HttpStore;
 
 /// What S3 keeps about an object besides its bytes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -4,11 +4,11 @@
 //! MXNet 1.4 the code fetched from `SAGEMAKER_SUBMIT_DIRECTORY`.
 
 use anyhow::{Context, Result, bail};
-use clary_agent::objects::Objects;
 use clary_exec::protocol::ModelServerSpec;
 use clary_exec::runtimes::{Runtime, Runtimes, SERVING_RUNTIME, builtin};
 use clary_serve::ServeConfig;
 use clary_store::archive::extract_tar_gz;
+use clary_store::{LocalStore, ObjectStore, S3HttpStore};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -87,13 +87,15 @@ async fn from_control(
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .with_context(|| format!("finding a free port on {address}"))?;
-    let objects = clary_agent::objects::Objects::http(
-        url,
-        clary_sigv4::Signer {
-            access_key: access,
-            secret_key: secret,
-            region: args.region.clone(),
-        },
+    let objects = S3HttpStore::new(
+        clary_client::SignedClient::new(
+            url,
+            clary_sigv4::Signer {
+                access_key: access,
+                secret_key: secret,
+                region: args.region.clone(),
+            },
+        ),
         tokio::runtime::Handle::current(),
     );
     let bind_ip: std::net::IpAddr = address
@@ -210,14 +212,14 @@ fn from_spec(path: &Path) -> Result<(ServeConfig, String)> {
     let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let spec: ModelServerSpec =
         serde_json::from_slice(&text).context("the model server spec is not valid")?;
-    let objects =
-        clary_agent::objects::Objects::local(&spec.store_root).map_err(anyhow::Error::msg)?;
+    let objects = LocalStore::open(&spec.store_root)
+        .with_context(|| format!("opening the object store at {}", spec.store_root.display()))?;
     prepare(spec, &objects)
 }
 
 /// Lays out the model (and, before MXNet 1.4, the code) in the instance's directory and
 /// builds the server's configuration. Blocks on object I/O.
-fn prepare(spec: ModelServerSpec, objects: &Objects) -> Result<(ServeConfig, String)> {
+fn prepare(spec: ModelServerSpec, objects: &dyn ObjectStore) -> Result<(ServeConfig, String)> {
     let image = Runtimes::new(spec.runtimes_dir.clone())
         .serving_image(&spec.image)
         .map_err(anyhow::Error::msg)?;
@@ -286,11 +288,11 @@ fn prepare(spec: ModelServerSpec, objects: &Objects) -> Result<(ServeConfig, Str
     Ok((config, format!(" (endpoint {})", spec.endpoint_name)))
 }
 
-fn extract_s3_tar(objects: &Objects, url: &str, dest: &Path) -> Result<()> {
+fn extract_s3_tar(objects: &dyn ObjectStore, url: &str, dest: &Path) -> Result<()> {
     let Some((bucket, key)) = url.strip_prefix("s3://").and_then(|r| r.split_once('/')) else {
         bail!("{url} is not an s3://bucket/key URI");
     };
-    let file = objects.reader(bucket, key).map_err(anyhow::Error::msg)?;
+    let file = objects.reader(bucket, key)?;
     let skipped = extract_tar_gz(std::io::BufReader::new(file), dest)
         .map_err(|e| anyhow::anyhow!("not a readable tar.gz: {e}"))?;
     for s in skipped.0 {
