@@ -1,6 +1,6 @@
 """Runs a training script written for the MXNet images of framework version 1.2 and earlier:
 the script is imported, its `train()` called with the nine keyword arguments of the legacy
-container, and the model it returns saved (CONTRACT.md 7.2, 7.3).
+container, and the model it returns saved (docs/contract.md §7.2, §7.3).
 
 The agent starts this as `python -m clary_training.legacy` with the code directory as the
 working directory; the parameter server is already running and the worker's DMLC_* variables
@@ -96,7 +96,7 @@ def accepted_kwargs(fn, kwargs):
 
 
 def default_save(model, model_dir):
-    """The three files of CONTRACT.md 7.3, for a Module."""
+    """The three files of docs/contract.md §7.3, for a Module."""
     if not all(hasattr(model, a) for a in ("symbol", "save_params", "data_shapes")):
         raise TypeError(
             "train() returned a %s, which the default save cannot write (it saves MXNet "

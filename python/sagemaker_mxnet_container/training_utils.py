@@ -1,5 +1,6 @@
 """What `sagemaker_mxnet_container.training_utils` offers training scripts in AWS's MXNet
-images: `scheduler_host` and `save`, with the same arguments and behaviour (CONTRACT.md 7.1, 7.3).
+images: `scheduler_host` and `save`, with the same arguments and behaviour
+(docs/contract.md §7.1, §7.3).
 """
 import json
 import os

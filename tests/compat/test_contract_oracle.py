@@ -18,7 +18,7 @@ print(json.dumps({"sm_env": env.to_env_vars(), "args": env.to_cmd_args()}))
 
 HYPERPARAMETER_SETS = [
     {"epochs": "2", "lr": "0.1", "name": '"abc"'},
-    # CONTRACT.md §5's verified example.
+    # docs/contract.md §5's verified example.
     {"batch-size": "128", "lr": "0.01", "use_gpu": "true", "opt": '"sgd"', "lst": "[1, 2, 3]",
      "nested": '{"a": 1, "b": [1, 2]}', "none_val": "null", "x": "1", "_ps_port": '"8000"'},
     # Awkward: floats in exponent form, huge ints, non-JSON strings, unicode, quotes, nesting.

@@ -1,4 +1,4 @@
-"""Legacy train() mode (framework_version 1.2 and earlier, CONTRACT.md 7.2) on real MXNet:
+"""Legacy train() mode (framework_version 1.2 and earlier, docs/contract.md §7.2) on real MXNet:
 the script is imported and train() called with the legacy keyword arguments, the model saved
 by the script's save() or the default Module save, and the result deployed."""
 import io

@@ -1,4 +1,4 @@
-"""One regression test per pitfall of SDK-WIRE.md §0.2 and the error shapes of §9 that a
+"""One regression test per pitfall of docs/sdk-wire.md §0.2 and the error shapes of §9 that a
 server can get wrong, driven with boto3/botocore and the SageMaker SDK as users run them.
 (Pitfalls 8 and 9, py_version validation and the SDK's sleeps, happen in the client alone.)"""
 import base64

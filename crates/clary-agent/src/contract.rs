@@ -1,4 +1,4 @@
-//! What a training script sees (CONTRACT.md §2–§5): the `/opt/ml` layout, the three config
+//! What a training script sees (docs/contract.md §2–§5): the `/opt/ml` layout, the three config
 //! files, the `SM_*` environment and the hyperparameter arguments, byte-identical to the AWS
 //! training toolkit (sagemaker-training 5.1.4), which the test suite runs as an oracle.
 
@@ -433,7 +433,7 @@ mod tests {
 
     #[test]
     fn args_match_the_toolkits_verified_example() {
-        // CONTRACT.md §5, verified with sagemaker-training 5.1.4.
+        // docs/contract.md §5, verified with sagemaker-training 5.1.4.
         let hps: Vec<(String, Py)> = [
             ("batch-size", "128"),
             ("lr", "0.01"),

@@ -433,7 +433,8 @@ fn present_inputs(
 }
 
 /// Writes the toolkit's failure text unless the script left its own (TT 5.1.4 keeps an
-/// existing `output/failure`), and returns the `FailureReason` from the file.
+/// existing `output/failure`, docs/contract.md §6.1), and returns the `FailureReason` from
+/// the file.
 fn failure_reason(output_dir: &Path, text: &str) -> String {
     let path = output_dir.join("failure");
     if !path.exists() {

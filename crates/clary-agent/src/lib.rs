@@ -1,5 +1,5 @@
 //! The training host agent: one per host of a training job. It implements the SageMaker MXNet
-//! container contract (CONTRACT.md §2–§7.1) around the user's script and reports to the
+//! container contract (docs/contract.md §2–§7.1) around the user's script and reports to the
 //! control plane over HTTP; it knows nothing of the control plane's tables.
 
 pub mod checkpoints;

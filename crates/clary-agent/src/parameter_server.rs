@@ -1,4 +1,4 @@
-//! MXNet's parameter server for `dist_*` kvstores, laid out as the toolkit does (CONTRACT.md
+//! MXNet's parameter server for `dist_*` kvstores, laid out as the toolkit does (docs/contract.md
 //! §7.1, §7.2): the scheduler on the scheduler host, one server per host, the user's script as
 //! the worker. Unlike the toolkit, the processes are supervised (one dying early ends the job
 //! with a reason instead of a hang) and killed when the job ends, and `DMLC_NODE_HOST` pins

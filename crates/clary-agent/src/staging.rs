@@ -38,7 +38,7 @@ pub struct ChannelObject {
     pub rel: String,
 }
 
-/// The manifest's entries (CONTRACT: a JSON list, `{"prefix": "s3://bucket/p/"}` first, then
+/// The manifest's entries (S3's `ManifestFile` format: a JSON list, `{"prefix": "s3://bucket/p/"}` first, then
 /// keys relative to it) as objects.
 pub fn parse_manifest(text: &str) -> Result<Vec<ChannelObject>, String> {
     let list: Vec<serde_json::Value> =

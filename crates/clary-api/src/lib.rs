@@ -1,4 +1,4 @@
-//! Wire protocols: one port that tells the AWS services apart (SDK-WIRE.md §1.3), verifies
+//! Wire protocols: one port that tells the AWS services apart (docs/sdk-wire.md §1.3), verifies
 //! SigV4 on every call, and hands typed calls to the control plane or the object store.
 //!
 //! Dispatch order: `X-Amz-Target` (SageMaker, Logs, agent reports) → the SageMaker Runtime path

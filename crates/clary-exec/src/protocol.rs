@@ -109,7 +109,7 @@ pub struct HostSpec {
     pub runtime: String,
     pub framework_version: String,
     pub device: String,
-    /// MXNet 1.2 and earlier: the script's `train()` is called (CONTRACT.md §7.2).
+    /// MXNet 1.2 and earlier: the script's `train()` is called (docs/contract.md §7.2).
     #[serde(default)]
     pub legacy: bool,
     #[serde(default)]

@@ -1,5 +1,5 @@
-//! The model server's settings, from the `SAGEMAKER_*` serving variables (CONTRACT.md §8–§9.1)
-//! and a few of Clary's own.
+//! The model server's settings, from the `SAGEMAKER_*` serving variables
+//! (docs/contract.md §8–§9.1) and a few of Clary's own.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! The model server (`clary model-server`): a Rust HTTP front end over a pool of long-lived
-//! Python workers that run the SageMaker MXNet serving handler chain. CONTRACT.md §8–§10 is what
-//! user code sees; the README lists where Clary is deliberately more honest than the toolkit.
+//! Python workers that run the SageMaker MXNet serving handler chain. docs/contract.md §8–§10
+//! is what user code sees; the README lists where Clary is deliberately more honest than the
+//! toolkit.
 
 pub mod config;
 pub mod frame;

@@ -95,7 +95,7 @@ impl ServerInfo {
 }
 
 /// Writes the SageMaker Python SDK config that keeps the SDK away from real AWS
-/// (SDK-WIRE.md §2): a default bucket, so no hard-wired STS call, and no telemetry.
+/// (docs/sdk-wire.md §2): a default bucket, so no hard-wired STS call, and no telemetry.
 pub fn write_sdk_config(data_dir: &Path, bucket: &str) -> Result<PathBuf> {
     let path = data_dir.join("sagemaker-config.yaml");
     let text = format!(

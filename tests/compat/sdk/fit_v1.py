@@ -6,7 +6,7 @@
 2. Script mode on 1.3.0 (a real MXNet 1.3.0 runtime): fit with logs, attach to the finished
    job, deploy, predict, delete.
 
-v1 has no config file, so its Session is given the bucket (SDK-WIRE.md §2.1: default_bucket()
+v1 has no config file, so its Session is given the bucket (docs/sdk-wire.md §2.1: default_bucket()
 would otherwise call the real STS).
 """
 import json
