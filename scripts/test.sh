@@ -30,6 +30,10 @@ if [ ! -x "$V1_VENV/bin/python" ] || ! cmp -s tests/requirements-sdk-v1.txt "$st
 fi
 export CLARY_SDK_V1_PYTHON="$V1_VENV/bin/python"
 
+echo "== format and lints"
+cargo fmt --all --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
 echo "== build"
 cargo build --locked
 export CLARY_BIN="$CARGO_TARGET_DIR/debug/clary"

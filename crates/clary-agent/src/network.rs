@@ -4,6 +4,9 @@
 //! `algo-i` as their hostname, so every resolver (Python, ps-lite, a shell) agrees; elsewhere
 //! Python's resolver is taught the file by the `sitecustomize` shim (`CLARY_HOSTS_FILE`).
 
+// Unsafe: a pre-exec hook (unshare, mount, sethostname) between fork and exec has no safe API.
+#![allow(unsafe_code)]
+
 use clary_exec::protocol::HostSpec;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,9 @@
 //! `<channel>_<N+1>` on EOF always finds it. Gzip objects are decompressed on the way; with
 //! `RecordWrapperType: RecordIO` each object travels as one MXNet RecordIO record.
 
+// Unsafe: FIONREAD and a zero-timeout poll on a FIFO have no safe wrapper in nix.
+#![allow(unsafe_code)]
+
 use crate::job_log::WeakJobLog;
 use crate::objects::Objects;
 use crate::staging::ChannelObject;

@@ -166,9 +166,9 @@ fn validate_endpoint_config(body: &Value) -> Result<(), ControlError> {
 pub fn handle(state: &ApiState, op: &str, body: &Value) -> Option<Result<Value, ControlError>> {
     let cp = &state.control;
     let with_tags = |arn: String| -> Result<String, ControlError> {
-        let t = crate::json_api::tag_pairs(body);
+        let t = crate::wire::tag_pairs(body);
         if !t.is_empty() {
-            cp.add_tags(&arn, &t)?;
+            cp.tags.add(&arn, &t)?;
         }
         Ok(arn)
     };

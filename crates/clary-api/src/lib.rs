@@ -4,15 +4,19 @@
 //! Dispatch order: `X-Amz-Target` (SageMaker, Logs, agent reports) → the SageMaker Runtime path
 //! for scope `sagemaker` → query protocol for scopes `sts`/`iam` → S3 (s3s) for everything else.
 
+pub mod errors;
 pub mod hosting_api;
 pub mod json_api;
 pub mod query;
 pub mod runtime;
 pub mod s3;
+pub mod sagemaker_api;
+pub mod training_api;
 pub mod validate;
+mod wire;
 
 use bytes::Bytes;
-use clary_control::{ControlError, ControlPlane};
+use clary_control::ControlPlane;
 use clary_exec::protocol::{AGENT_SIGNING_SERVICE, AGENT_TARGET_PREFIX};
 use clary_store::LocalStore;
 use http::{Request, Response, StatusCode};
@@ -91,21 +95,8 @@ fn json_ok(value: serde_json::Value) -> Response<Body> {
         .expect("static response parts are valid")
 }
 
-fn control_error(e: &ControlError) -> Response<Body> {
-    let status = match e {
-        ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    // SageMaker's "not found" is a ValidationException on the wire for Describe* calls.
-    let code = match e {
-        ControlError::ResourceNotFound(_)
-            if e.to_string().starts_with("Requested resource not found") =>
-        {
-            "ValidationException"
-        }
-        ControlError::ResourceNotFound(_) => "ResourceNotFoundException",
-        other => other.code(),
-    };
+fn api_error(e: &errors::ApiError) -> Response<Body> {
+    let (status, code) = e.status_and_code();
     json_error(status, code, &e.to_string())
 }
 
@@ -222,14 +213,14 @@ pub async fn handle(
     }
     let st = state.clone();
     let result = tokio::task::spawn_blocking(move || match service.as_str() {
-        "SageMaker" => json_api::sagemaker(&st, &op, parsed),
+        "SageMaker" => sagemaker_api::handle(&st, &op, parsed),
         "Logs_20140328" => json_api::logs(&st, &op, parsed),
         _ => json_api::agent(&st, &op, parsed),
     })
     .await;
     Ok(match result {
         Ok(Ok(v)) => json_ok(v),
-        Ok(Err(e)) => control_error(&e),
+        Ok(Err(e)) => api_error(&e),
         Err(e) => json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalFailure",

@@ -162,7 +162,9 @@ pub fn create_training_job(
         need(output, "S3OutputPath", "outputDataConfig.s3OutputPath")?,
         "outputDataConfig.s3OutputPath",
     )?;
-    let Some((out_bucket, _)) = clary_control::training::parse_s3_uri(out_path) else {
+    let Some((out_bucket, _)) =
+        clary_control::domain::training::S3Location::parse(out_path).map(|l| (l.bucket, l.prefix))
+    else {
         return Err(fail(
             out_path,
             "outputDataConfig.s3OutputPath",
@@ -276,7 +278,9 @@ pub fn create_training_job(
             )));
         }
         let uri = s3.get("S3Uri").and_then(Value::as_str).unwrap_or_default();
-        let Some((bucket, _)) = clary_control::training::parse_s3_uri(uri) else {
+        let Some((bucket, _)) =
+            clary_control::domain::training::S3Location::parse(uri).map(|l| (l.bucket, l.prefix))
+        else {
             return Err(fail(
                 uri,
                 &format!("{at}.dataSource.s3DataSource.s3Uri"),
@@ -313,7 +317,9 @@ pub fn create_training_job(
             need(cp, "S3Uri", "checkpointConfig.s3Uri")?,
             "checkpointConfig.s3Uri",
         )?;
-        let Some((bucket, _)) = clary_control::training::parse_s3_uri(uri) else {
+        let Some((bucket, _)) =
+            clary_control::domain::training::S3Location::parse(uri).map(|l| (l.bucket, l.prefix))
+        else {
             return Err(fail(
                 uri,
                 "checkpointConfig.s3Uri",

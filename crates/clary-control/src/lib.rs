@@ -1,67 +1,74 @@
-//! The control plane: training jobs and their state machine, the queue that launches them onto
-//! an executor, and CloudWatch-shaped log storage, all kept in SQLite.
+//! The control plane: training jobs on a shared job lifecycle, hosting, tags and CloudWatch-shaped
+//! logs. Rooms: `domain` (typed entities, pure transitions), `store` (SQL), `training` (the
+//! lifecycle, the queue and the watch), `hosting` (models, configs, the endpoint reconciler).
+//! Processes are reached only through `clary_exec::Executor`. See docs/design/control-plane.md.
 
-pub mod capacity;
-pub mod db;
+pub mod config;
+pub mod domain;
+pub mod error;
 pub mod hosting;
 pub mod logs;
 pub mod routes;
+pub mod store;
+pub mod tags;
 pub mod training;
 
-use std::path::PathBuf;
+pub use config::ControlConfig;
+pub use domain::capacity;
+pub use error::ControlError;
 
-pub use training::{ControlPlane, ListJobs};
+use clary_exec::Executor;
+use std::sync::Arc;
+use store::Db;
+use tokio::sync::Notify;
 
-/// Settings the control plane runs with.
-#[derive(Debug, Clone)]
-pub struct ControlConfig {
-    pub data_dir: PathBuf,
-    pub runtimes_dir: PathBuf,
-    pub region: String,
-    pub account: String,
-    /// The URL agents report to.
-    pub control_url: String,
-    pub access_key: String,
-    pub secret_key: String,
-    /// The `clary` binary, started as `clary agent`.
-    pub agent_program: PathBuf,
-    /// Directory of the Python helper modules given to jobs.
-    pub python_shims: PathBuf,
-    pub capacity: capacity::Capacity,
-    pub stop_grace_secs: u64,
-    /// How agents reach objects: `local` (the store's directory) or `http` (the S3 API).
-    pub agent_objects: String,
-    /// Jobs and endpoint instances go to this Slurm cluster instead of local processes.
-    pub slurm: Option<clary_exec::slurm::SlurmExecutor>,
+pub struct ControlPlane {
+    pub config: Arc<ControlConfig>,
+    pub logs: logs::Logs,
+    pub training: Arc<training::TrainingJobs>,
+    pub tags: tags::Tags,
+    pub(crate) db: Db,
+    pub(crate) executor: Arc<dyn Executor>,
+    /// Where `InvokeEndpoint` goes: the healthy instances of each in-service endpoint.
+    pub routes: routes::Routes,
+    /// Addresses and ports model servers on cluster nodes reported, by instance id, until
+    /// the hosting loop takes them.
+    pub(crate) instance_reports: std::sync::Mutex<std::collections::HashMap<String, (String, u16)>>,
+    pub(crate) endpoint_wake: Notify,
+    /// Held by the hosting loop during a pass and by calls that change an endpoint, so neither
+    /// overwrites the other's change.
+    pub(crate) hosting_lock: tokio::sync::Mutex<()>,
 }
 
-/// Domain errors, each with the AWS error code its API maps it to.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum ControlError {
-    #[error("{0}")]
-    Validation(String),
-    #[error("{0}")]
-    ResourceInUse(String),
-    #[error("{0}")]
-    ResourceNotFound(String),
-    #[error("{0}")]
-    ResourceLimitExceeded(String),
-    #[error("{0}")]
-    InvalidParameter(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl ControlError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            ControlError::Validation(_) => "ValidationException",
-            ControlError::ResourceInUse(_) => "ResourceInUse",
-            ControlError::ResourceNotFound(_) => "ResourceNotFound",
-            ControlError::ResourceLimitExceeded(_) => "ResourceLimitExceeded",
-            ControlError::InvalidParameter(_) => "InvalidParameterException",
-            ControlError::Internal(_) => "InternalFailure",
-        }
+impl ControlPlane {
+    pub fn open(
+        config: ControlConfig,
+        executor: Arc<dyn Executor>,
+    ) -> Result<Arc<Self>, ControlError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            ControlError::Internal(format!("creating {}: {e}", config.data_dir.display()))
+        })?;
+        let db = Db::open(&config.data_dir.join("clary.db"))?;
+        let logs = logs::Logs::new(db.clone(), &config.region, &config.account);
+        let config = Arc::new(config);
+        let training = Arc::new(training::TrainingJobs::new(
+            store::TrainingJobStore::new(db.clone()),
+            logs.clone(),
+            executor.clone(),
+            config.clone(),
+        ));
+        Ok(Arc::new(ControlPlane {
+            config,
+            logs,
+            training,
+            tags: tags::Tags::new(store::TagStore::new(db.clone())),
+            db,
+            executor,
+            routes: Default::default(),
+            instance_reports: Default::default(),
+            endpoint_wake: Notify::new(),
+            hosting_lock: tokio::sync::Mutex::new(()),
+        }))
     }
 }
 

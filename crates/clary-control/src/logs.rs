@@ -4,7 +4,7 @@
 //! Events are ordered by `(timestamp, id)`; paging tokens are that pair, so `startTime` is
 //! inclusive and events sharing a timestamp keep a stable order (the SDK's log loop relies on both).
 
-use crate::db::Db;
+use crate::store::Db;
 use crate::{ControlError, now_millis};
 use rusqlite::params;
 use serde_json::{Value, json};

@@ -5,10 +5,12 @@
 //! deliberately *not* tied to the server's life: a restarted server finds them by PID and
 //! re-attaches, because they keep reporting to the same address.
 
+pub mod executor;
 pub mod images;
 pub mod local;
 pub mod protocol;
 pub mod runtimes;
 pub mod slurm;
 
+pub use executor::{ExecHandle, Executor, Observed, StopSignal};
 pub use local::{HostProcess, LocalExecutor};

@@ -23,7 +23,7 @@ pub enum ExecError {
 
 /// A started agent, identified by PID and the kernel's start time of that PID, so a restarted
 /// server never mistakes a recycled PID for its agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostProcess {
     pub pid: i32,
     pub start_ticks: u64,

@@ -277,12 +277,14 @@ fn cluster_status() -> Result<()> {
         let (Some(id), Some(name), Some(state)) = (cols.first(), cols.get(1), cols.get(2)) else {
             continue;
         };
-        let what = if let Some(ep) = name.strip_prefix("clary-ep-") {
-            format!("endpoint instance {ep}")
-        } else if let Some(job) = name.strip_prefix("clary-") {
-            format!("training job {job}")
-        } else {
-            continue;
+        let what = match clary_exec::executor::SlurmUnit::from_job_name(name) {
+            Some(clary_exec::executor::SlurmUnit::EndpointInstance(ep)) => {
+                format!("endpoint instance {ep}")
+            }
+            Some(clary_exec::executor::SlurmUnit::TrainingJob(job)) => {
+                format!("training job {job}")
+            }
+            None => continue,
         };
         any = true;
         println!(

@@ -4,6 +4,8 @@ use crate::settings::{self, Identity, ServerInfo};
 use anyhow::{Context, Result};
 use clary_control::capacity::Capacity;
 use clary_control::{ControlConfig, ControlPlane};
+use clary_exec::Executor;
+use clary_exec::executor::{LocalProcesses, NodeContext, SlurmCluster};
 use clary_store::LocalStore;
 use hyper_util::rt::TokioIo;
 use std::path::PathBuf;
@@ -151,7 +153,6 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         control_url: url.clone(),
         access_key: identity.access_key.clone(),
         secret_key: identity.secret_key.clone(),
-        agent_program: std::env::current_exe().context("locating the clary binary")?,
         python_shims: shims,
         capacity,
         stop_grace_secs: args.stop_grace_secs,
@@ -161,18 +162,42 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         } else {
             args.agent_objects.clone()
         },
-        slurm: (args.executor == "slurm").then(|| clary_exec::slurm::SlurmExecutor {
-            config: clary_exec::slurm::SlurmConfig {
-                partition: args.slurm_partition.clone(),
-                account: args.slurm_account.clone(),
-                extra_flags: args.slurm_flags.clone(),
-                shapes: args.slurm_instances.iter().cloned().collect(),
-                node_dir: args.slurm_node_dir.clone(),
-                output_dir: data_dir.join("slurm"),
-            },
-        }),
     };
-    let control = ControlPlane::open(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let program = std::env::current_exe().context("locating the clary binary")?;
+    let executor: Arc<dyn Executor> = if args.executor == "slurm" {
+        Arc::new(SlurmCluster {
+            slurm: clary_exec::slurm::SlurmExecutor {
+                config: clary_exec::slurm::SlurmConfig {
+                    partition: args.slurm_partition.clone(),
+                    account: args.slurm_account.clone(),
+                    extra_flags: args.slurm_flags.clone(),
+                    shapes: args.slurm_instances.iter().cloned().collect(),
+                    node_dir: args.slurm_node_dir.clone(),
+                    output_dir: data_dir.join("slurm"),
+                },
+            },
+            node: NodeContext {
+                program,
+                control_url: url.clone(),
+                region: args.region.clone(),
+                access_key: identity.access_key.clone(),
+                secret_key: identity.secret_key.clone(),
+            },
+        })
+    } else {
+        Arc::new(LocalProcesses::new(program))
+    };
+    let control = ControlPlane::open(config, executor).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (filled, undecodable) = control
+        .training
+        .fill_in_specs(clary_api::training_api::spec_from_request)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if filled > 0 {
+        eprintln!("filled in the typed spec of {filled} training jobs of an earlier clary");
+    }
+    for job in undecodable {
+        eprintln!("warning: training job {job}");
+    }
     let state = clary_api::ApiState::new(
         control.clone(),
         store,
@@ -190,7 +215,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         ServerInfo::path(&data_dir),
         serde_json::to_vec_pretty(&info)?,
     )?;
-    tokio::spawn(control.clone().run_scheduler());
+    tokio::spawn(control.training.clone().run_scheduler());
     tokio::spawn(control.clone().run_hosting());
     println!(
         "clary server listening on {url} (data dir {})",

@@ -1,7 +1,7 @@
 //! The SQLite database: one connection (SQLite has one writer anyway), WAL mode, and
 //! migrations numbered by `PRAGMA user_version`.
 
-use crate::ControlError;
+use crate::error::ControlError;
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -69,6 +69,8 @@ const MIGRATIONS: &[&str] = &[
         state TEXT NOT NULL,
         creation_time REAL NOT NULL
      );",
+    // 3: a training job's typed spec (the domain's own format), beside the request the API echoes.
+    "ALTER TABLE training_jobs ADD COLUMN spec TEXT;",
 ];
 
 #[derive(Clone)]

@@ -1,0 +1,6 @@
+//! The domain: typed entities, their status enums and the pure transitions that move them. No
+//! SQL, no wire shapes, no processes.
+
+pub mod capacity;
+pub mod job;
+pub mod training;

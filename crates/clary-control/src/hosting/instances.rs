@@ -1,0 +1,214 @@
+//! One endpoint instance: its spec, its launch through the executor, its health and its end.
+
+use super::*;
+
+impl ControlPlane {
+    /// The spec of an endpoint instance, for a model server started on a cluster node
+    /// (`ClaryAgent.GetModelServerSpec`).
+    pub fn model_server_spec(&self, endpoint: &str, instance: &str) -> Result<Value, ControlError> {
+        let plain = |s: &str| !s.is_empty() && !s.contains('/') && s != "." && s != "..";
+        if !plain(endpoint) || !plain(instance) {
+            return Err(ControlError::Validation(format!(
+                "{endpoint:?}/{instance:?} is not an endpoint instance"
+            )));
+        }
+        let path = self
+            .config
+            .data_dir
+            .join("endpoints")
+            .join(endpoint)
+            .join(instance)
+            .join("spec.json");
+        let text = std::fs::read(&path).map_err(|_| {
+            ControlError::ResourceNotFound(format!(
+                "endpoint {endpoint} has no instance {instance}"
+            ))
+        })?;
+        serde_json::from_slice(&text).map_err(|e| ControlError::Internal(e.to_string()))
+    }
+
+    /// A model server on a cluster node says where it listens (`ClaryAgent.ReportInstance`).
+    pub fn report_instance(&self, instance: &str, address: &str, port: u16) {
+        self.instance_reports
+            .lock()
+            .expect("instance reports")
+            .insert(instance.to_string(), (address.to_string(), port));
+        self.endpoint_wake.notify_one();
+    }
+
+    pub(super) fn instance_alive(&self, i: &Instance) -> bool {
+        i.handle()
+            .is_some_and(|h| !matches!(self.executor.observe(&h), Observed::Gone(_)))
+    }
+
+    /// SIGTERM: the model server finishes the requests it holds.
+    pub(super) fn terminate_instance(&self, i: &Instance) {
+        if let Some(h) = i.handle() {
+            self.executor.signal(&h, StopSignal::Term);
+        }
+    }
+
+    pub(super) fn kill_instance(&self, i: &Instance) {
+        if let Some(h) = i.handle() {
+            self.executor.signal(&h, StopSignal::Kill);
+        }
+    }
+
+    pub(super) fn launch_instance(
+        &self,
+        endpoint: &str,
+        v: &VariantPlan,
+        i: &mut Instance,
+    ) -> Result<(), String> {
+        std::fs::create_dir_all(&i.work_dir)
+            .map_err(|e| format!("creating {}: {e}", i.work_dir.display()))?;
+        let port = free_port().map_err(|e| format!("finding a free port: {e}"))?;
+        let spec = ModelServerSpec {
+            endpoint_name: endpoint.to_string(),
+            variant_name: v.name.clone(),
+            instance_id: i.id.clone(),
+            image: v.image.clone(),
+            model_data_url: v.model_data_url.clone(),
+            environment: v.environment.clone(),
+            port,
+            work_dir: i.work_dir.clone(),
+            store_root: self.config.data_dir.join("objects"),
+            runtimes_dir: self.config.runtimes_dir.clone(),
+            python_shims: self.config.python_shims.clone(),
+            accelerator_type: v.accelerator_type.clone(),
+        };
+        let spec_path = i.work_dir.join("spec.json");
+        std::fs::write(
+            &spec_path,
+            serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("writing {}: {e}", spec_path.display()))?;
+        self.logs
+            .create_stream(&Self::endpoint_log_group(endpoint), &i.log_stream)
+            .map_err(|e| e.to_string())?;
+        i.healthy = false;
+        let handle = self.executor.launch_instance(&InstanceLaunch {
+            endpoint,
+            instance_id: &i.id,
+            instance_type: &v.instance_type,
+            spec_path: &spec_path,
+            log_path: &i.log_file(),
+        })?;
+        match handle {
+            ExecHandle::Process(p) => {
+                i.pid = p.pid;
+                i.start_ticks = p.start_ticks;
+                i.slurm_job = None;
+                i.port = port;
+                i.address = loopback();
+            }
+            // A cluster instance picks a port on its node and reports it with its address.
+            ExecHandle::SlurmJob(id) => {
+                i.slurm_job = Some(id);
+                i.pid = 0;
+                i.port = 0;
+            }
+        }
+        i.launched_at = now_secs();
+        i.stopping_since = None;
+        Ok(())
+    }
+
+    /// SIGTERM to retiring instances (the model server drains what it holds), SIGKILL after the
+    /// grace period; forgotten once gone.
+    pub(super) fn retire(&self, ep: &mut Endpoint) {
+        let now = now_secs();
+        let mut keep = Vec::new();
+        for mut i in std::mem::take(&mut ep.retiring) {
+            self.routes.forget_instance(&i.id);
+            if !i.launched() || !self.instance_alive(&i) {
+                continue;
+            }
+            match i.stopping_since {
+                None => {
+                    self.terminate_instance(&i);
+                    i.stopping_since = Some(now);
+                }
+                Some(t) if now - t > STOP_GRACE_SECS => self.kill_instance(&i),
+                Some(_) => {}
+            }
+            keep.push(i);
+        }
+        ep.retiring = keep;
+    }
+
+    /// Copies new complete lines of an instance's output into its log stream.
+    pub(super) fn ship_log(&self, group: &str, i: &mut Instance) {
+        let Ok(mut f) = std::fs::File::open(i.log_file()) else {
+            return;
+        };
+        let Ok(len) = f.metadata().map(|m| m.len()) else {
+            return;
+        };
+        if len <= i.log_offset || f.seek(SeekFrom::Start(i.log_offset)).is_err() {
+            return;
+        }
+        let mut buf = Vec::new();
+        let _ = f
+            .take((len - i.log_offset).min(1 << 20))
+            .read_to_end(&mut buf);
+        let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+            return;
+        };
+        let now = now_millis();
+        let events: Vec<(i64, String)> = buf[..end]
+            .split(|&b| b == b'\n')
+            .map(|l| {
+                (
+                    now,
+                    String::from_utf8_lossy(l)
+                        .trim_end_matches('\r')
+                        .to_string(),
+                )
+            })
+            .collect();
+        if self.logs.append(group, &i.log_stream, &events).is_ok() {
+            i.log_offset += end as u64 + 1;
+        }
+    }
+}
+
+pub(super) fn uuid_hex() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+pub(super) fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `GET /ping` on a local model server: its status and body, or None if it does not answer.
+pub(super) async fn ping(address: &str, port: u16) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect((address, port)).await.ok()?;
+        s.write_all(format!("GET /ping HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status: u16 = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+pub(super) fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

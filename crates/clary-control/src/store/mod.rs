@@ -1,0 +1,9 @@
+//! The store layer: the only place with SQL. Rows become domain values and back.
+
+mod db;
+pub mod tags;
+pub mod training_jobs;
+
+pub use db::Db;
+pub use tags::TagStore;
+pub use training_jobs::TrainingJobStore;

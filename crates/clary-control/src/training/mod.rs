@@ -1,0 +1,245 @@
+//! Training jobs on the shared job lifecycle: create, describe, list and stop; the agents'
+//! reports; and (in [`launch`] and [`scheduler`]) the queue that launches hosts through the
+//! executor and the watch over them.
+
+mod launch;
+mod scheduler;
+
+use crate::config::ControlConfig;
+use crate::domain::job::{
+    HostResult, JobState, ResultEffect, SecondaryStatus, StopEffect, TransitionError,
+};
+use crate::domain::training::{ListTrainingJobs, Page, TRAINING, TrainingJob, TrainingJobSpec};
+use crate::error::ControlError;
+use crate::logs::{Logs, TRAINING_LOG_GROUP};
+use crate::now_secs;
+use crate::store::TrainingJobStore;
+use clary_exec::runtimes::Runtimes;
+use clary_exec::{ExecHandle, Executor, StopSignal};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// What creating a job needs besides its spec.
+pub struct NewTrainingJob {
+    pub name: String,
+    pub spec: TrainingJobSpec,
+    /// The request as received, for the edge to echo back.
+    pub echo: String,
+    pub tags: Vec<(String, String)>,
+}
+
+pub struct TrainingJobs {
+    store: TrainingJobStore,
+    logs: Logs,
+    executor: Arc<dyn Executor>,
+    config: Arc<ControlConfig>,
+    runtimes: Runtimes,
+    /// Wakes the scheduler: a job was queued, or a slot freed.
+    wake: Notify,
+}
+
+impl TrainingJobs {
+    pub(crate) fn new(
+        store: TrainingJobStore,
+        logs: Logs,
+        executor: Arc<dyn Executor>,
+        config: Arc<ControlConfig>,
+    ) -> Self {
+        let runtimes = Runtimes::new(config.runtimes_dir.clone());
+        TrainingJobs {
+            store,
+            logs,
+            executor,
+            config,
+            runtimes,
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn arn(&self, name: &str) -> String {
+        self.config.arn("training-job", name)
+    }
+
+    fn require(&self, name: &str) -> Result<TrainingJob, ControlError> {
+        self.store.get(name)?.ok_or_else(|| {
+            ControlError::NotFound(format!(
+                "Requested resource not found: training job {name:?} does not exist"
+            ))
+        })
+    }
+
+    /// `CreateTrainingJob`, for a spec the API built from a validated request.
+    pub fn create(&self, new: NewTrainingJob) -> Result<String, ControlError> {
+        if new.spec.image.is_empty() {
+            return Err(ControlError::Validation(
+                "AlgorithmSpecification.TrainingImage is required: Clary runs MXNet training images (AlgorithmName is not supported)".into(),
+            ));
+        }
+        let image = self
+            .runtimes
+            .training_image(&new.spec.image)
+            .map_err(ControlError::Validation)?;
+        let instance_type = &new.spec.instance_type;
+        if self.config.capacity.demand(instance_type).is_none() {
+            return Err(ControlError::Validation(format!(
+                "Value {instance_type:?} at 'resourceConfig.instanceType' is not an ml.<family>.<size> instance type Clary can size; use e.g. ml.c5.xlarge or add it to the capacity table"
+            )));
+        }
+        let arn = self.arn(&new.name);
+        let job = TrainingJob {
+            name: new.name,
+            arn: arn.clone(),
+            spec: new.spec,
+            runtime: image.runtime.name,
+            echo: new.echo,
+            state: JobState::queued(now_secs()),
+        };
+        if !self.store.insert(&job, &new.tags)? {
+            return Err(ControlError::ResourceInUse(format!(
+                "Training job names must be unique within an AWS account and region, and a training job with this name already exists ({arn})"
+            )));
+        }
+        self.wake.notify_one();
+        Ok(arn)
+    }
+
+    pub fn get(&self, name: &str) -> Result<TrainingJob, ControlError> {
+        self.require(name)
+    }
+
+    pub fn list(&self, q: &ListTrainingJobs) -> Result<Page<TrainingJob>, ControlError> {
+        self.store.list(q)
+    }
+
+    /// `StopTrainingJob`.
+    pub fn stop(&self, name: &str) -> Result<(), ControlError> {
+        let mut job = self.require(name)?;
+        let running = running_handles(&job, None);
+        match job.state.request_stop(TRAINING, now_secs()) {
+            Err(TransitionError::AlreadyEnded(status)) => Err(ControlError::Validation(format!(
+                "The training job {name} has already ended with status {status}; only InProgress jobs can be stopped"
+            ))),
+            Err(e) => Err(ControlError::Validation(e.to_string())),
+            Ok(StopEffect::AlreadyStopping) => Ok(()),
+            Ok(effect) => {
+                self.store.save_state(&job)?;
+                if effect == StopEffect::SignalHosts {
+                    self.signal_all(&running, StopSignal::Term);
+                }
+                self.wake.notify_one();
+                Ok(())
+            }
+        }
+    }
+
+    /// An agent's stage (`ClaryAgent.ReportStatus`).
+    pub fn report_status(
+        &self,
+        job: &str,
+        status: &str,
+        message: &str,
+    ) -> Result<(), ControlError> {
+        let stage = SecondaryStatus::parse(status).ok_or_else(|| {
+            ControlError::Validation(format!("{status:?} is not a secondary status"))
+        })?;
+        let mut job = self.require(job)?;
+        if job.state.apply_status_report(stage, message, now_secs()) {
+            self.store.save_state(&job)?;
+        }
+        Ok(())
+    }
+
+    /// A batch of an agent's log lines (`ClaryAgent.ReportLogs`).
+    pub fn report_logs(
+        &self,
+        job: &str,
+        stream: &str,
+        events: &[(i64, String)],
+    ) -> Result<(), ControlError> {
+        self.require(job)?;
+        self.logs.append(TRAINING_LOG_GROUP, stream, events)
+    }
+
+    /// How a host's part ended (`ClaryAgent.ReportResult`).
+    pub fn report_result(
+        &self,
+        job_name: &str,
+        host: &str,
+        attempt: u32,
+        result: HostResult,
+    ) -> Result<(), ControlError> {
+        let mut job = self.require(job_name)?;
+        let others = running_handles(&job, Some(host));
+        let effect = job
+            .state
+            .apply_result(
+                TRAINING,
+                job.spec.max_retries,
+                host,
+                attempt,
+                result,
+                now_secs(),
+            )
+            .map_err(|_| {
+                ControlError::Validation(format!("{host} is not a host of training job {job_name}"))
+            })?;
+        match effect {
+            ResultEffect::Ignored => return Ok(()),
+            ResultEffect::Recorded => {}
+            ResultEffect::StopOthers { .. } => self.signal_all(&others, StopSignal::Term),
+            ResultEffect::Finished => {}
+        }
+        self.store.save_state(&job)?;
+        if job.state.status.is_terminal() || job.state.is_queued() {
+            // A freed slot or a requeued job: the queue moves at once.
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Signals each distinct unit once (a Slurm job's hosts share one).
+    fn signal_all(&self, handles: &[ExecHandle], signal: StopSignal) {
+        for h in handles {
+            self.executor.signal(h, signal);
+        }
+    }
+
+    /// Fills in the typed spec of jobs an earlier Clary stored with only their request,
+    /// decoding each request with `decode` (the API's). Returns how many were filled in and the
+    /// jobs whose request could not be decoded (they keep running on what they had; a queued one
+    /// fails at launch with the reason).
+    pub fn fill_in_specs(
+        &self,
+        decode: impl Fn(&str) -> Result<TrainingJobSpec, String>,
+    ) -> Result<(usize, Vec<String>), ControlError> {
+        let rows = self.store.without_spec()?;
+        let mut filled = 0;
+        let mut undecodable = Vec::new();
+        for (name, request) in &rows {
+            match decode(request) {
+                Ok(spec) => {
+                    self.store.set_spec(name, &spec)?;
+                    filled += 1;
+                }
+                Err(e) => undecodable.push(format!("{name}: {e}")),
+            }
+        }
+        Ok((filled, undecodable))
+    }
+}
+
+/// The units of hosts still running (without a result), each once; `except` leaves one host out.
+fn running_handles(job: &TrainingJob, except: Option<&str>) -> Vec<ExecHandle> {
+    let mut out: Vec<ExecHandle> = Vec::new();
+    for h in &job.state.hosts {
+        if h.result.is_some() || Some(h.name.as_str()) == except {
+            continue;
+        }
+        if let Some(handle) = h.handle
+            && !out.contains(&handle)
+        {
+            out.push(handle);
+        }
+    }
+    out
+}

@@ -1,0 +1,90 @@
+//! Units as child processes of this machine, each in its own process group.
+//!
+//! Agents are deliberately not tied to the server's life: a restarted server finds them by PID
+//! (and start time) and re-attaches, because they keep reporting to the same address.
+
+use super::{ExecHandle, Executor, InstanceLaunch, JobLaunch, Loss, Observed, StopSignal};
+use crate::local::LocalExecutor;
+use std::path::PathBuf;
+
+pub struct LocalProcesses {
+    /// The `clary` binary, started as `clary agent` or `clary model-server`.
+    pub program: PathBuf,
+    processes: LocalExecutor,
+}
+
+impl LocalProcesses {
+    pub fn new(program: PathBuf) -> Self {
+        LocalProcesses {
+            program,
+            processes: LocalExecutor,
+        }
+    }
+}
+
+impl Executor for LocalProcesses {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn queues_itself(&self) -> bool {
+        false
+    }
+
+    fn shares_disk(&self) -> bool {
+        true
+    }
+
+    fn launch_job(&self, job: &JobLaunch<'_>) -> Result<Vec<ExecHandle>, String> {
+        job.hosts
+            .iter()
+            .map(|h| {
+                self.processes
+                    .launch(&self.program, h.spec_path, h.agent_log)
+                    .map(ExecHandle::Process)
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
+    fn launch_instance(&self, instance: &InstanceLaunch<'_>) -> Result<ExecHandle, String> {
+        self.processes
+            .launch_command(
+                &self.program,
+                &[
+                    "model-server".as_ref(),
+                    "--spec".as_ref(),
+                    instance.spec_path.as_os_str(),
+                ],
+                instance.log_path,
+            )
+            .map(ExecHandle::Process)
+            .map_err(|e| e.to_string())
+    }
+
+    fn observe(&self, handle: &ExecHandle) -> Observed {
+        match handle {
+            ExecHandle::Process(p) if self.processes.is_alive(*p) => Observed::Running,
+            // An agent that exits without a result died of something outside the script:
+            // worth a retry.
+            _ => Observed::Gone(Loss {
+                detail: None,
+                output: None,
+                transient: true,
+            }),
+        }
+    }
+
+    fn signal(&self, handle: &ExecHandle, signal: StopSignal) {
+        if let ExecHandle::Process(p) = handle {
+            match signal {
+                StopSignal::Term => self.processes.terminate(*p),
+                StopSignal::Kill => self.processes.kill(*p),
+            }
+        }
+    }
+
+    fn launched_note(&self, _handle: &ExecHandle) -> Option<String> {
+        None
+    }
+}
