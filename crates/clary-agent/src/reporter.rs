@@ -4,8 +4,8 @@
 
 use clary_client::{JsonApi, Retry, SignedClient};
 use clary_exec::protocol::{
-    AGENT_SIGNING_SERVICE, AGENT_TARGET_PREFIX, HostSpec, LogBatch, LogLine, ModelServerSpec,
-    ResultReport, StatusReport,
+    AGENT_SIGNING_SERVICE, AGENT_TARGET_PREFIX, HostSpec, LogBatch, LogLine, ResultReport,
+    StatusReport,
 };
 use clary_sigv4::Signer;
 use serde::Serialize;
@@ -85,31 +85,6 @@ impl Reporter {
         let body = serde_json::json!({"JobName": self.job_name, "Host": host});
         let answer = self.call_for("GetHostSpec", &body).await?;
         serde_json::from_value(answer).map_err(|e| format!("the host spec is not valid: {e}"))
-    }
-
-    /// The spec of an endpoint instance (model servers started by Slurm have only the URL).
-    pub async fn model_server_spec(
-        &self,
-        endpoint: &str,
-        instance: &str,
-    ) -> Result<ModelServerSpec, String> {
-        let body = serde_json::json!({"EndpointName": endpoint, "InstanceId": instance});
-        let answer = self.call_for("GetModelServerSpec", &body).await?;
-        serde_json::from_value(answer)
-            .map_err(|e| format!("the model server spec is not valid: {e}"))
-    }
-
-    /// Tells the control plane where an endpoint instance listens.
-    pub async fn report_instance(
-        &self,
-        endpoint: &str,
-        instance: &str,
-        address: &str,
-        port: u16,
-    ) -> Result<(), String> {
-        let body = serde_json::json!({"EndpointName": endpoint, "InstanceId": instance,
-                                      "Address": address, "Port": port});
-        self.call("ReportInstance", &body).await
     }
 
     pub async fn result(&self, r: &ResultReport) -> Result<(), String> {

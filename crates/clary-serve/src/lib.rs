@@ -4,8 +4,10 @@
 //! toolkit.
 
 pub mod config;
+mod control;
 pub mod frame;
 pub mod front;
+pub mod host;
 pub mod pool;
 
 pub use config::ServeConfig;
