@@ -17,13 +17,8 @@ const AGENT_API: JsonApi = JsonApi {
     signing_service: AGENT_SIGNING_SERVICE,
     target_prefix: AGENT_TARGET_PREFIX,
 };
-/// A report is retried with backoff for up to 15 minutes before the agent gives up on the
-/// server; a refusal (4xx) is final at once.
-const RETRY: Retry = Retry {
-    first_delay: Duration::from_millis(100),
-    max_delay: Duration::from_secs(5),
-    give_up_after: Duration::from_secs(15 * 60),
-};
+/// A call is retried with backoff before giving up on the server; a refusal (4xx) is final.
+const RETRY: Retry = Retry::CONTROL_PLANE;
 /// Log lines are sent when this many are waiting, or after [`FLUSH_EVERY`].
 const BATCH_LINES: usize = 500;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);

@@ -88,6 +88,14 @@ pub struct Retry {
 }
 
 impl Retry {
+    /// What agents and model servers use for their calls to the control plane: backoff from
+    /// 100 ms to 5 s, for up to 15 minutes before giving up on the server.
+    pub const CONTROL_PLANE: Retry = Retry {
+        first_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(5),
+        give_up_after: Duration::from_secs(15 * 60),
+    };
+
     /// Runs `attempt` until it succeeds, fails for good, or time runs out.
     pub async fn run<T, Fut>(&self, mut attempt: impl FnMut() -> Fut) -> Result<T, ClientError>
     where

@@ -5,19 +5,14 @@
 use clary_client::{ClientError, JsonApi, Retry, SignedClient};
 use clary_exec::protocol::{AGENT_SIGNING_SERVICE, AGENT_TARGET_PREFIX, ModelServerSpec};
 use serde_json::{Value, json};
-use std::time::Duration;
 
 /// The control plane's API for agents and model servers.
 const AGENT_API: JsonApi = JsonApi {
     signing_service: AGENT_SIGNING_SERVICE,
     target_prefix: AGENT_TARGET_PREFIX,
 };
-/// Retried for up to 15 minutes, as the training agent's reports are; a refusal is final.
-const RETRY: Retry = Retry {
-    first_delay: Duration::from_millis(100),
-    max_delay: Duration::from_secs(5),
-    give_up_after: Duration::from_secs(15 * 60),
-};
+/// A call is retried with backoff before giving up on the server; a refusal (4xx) is final.
+const RETRY: Retry = Retry::CONTROL_PLANE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {

@@ -9,6 +9,14 @@ use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use std::io::{Read, Seek, SeekFrom, Write};
 
+mod checksums;
+mod listing;
+
+use checksums::{
+    base64_of_hex, check_checksum, returned_checksum, sent_checksum, without_aws_chunked,
+};
+use listing::{list_page, resume_after};
+
 pub struct S3Store {
     pub store: LocalStore,
 }
@@ -106,118 +114,6 @@ fn file_body(file: std::fs::File, len: u64) -> StreamingBlob {
         }
     });
     StreamingBlob::wrap(stream)
-}
-
-/// A stored whole-object checksum, returned only when the client asked for checksums
-/// (`x-amz-checksum-mode: ENABLED`) and the response carries the whole object.
-fn returned_checksum(enabled: bool, stored: &Option<String>) -> Option<String> {
-    if enabled { stored.clone() } else { None }
-}
-
-/// `aws-chunked` is the framing of the request body, not an encoding of the object: S3 drops it
-/// from the stored `Content-Encoding` (keeping, say, `gzip` from `aws-chunked,gzip`).
-fn without_aws_chunked(encoding: &str) -> Option<String> {
-    let rest: Vec<&str> = encoding
-        .split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
-        .collect();
-    (!rest.is_empty()).then(|| rest.join(","))
-}
-
-/// The checksum a client sent for the body: in a header, or (aws-chunked uploads, which boto3
-/// makes over https) in the trailer that follows the last chunk.
-fn sent_checksum(
-    header: &Option<String>,
-    trailers: &Option<s3s::TrailingHeaders>,
-    name: &str,
-) -> Option<String> {
-    header.clone().or_else(|| {
-        trailers.as_ref().and_then(|t| {
-            t.read(|h| {
-                h.get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(|v| v.trim().to_string())
-            })
-            .flatten()
-        })
-    })
-}
-
-fn check_checksum(given: &Option<String>, computed: &str, name: &str) -> S3Result<()> {
-    match given {
-        Some(g) if g != computed => Err(S3Error::with_message(
-            S3ErrorCode::BadDigest,
-            format!("The {name} you specified did not match the calculated checksum."),
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn list_page(
-    objects: Vec<ObjectMeta>,
-    prefix: &str,
-    delimiter: Option<&str>,
-    start_after: &str,
-    max_keys: usize,
-) -> (Vec<Object>, Vec<CommonPrefix>, bool, Option<String>) {
-    let mut contents = Vec::new();
-    let mut prefixes: Vec<String> = Vec::new();
-    let mut last = None;
-    let mut truncated = false;
-    for meta in objects.into_iter().filter(|m| m.key.as_str() > start_after) {
-        let rolled = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
-            meta.key[prefix.len()..]
-                .find(d)
-                .map(|i| meta.key[..prefix.len() + i + d.len()].to_string())
-        });
-        if let Some(cp) = &rolled
-            && prefixes.last() == Some(cp)
-        {
-            continue;
-        }
-        if contents.len() + prefixes.len() == max_keys {
-            truncated = true;
-            break;
-        }
-        match rolled {
-            Some(cp) => {
-                last = Some(cp.clone());
-                prefixes.push(cp);
-            }
-            None => {
-                last = Some(meta.key.clone());
-                contents.push(Object {
-                    key: Some(meta.key.clone()),
-                    size: Some(meta.size as i64),
-                    e_tag: Some(etag(&meta)),
-                    last_modified: Some(timestamp(meta.last_modified)),
-                    storage_class: Some(ObjectStorageClass::from_static(
-                        ObjectStorageClass::STANDARD,
-                    )),
-                    ..Object::default()
-                });
-            }
-        }
-    }
-    let prefixes = prefixes
-        .into_iter()
-        .map(|p| CommonPrefix { prefix: Some(p) })
-        .collect();
-    (
-        contents,
-        prefixes,
-        truncated,
-        if truncated { last } else { None },
-    )
-}
-
-/// A common prefix ends with the delimiter; resuming after it must skip every key under it.
-fn resume_after(marker: &str, delimiter: Option<&str>) -> String {
-    match delimiter.filter(|d| !d.is_empty()) {
-        Some(d) if marker.ends_with(d) => format!("{marker}\u{10FFFF}"),
-        _ => marker.to_string(),
-    }
 }
 
 fn owner() -> Owner {
@@ -714,9 +610,4 @@ impl S3 for S3Store {
 fn tempfile_in(store: &LocalStore) -> S3Result<tempfile::NamedTempFile> {
     tempfile::NamedTempFile::new_in(store.root().join("tmp"))
         .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))
-}
-
-fn base64_of_hex(hex_str: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(hex::decode(hex_str).unwrap_or_default())
 }
