@@ -33,7 +33,8 @@ class Server:
 
     def start(self):
         os.makedirs(self.data_dir, exist_ok=True)
-        log = open(os.path.join(self.data_dir, "server.log"), "ab")
+        # The server's log sits in its data dir, which is private: so is the log.
+        log = os.fdopen(os.open(os.path.join(self.data_dir, "server.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         self.proc = subprocess.Popen(
             [CLARY, "server", "--listen", self.listen, "--data-dir", self.data_dir,
              "--runtimes-dir", RUNTIMES, "--stop-grace-secs", "3", *self.extra_args],

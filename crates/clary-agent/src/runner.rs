@@ -160,10 +160,12 @@ pub async fn run_user_process(
     ctx: RunContext<'_>,
 ) -> RunEnd {
     if let EntryPoint::Command(script) = entry {
+        // The toolkit makes the script 0777; executable by its owner is all a run needs, and
+        // nothing under the data dir is for other users.
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(
             ctx.code_dir.join(script),
-            std::fs::Permissions::from_mode(0o777),
+            std::fs::Permissions::from_mode(0o700),
         );
     }
     let (program, argv) = command_line(entry, python, args);

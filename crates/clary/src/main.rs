@@ -161,6 +161,15 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Server(_) | Command::Env { .. } | Command::Runtimes { .. }
+    ) {
+        // Everything these write under the data dir (the database and its WAL, objects, job
+        // and endpoint directories, host specs holding the key pair, logs) and every process
+        // they start (agents, model servers) is private to this user from its creation.
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    }
     if let Command::Agent {
         from_control: Some(url),
         job: Some(job),

@@ -102,8 +102,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(settings::default_data_dir);
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+    settings::prepare_data_dir(&data_dir)?;
     let mut identity = Identity::load_or_create(&data_dir)?;
     if let (Some(a), Some(s)) = (&args.access_key, &args.secret_key) {
         identity.access_key = a.clone();
@@ -211,9 +210,9 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         region: args.region.clone(),
         pid: std::process::id(),
     };
-    std::fs::write(
-        ServerInfo::path(&data_dir),
-        serde_json::to_vec_pretty(&info)?,
+    settings::write_private(
+        &ServerInfo::path(&data_dir),
+        &serde_json::to_vec_pretty(&info)?,
     )?;
     tokio::spawn(control.training.clone().run_scheduler());
     tokio::spawn(control.clone().run_hosting());

@@ -2,6 +2,8 @@
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -16,6 +18,42 @@ pub fn default_data_dir() -> PathBuf {
     }
     let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
     PathBuf::from(home).join(".local/share/clary")
+}
+
+/// Creates the data directory private to this user (0700 from its creation), and makes an
+/// existing one private: it holds the key pair, the database and every object.
+pub fn prepare_data_dir(data_dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making the data dir {} private", data_dir.display()))
+}
+
+/// Replaces `path` with `bytes` atomically, the file being 0600 from the open(2) that creates
+/// it, so no other user ever sees its contents, not even for a moment.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    // A leftover of a crashed writer that had this PID goes; create_new then guarantees the
+    // file is ours and 0600 from the start.
+    let _ = std::fs::remove_file(&tmp);
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("writing {}", path.display()))
 }
 
 /// The key pair and account, generated on first start and kept in the data directory.
@@ -49,8 +87,7 @@ impl Identity {
                 )
             });
         }
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating {}", data_dir.display()))?;
+        prepare_data_dir(data_dir)?;
         let id = Identity {
             access_key: format!(
                 "AKCL{}",
@@ -62,11 +99,7 @@ impl Identity {
             ),
             account: random_chars(12, b"0123456789").replacen('0', "1", 1),
         };
-        let tmp = data_dir.join(".identity.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&id)?)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-        std::fs::rename(&tmp, &path)?;
+        write_private(&path, &serde_json::to_vec_pretty(&id)?)?;
         Ok(id)
     }
 
@@ -102,6 +135,51 @@ pub fn write_sdk_config(data_dir: &Path, bucket: &str) -> Result<PathBuf> {
         "# Written by `clary env`: the SageMaker Python SDK reads it through SAGEMAKER_USER_CONFIG_OVERRIDE.\n\
          SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n      Session:\n        DefaultS3Bucket: {bucket}\n"
     );
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    write_private(&path, text.as_bytes())?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_data_dir_and_its_key_files_are_private_from_creation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        prepare_data_dir(&data).unwrap();
+        assert_eq!(mode(&data), 0o700);
+        let fresh = tmp.path().join("fresh/nested");
+        prepare_data_dir(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+
+        let id = Identity::load_or_create(&fresh).unwrap();
+        assert_eq!(mode(&fresh.join("identity.json")), 0o600);
+        assert_eq!(
+            Identity::load_or_create(&fresh).unwrap().secret_key,
+            id.secret_key
+        );
+        write_private(&fresh.join("server.json"), b"{}").unwrap();
+        write_private(&fresh.join("server.json"), b"{\"a\":1}").unwrap();
+        assert_eq!(mode(&fresh.join("server.json")), 0o600);
+        assert_eq!(
+            std::fs::read(fresh.join("server.json")).unwrap(),
+            b"{\"a\":1}"
+        );
+        let names: Vec<_> = std::fs::read_dir(&fresh)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names.len(),
+            2,
+            "no temporary file is left behind: {names:?}"
+        );
+    }
 }
