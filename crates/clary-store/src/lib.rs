@@ -100,6 +100,8 @@ pub enum StoreError {
     InvalidBucketName(String),
     #[error("{0}")]
     InvalidKey(String),
+    #[error("Your key is too long: {0} bytes; the maximum is 1024 bytes of UTF-8")]
+    KeyTooLong(usize),
     #[error(
         "The specified multipart upload does not exist: {0}; it may have been completed or aborted"
     )]
@@ -192,6 +194,69 @@ mod tests {
             store.head("my-bucket", "a"),
             Err(StoreError::NoSuchBucket(_))
         ));
+    }
+
+    #[test]
+    fn every_key_s3_accepts_is_stored_and_listed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        store.create_bucket("long-keys").unwrap();
+        let seg = "s".repeat(230);
+        let accents = "é".repeat(150);
+        let mut keys = vec![
+            "k".repeat(1024),
+            format!("d/{seg}"),
+            format!("d/{seg}/x"),
+            format!("d/{seg}/y"),
+            format!("d/{seg}0"),
+            "d/short".to_string(),
+            accents.clone(),
+            format!("{accents}/a"),
+            format!("{}{}", "%/".repeat(300), "end"),
+            "é".repeat(512),
+        ];
+        for key in &keys {
+            store
+                .put_bytes("long-keys", key, key.as_bytes(), PutOptions::default())
+                .unwrap_or_else(|e| panic!("{} bytes: {e}", key.len()));
+            assert_eq!(store.get_bytes("long-keys", key).unwrap(), key.as_bytes());
+        }
+        keys.sort();
+        let listed = |prefix: &str| -> Vec<String> {
+            let keys = store.list("long-keys", prefix).unwrap();
+            keys.into_iter().map(|m| m.key).collect()
+        };
+        assert_eq!(listed(""), keys);
+        for prefix in [
+            "d/".to_string(),
+            format!("d/{seg}"),
+            format!("d/{seg}/"),
+            format!("d/{}", &seg[..100]),
+            accents.clone(),
+            format!("{accents}/"),
+            "%/".repeat(200),
+            "k".repeat(1000),
+        ] {
+            let want: Vec<String> = keys
+                .iter()
+                .filter(|k| k.starts_with(&prefix))
+                .cloned()
+                .collect();
+            assert!(!want.is_empty(), "{prefix}");
+            assert_eq!(listed(&prefix), want, "prefix {prefix}");
+        }
+        let too_long = "k".repeat(1025);
+        assert_eq!(
+            store
+                .put_bytes("long-keys", &too_long, b"x", PutOptions::default())
+                .unwrap_err(),
+            StoreError::KeyTooLong(1025)
+        );
+        for key in &keys {
+            store.delete("long-keys", key).unwrap();
+        }
+        assert!(listed("").is_empty());
+        store.delete_bucket("long-keys").unwrap();
     }
 
     #[test]

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 const BUCKET_RECORD: &str = "~bucket.json";
+/// The longest key S3 accepts, in bytes of UTF-8.
+pub const MAX_KEY_BYTES: usize = 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BucketInfo {
@@ -326,17 +328,18 @@ impl LocalStore {
         // Only the prefix's complete segments narrow the walk; the rest is filtered.
         let (start, start_key) = match prefix.rfind('/') {
             Some(i) => {
-                let (dir, last) = key_path::split(&prefix[..=i]);
-                debug_assert_eq!(last, "~e");
-                (bucket_dir.join(dir), prefix[..=i].to_string())
+                let (dir, key) = key_path::prefix_dir(&prefix[..=i]);
+                (bucket_dir.join(dir), key)
             }
             None => (bucket_dir.clone(), String::new()),
         };
         let mut out = Vec::new();
         walk(&start, &start_key, &mut |key, meta_path| {
-            if key.starts_with(prefix)
+            // A hashed leaf's key is known only from its metadata.
+            if key.is_none_or(|k| k.starts_with(prefix))
                 && let Ok(bytes) = fs::read(meta_path)
                 && let Ok(meta) = serde_json::from_slice::<ObjectMeta>(&bytes)
+                && meta.key.starts_with(prefix)
             {
                 out.push(meta);
             }
@@ -346,11 +349,12 @@ impl LocalStore {
     }
 }
 
-/// Visits every committed object below `dir`, whose keys all start with `key_prefix`.
+/// Visits every committed object below `dir`, whose keys all start with `key_prefix`, with its
+/// key when the name tells it (`None` for a hashed leaf).
 fn walk(
     dir: &Path,
     key_prefix: &str,
-    visit: &mut dyn FnMut(&str, &Path),
+    visit: &mut dyn FnMut(Option<&str>, &Path),
 ) -> Result<(), StoreError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
@@ -363,9 +367,11 @@ fn walk(
         };
         let path = entry.path();
         if let Some(enc) = name.strip_suffix(META_SUFFIX) {
-            if !enc.contains('~') || enc == "~e" {
+            if key_path::is_hashed(enc) {
+                visit(None, &path);
+            } else if !enc.contains('~') || enc == "~e" {
                 let key = format!("{key_prefix}{}", key_path::decode_segment(enc));
-                visit(&key, &path);
+                visit(Some(&key), &path);
             }
         } else if (!name.contains('~') || name == "~e")
             && entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
@@ -377,13 +383,15 @@ fn walk(
     Ok(())
 }
 
+/// S3's key rule: 1 to 1,024 bytes of UTF-8 (a `&str` is UTF-8 already).
 pub fn validate_key(key: &str) -> Result<(), StoreError> {
-    if key.is_empty() || key.len() > 1024 {
-        return Err(StoreError::InvalidKey(format!(
-            "object keys must be 1 to 1024 bytes long; {:?} is {} bytes",
-            key,
-            key.len()
-        )));
+    if key.is_empty() {
+        return Err(StoreError::InvalidKey(
+            "object keys must be at least 1 byte long".into(),
+        ));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(StoreError::KeyTooLong(key.len()));
     }
     Ok(())
 }

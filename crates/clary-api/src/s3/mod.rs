@@ -28,7 +28,8 @@ fn err(e: StoreError) -> S3Error {
         StoreError::BucketAlreadyOwnedByYou(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
         StoreError::BucketNotEmpty(_) => S3ErrorCode::BucketNotEmpty,
         StoreError::InvalidBucketName(_) => S3ErrorCode::InvalidBucketName,
-        StoreError::InvalidKey(_) => S3ErrorCode::KeyTooLongError,
+        StoreError::InvalidKey(_) => S3ErrorCode::InvalidArgument,
+        StoreError::KeyTooLong(_) => S3ErrorCode::KeyTooLongError,
         StoreError::NoSuchUpload(_) => S3ErrorCode::NoSuchUpload,
         StoreError::InvalidPart(_) => S3ErrorCode::InvalidPart,
         StoreError::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
@@ -38,6 +39,11 @@ fn err(e: StoreError) -> S3Error {
         StoreError::BadDigest(_) => S3ErrorCode::BadDigest,
         StoreError::Io(_) => S3ErrorCode::InternalError,
     };
+    if let StoreError::Io(detail) = &e {
+        // The detail names files under the data directory: it is for the server's log only.
+        tracing::error!("S3 storage error: {detail}");
+        return S3Error::with_message(code, "We encountered an internal error. Please try again.");
+    }
     S3Error::with_message(code, e.to_string())
 }
 
@@ -610,4 +616,20 @@ impl S3 for S3Store {
 fn tempfile_in(store: &LocalStore) -> S3Result<tempfile::NamedTempFile> {
     tempfile::NamedTempFile::new_in(store.root().join("tmp"))
         .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_errors_never_show_a_server_path() {
+        let e = err(StoreError::Io(
+            "renaming into /srv/clary/objects/buckets/b/k~d: File name too long".into(),
+        ));
+        assert_eq!(*e.code(), S3ErrorCode::InternalError);
+        assert!(!e.message().unwrap_or_default().contains('/'), "{e:?}");
+        let e = err(StoreError::KeyTooLong(1025));
+        assert_eq!(*e.code(), S3ErrorCode::KeyTooLongError);
+    }
 }

@@ -1,0 +1,67 @@
+"""The object store under hostile or unlucky use (issue 15): every key S3 accepts, concurrent
+multipart completion, uploads cut by a crash. Real boto3 against a real `clary server`."""
+import concurrent.futures
+import os
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import Server, unique
+
+
+def _no_server_path(text, server):
+    assert server.data_dir not in text, text
+    assert "/objects/" not in text and "/buckets/" not in text, text
+
+
+def test_every_key_s3_accepts_is_stored_and_listed(server, s3):
+    bucket = unique("keys")
+    s3.create_bucket(Bucket=bucket)
+    seg = "s" * 230
+    keys = [
+        "k" * 1024,
+        "d/" + seg,
+        "d/" + seg + "/x",
+        "d/" + seg + "0",
+        "d/short",
+        "é" * 150,
+        "é" * 150 + "/a",
+        "é" * 512,
+    ]
+    for key in keys:
+        s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == key.encode()
+        assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == len(key.encode())
+    want = sorted(keys, key=lambda k: k.encode())
+    listed = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert listed == want
+    page = s3.list_objects_v2(Bucket=bucket, Prefix="d/" + seg)
+    assert [o["Key"] for o in page["Contents"]] == [k for k in want if k.startswith("d/" + seg)]
+    page = s3.list_objects_v2(Bucket=bucket, Prefix="d/", Delimiter="/")
+    assert [o["Key"] for o in page["Contents"]] == ["d/short", "d/" + seg, "d/" + seg + "0"]
+    assert [p["Prefix"] for p in page["CommonPrefixes"]] == ["d/" + seg + "/"]
+    page = s3.list_objects_v2(Bucket=bucket, Prefix="é" * 150 + "/")
+    assert [o["Key"] for o in page["Contents"]] == ["é" * 150 + "/a"]
+    # Paging walks the same order.
+    seen, token = [], None
+    while True:
+        kw = {"ContinuationToken": token} if token else {}
+        page = s3.list_objects_v2(Bucket=bucket, MaxKeys=3, **kw)
+        seen += [o["Key"] for o in page["Contents"]]
+        if not page["IsTruncated"]:
+            break
+        token = page["NextContinuationToken"]
+    assert seen == want
+    s3.copy_object(Bucket=bucket, Key="copy/" + "é" * 300, CopySource={"Bucket": bucket, "Key": "k" * 1024})
+    assert s3.get_object(Bucket=bucket, Key="copy/" + "é" * 300)["Body"].read() == b"k" * 1024
+
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=bucket, Key="k" * 1025, Body=b"x")
+    assert e.value.response["Error"]["Code"] == "KeyTooLongError"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    _no_server_path(str(e.value.response), server)
+
+    for key in keys + ["copy/" + "é" * 300]:
+        s3.delete_object(Bucket=bucket, Key=key)
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+    s3.delete_bucket(Bucket=bucket)
