@@ -1,12 +1,18 @@
 """Issue 15's hardening: another local user gets nothing from the data directory, requests are
 refused on what their signature covers, and hostile input is refused with AWS's errors."""
+import json
 import os
 import shutil
 import stat
 import subprocess
 import tempfile
+import urllib.error
+import urllib.request
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from conftest import Server, deploy, job_request, unique, upload_code, wait_endpoint, wait_for
 
@@ -102,3 +108,36 @@ def test_another_user_reads_nothing_under_the_data_dir(private_server):
         assert r.returncode != 0 and "Permission denied" in r.stderr, (path, r)
     r = as_nobody("ls", data)
     assert r.returncode != 0 and "Permission denied" in r.stderr, r
+
+
+def send(server, method, path, headers, body=b"", sign_as=None, after_signing=None):
+    """Sends a raw request, signed by botocore for `sign_as` (a service name) if given; headers
+    in `after_signing` are added once the signature is made. Returns (status, headers, body)."""
+    url = server.url + path
+    if sign_as:
+        e = server.env()
+        req = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+        SigV4Auth(Credentials(e["AWS_ACCESS_KEY_ID"], e["AWS_SECRET_ACCESS_KEY"]), sign_as, e["AWS_DEFAULT_REGION"]).add_auth(req)
+        headers = dict(req.headers.items())
+    headers = dict(headers, **(after_signing or {}))
+    r = urllib.request.Request(url, data=body if method != "GET" else None, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(r, timeout=30) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, err.read()
+
+
+def test_the_operation_must_be_signed(server, sm):
+    """A DescribeTrainingJob signed without X-Amz-Target must not be replayable as a Stop."""
+    job = unique("unsigned-target")
+    body = json.dumps({"TrainingJobName": job}).encode()
+    status, _, answer = send(server, "POST", "/", {"Content-Type": "application/x-amz-json-1.1"}, body,
+                             sign_as="sagemaker", after_signing={"X-Amz-Target": "SageMaker.StopTrainingJob"})
+    err = json.loads(answer)
+    assert (status, err["__type"]) == (403, "InvalidSignatureException"), answer
+    assert err["message"] == "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization."
+    # Signed as botocore signs it, the same call reaches the API.
+    status, _, answer = send(server, "POST", "/", {"Content-Type": "application/x-amz-json-1.1",
+                                                   "X-Amz-Target": "SageMaker.StopTrainingJob"}, body, sign_as="sagemaker")
+    assert status == 400 and "ValidationException" in answer.decode(), answer

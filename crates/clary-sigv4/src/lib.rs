@@ -36,6 +36,10 @@ pub enum AuthError {
         "Signature expired: {0} is now earlier or later than the server time by more than 15 minutes."
     )]
     Expired(String),
+    /// A header whose meaning the signature must cover (a JSON call's operation) is not
+    /// among the signed headers, so the request could be replayed as another operation.
+    #[error("'{0}' must be a 'SignedHeader' in the AWS Authorization.")]
+    UnsignedHeader(&'static str),
 }
 
 impl AuthError {
@@ -46,7 +50,7 @@ impl AuthError {
             AuthError::Malformed(_) => "IncompleteSignature",
             AuthError::UnknownAccessKey => "InvalidClientTokenId",
             AuthError::SignatureMismatch => "SignatureDoesNotMatch",
-            AuthError::Expired(_) => "InvalidSignatureException",
+            AuthError::Expired(_) | AuthError::UnsignedHeader(_) => "InvalidSignatureException",
         }
     }
 }
@@ -122,6 +126,25 @@ pub fn verify(
     now: DateTime<Utc>,
     lookup_secret: impl Fn(&str) -> Option<String>,
 ) -> Result<Authorization, AuthError> {
+    check_headers(headers, now, lookup_secret)?.verify(method, uri, headers, body)
+}
+
+/// A request whose `Authorization` is well formed, fresh, names a known key and signs what it
+/// must; only the signature over the body is left to check.
+#[derive(Debug)]
+pub struct PendingSignature {
+    auth: Authorization,
+    amz_date: String,
+    secret: String,
+}
+
+/// Everything about a request's signature that its headers alone decide, so a server can
+/// refuse a request before it reads (and buffers) its body.
+pub fn check_headers(
+    headers: &http::HeaderMap,
+    now: DateTime<Utc>,
+    lookup_secret: impl Fn(&str) -> Option<String>,
+) -> Result<PendingSignature, AuthError> {
     let header = headers
         .get(http::header::AUTHORIZATION)
         .ok_or(AuthError::Missing)?
@@ -146,35 +169,62 @@ pub fn verify(
             "the host header must be signed".into(),
         ));
     }
-    let secret = lookup_secret(&auth.access_key).ok_or(AuthError::UnknownAccessKey)?;
-    let payload_hash = match headers
-        .get("x-amz-content-sha256")
-        .and_then(|v| v.to_str().ok())
+    if headers.contains_key("x-amz-target")
+        && !auth.signed_headers.iter().any(|h| h == "x-amz-target")
     {
-        Some(h) if auth.service == "s3" => h.to_string(),
-        _ => hex::encode(Sha256::digest(body)),
-    };
-    let canonical = canonical::canonical_request(
-        method.as_str(),
-        uri,
-        headers,
-        &auth.signed_headers,
-        &payload_hash,
-        auth.service == "s3",
-    )
-    .map_err(AuthError::Malformed)?;
-    let expected = signature(
-        &secret,
-        amz_date,
-        &auth.date,
-        &auth.region,
-        &auth.service,
-        &canonical,
-    );
-    if subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), auth.signature.as_bytes()).into() {
-        Ok(auth)
-    } else {
-        Err(AuthError::SignatureMismatch)
+        return Err(AuthError::UnsignedHeader("X-Amz-Target"));
+    }
+    let secret = lookup_secret(&auth.access_key).ok_or(AuthError::UnknownAccessKey)?;
+    Ok(PendingSignature {
+        auth,
+        amz_date: amz_date.to_string(),
+        secret,
+    })
+}
+
+impl PendingSignature {
+    pub fn authorization(&self) -> &Authorization {
+        &self.auth
+    }
+
+    /// Checks the signature over the whole request, body included.
+    pub fn verify(
+        self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<Authorization, AuthError> {
+        let auth = self.auth;
+        let payload_hash = match headers
+            .get("x-amz-content-sha256")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(h) if auth.service == "s3" => h.to_string(),
+            _ => hex::encode(Sha256::digest(body)),
+        };
+        let canonical = canonical::canonical_request(
+            method.as_str(),
+            uri,
+            headers,
+            &auth.signed_headers,
+            &payload_hash,
+            auth.service == "s3",
+        )
+        .map_err(AuthError::Malformed)?;
+        let expected = signature(
+            &self.secret,
+            &self.amz_date,
+            &auth.date,
+            &auth.region,
+            &auth.service,
+            &canonical,
+        );
+        if subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), auth.signature.as_bytes()).into() {
+            Ok(auth)
+        } else {
+            Err(AuthError::SignatureMismatch)
+        }
     }
 }
 

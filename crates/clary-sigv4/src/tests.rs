@@ -174,3 +174,46 @@ fn signer_output_verifies_and_matches_aws_test_vector_chain() {
     let auth = verify(&http::Method::POST, &uri, &headers, body, now, lookup).unwrap();
     assert_eq!(auth.service, "sagemaker");
 }
+
+// A DescribeTrainingJob signed without X-Amz-Target must not be replayable as StopTrainingJob.
+#[test]
+fn an_unsigned_target_is_refused_before_the_body_is_needed() {
+    let signer = Signer {
+        access_key: AK.into(),
+        secret_key: SK.into(),
+        region: "us-east-1".into(),
+    };
+    let now = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap();
+    let uri: http::Uri = "http://127.0.0.1:7070/".parse().unwrap();
+    let mut headers = http::HeaderMap::new();
+    let body = br#"{"TrainingJobName":"j"}"#;
+    signer
+        .sign(
+            "sagemaker",
+            &http::Method::POST,
+            &uri,
+            &mut headers,
+            body,
+            now,
+        )
+        .unwrap();
+    headers.insert("x-amz-target", "SageMaker.StopTrainingJob".parse().unwrap());
+    let err = verify(&http::Method::POST, &uri, &headers, body, now, lookup).unwrap_err();
+    assert_eq!(err, AuthError::UnsignedHeader("X-Amz-Target"));
+    assert_eq!(err.code(), "InvalidSignatureException");
+    assert_eq!(
+        err.to_string(),
+        "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization."
+    );
+    // The header part alone decides it, and a good header part leaves only the body to check.
+    assert!(check_headers(&headers, now, lookup).is_err());
+    headers.remove("x-amz-target");
+    let pending = check_headers(&headers, now, lookup).unwrap();
+    assert_eq!(pending.authorization().service, "sagemaker");
+    assert_eq!(
+        pending
+            .verify(&http::Method::POST, &uri, &headers, b"{}")
+            .unwrap_err(),
+        AuthError::SignatureMismatch
+    );
+}
