@@ -65,3 +65,37 @@ def test_every_key_s3_accepts_is_stored_and_listed(server, s3):
         s3.delete_object(Bucket=bucket, Key=key)
     assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
     s3.delete_bucket(Bucket=bucket)
+
+
+def test_concurrent_completions_of_one_upload(server, s3):
+    """Exactly one completion joins the parts and answers 200; the others wait for it and get 404
+    NoSuchUpload, never a 500 or a second join."""
+    bucket = unique("mpu")
+    s3.create_bucket(Bucket=bucket)
+    clients = [server.client("s3") for _ in range(16)]
+    for round in range(6):
+        key = "big-%d" % round
+        up = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        first = bytes([round]) * (16 * 1024 * 1024)
+        parts = [
+            {"PartNumber": 1, "ETag": s3.upload_part(Bucket=bucket, Key=key, UploadId=up, PartNumber=1, Body=first)["ETag"]},
+            {"PartNumber": 2, "ETag": s3.upload_part(Bucket=bucket, Key=key, UploadId=up, PartNumber=2, Body=b"tail")["ETag"]},
+        ]
+
+        def complete(client):
+            try:
+                r = client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=up,
+                                                     MultipartUpload={"Parts": parts})
+                return 200, r["ETag"]
+            except ClientError as e:
+                _no_server_path(str(e.response), server)
+                return e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"]["Code"]
+
+        with concurrent.futures.ThreadPoolExecutor(len(clients)) as pool:
+            results = list(pool.map(complete, clients))
+        ok = [r for r in results if r[0] == 200]
+        assert len(ok) == 1 and all(r == (404, "NoSuchUpload") for r in results if r[0] != 200), results
+        head = s3.head_object(Bucket=bucket, Key=key)
+        assert {etag for _, etag in ok} == {head["ETag"]}
+        assert head["ContentLength"] == len(first) + 4
+        assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

@@ -46,6 +46,25 @@ impl LocalStore {
         }
     }
 
+    /// Locks an upload for completing or aborting it: an flock on its `upload.json`, held until
+    /// the returned file is dropped. Concurrent completions of one upload (from any process
+    /// sharing the store) then run one at a time, and each finds the upload as the one before
+    /// left it: gone (`NoSuchUpload`) once completed or aborted.
+    fn lock_upload(&self, upload_id: &str) -> Result<(File, PathBuf), StoreError> {
+        let dir = self.upload_dir(upload_id)?;
+        let file = match File::open(dir.join("upload.json")) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NoSuchUpload(upload_id.to_string()));
+            }
+            Err(e) => return Err(StoreError::Io(format!("opening upload {upload_id}: {e}"))),
+        };
+        file.lock()
+            .map_err(|e| StoreError::Io(format!("locking upload {upload_id}: {e}")))?;
+        let dir = self.upload_dir(upload_id)?;
+        Ok((file, dir))
+    }
+
     pub fn create_upload(
         &self,
         bucket: &str,
@@ -194,6 +213,7 @@ impl LocalStore {
         upload_id: &str,
         parts: &[(u32, String)],
     ) -> Result<ObjectMeta, StoreError> {
+        let (_lock, dir) = self.lock_upload(upload_id)?;
         let info = self.upload_info(bucket, key, upload_id)?;
         if parts.is_empty() {
             return Err(StoreError::MalformedXml(
@@ -201,7 +221,6 @@ impl LocalStore {
             ));
         }
         let stored = self.list_parts(bucket, key, upload_id)?;
-        let dir = self.upload_dir(upload_id)?;
         let mut chosen = Vec::with_capacity(parts.len());
         let mut last = 0;
         for (n, etag) in parts {
@@ -244,13 +263,15 @@ impl LocalStore {
         options.checksum_crc32 = None;
         options.checksum_sha256 = None;
         let meta = writer.commit(options)?;
-        let _ = fs::remove_dir_all(&dir);
+        // Removed while still locked, so a waiting completion finds the upload gone.
+        fs::remove_dir_all(&dir)
+            .map_err(|e| StoreError::Io(format!("removing upload {upload_id}: {e}")))?;
         Ok(meta)
     }
 
     pub fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        let (_lock, dir) = self.lock_upload(upload_id)?;
         self.upload_info(bucket, key, upload_id)?;
-        let dir = self.upload_dir(upload_id)?;
         fs::remove_dir_all(&dir)
             .map_err(|e| StoreError::Io(format!("removing upload {upload_id}: {e}")))
     }
@@ -273,5 +294,64 @@ impl Write for HashingFile {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_completions_of_one_upload_end_with_exactly_one_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        store.create_bucket("mp-bucket").unwrap();
+        for round in 0..5 {
+            let up = store
+                .create_upload("mp-bucket", "k", PutOptions::default())
+                .unwrap();
+            let big = vec![round as u8; MIN_PART_SIZE as usize];
+            let p1 = store
+                .upload_part("mp-bucket", "k", &up.upload_id, 1, None, |w| {
+                    w.write_all(&big)
+                })
+                .unwrap();
+            let p2 = store
+                .upload_part("mp-bucket", "k", &up.upload_id, 2, None, |w| {
+                    w.write_all(b"tail")
+                })
+                .unwrap();
+            let parts = [(1, p1.etag), (2, p2.etag)];
+            let results: Vec<_> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| store.complete_upload("mp-bucket", "k", &up.upload_id, &parts))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let won = results.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(won, 1, "{results:?}");
+            for r in &results {
+                if let Err(e) = r {
+                    assert_eq!(*e, StoreError::NoSuchUpload(up.upload_id.clone()));
+                }
+            }
+            assert_eq!(
+                store.head("mp-bucket", "k").unwrap().size,
+                MIN_PART_SIZE + 4
+            );
+        }
+        // An abort waits for a completion in the same way.
+        let up = store
+            .create_upload("mp-bucket", "a", PutOptions::default())
+            .unwrap();
+        store.abort_upload("mp-bucket", "a", &up.upload_id).unwrap();
+        assert_eq!(
+            store
+                .abort_upload("mp-bucket", "a", &up.upload_id)
+                .unwrap_err(),
+            StoreError::NoSuchUpload(up.upload_id.clone())
+        );
     }
 }
