@@ -2,6 +2,7 @@
 multipart completion, uploads cut by a crash. Real boto3 against a real `clary server`."""
 import concurrent.futures
 import os
+import signal
 
 import pytest
 from botocore.exceptions import ClientError
@@ -99,3 +100,24 @@ def test_concurrent_completions_of_one_upload(server, s3):
         assert {etag for _, etag in ok} == {head["ETag"]}
         assert head["ContentLength"] == len(first) + 4
         assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_a_restart_removes_uploads_a_crash_cut_short(tmp_path):
+    """What a killed server was writing stays in objects/tmp; the next start removes it."""
+    srv = Server(tmp_path / "data").start()
+    try:
+        s3 = srv.client("s3")
+        s3.create_bucket(Bucket="crash-bucket")
+        s3.put_object(Bucket="crash-bucket", Key="kept", Body=b"committed")
+        srv.stop(signal.SIGKILL)
+        tmp = os.path.join(srv.data_dir, "objects", "tmp")
+        # As an upload cut by the kill leaves it: a temporary file nobody holds any more.
+        for name in ("o-" + "0" * 32, "p-" + "1" * 32):
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(b"\0" * 4096)
+        srv.start()
+        assert os.listdir(tmp) == []
+        s3 = srv.client("s3")
+        assert s3.get_object(Bucket="crash-bucket", Key="kept")["Body"].read() == b"committed"
+    finally:
+        srv.stop()

@@ -9,6 +9,7 @@ pub mod local;
 pub mod multipart;
 pub mod object_store;
 pub mod s3_http;
+mod tmp;
 
 use base64::Engine;
 use chrono::{DateTime, Utc};

@@ -44,9 +44,18 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
 
 /// Writes `bytes` to `path` atomically (temp file in the same directory, then rename).
 pub(crate) fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = tmp_dir.join(format!("w-{}", uuid::Uuid::new_v4().simple()));
-    fs::write(&tmp, bytes).map_err(io_err(format!("writing {}", tmp.display())))?;
-    rename_into(&tmp, path)
+    let (tmp, mut file) = crate::tmp::create(tmp_dir, "w")?;
+    if let Err(e) = file.write_all(bytes) {
+        let _ = fs::remove_file(&tmp);
+        return Err(StoreError::Io(format!("writing {}: {e}", tmp.display())));
+    }
+    let renamed = rename_into(&tmp, path);
+    if renamed.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    // The file stays open (locked) until renamed, so no clean-up takes it (see `tmp`).
+    drop(file);
+    renamed
 }
 
 /// Renames `from` to `to`, creating `to`'s directory; retries once because a concurrent delete
@@ -93,6 +102,8 @@ impl LocalStore {
             fs::create_dir_all(root.join(d))
                 .map_err(io_err(format!("creating {}", root.join(d).display())))?;
         }
+        // What a crash cut short; files still being written (by any process) are kept.
+        crate::tmp::remove_abandoned(&root.join("tmp"));
         Ok(LocalStore {
             root,
             commit_lock: Arc::new(Mutex::new(())),
@@ -412,10 +423,7 @@ pub struct ObjectWriter {
 
 impl ObjectWriter {
     fn new(store: LocalStore, bucket: &str, key: &str) -> Result<Self, StoreError> {
-        let tmp = store
-            .tmp_dir()
-            .join(format!("o-{}", uuid::Uuid::new_v4().simple()));
-        let file = File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+        let (tmp, file) = crate::tmp::create(&store.tmp_dir(), "o")?;
         Ok(ObjectWriter {
             store,
             bucket: bucket.to_string(),
@@ -450,7 +458,6 @@ impl ObjectWriter {
         let file = self.file.take().expect("commit consumes the writer");
         file.sync_data()
             .map_err(io_err(format!("syncing {}", self.key)))?;
-        drop(file);
         let meta = ObjectMeta {
             key: self.key.clone(),
             size: self.size,
@@ -475,6 +482,8 @@ impl ObjectWriter {
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
+        // Open (locked) until renamed into place, so no clean-up takes it (see `tmp`).
+        drop(file);
         result
     }
 }

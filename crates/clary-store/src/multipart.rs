@@ -124,11 +124,9 @@ impl LocalStore {
         }
         self.upload_info(bucket, key, upload_id)?;
         let dir = self.upload_dir(upload_id)?;
-        let tmp = self
-            .tmp_dir()
-            .join(format!("p-{}", uuid::Uuid::new_v4().simple()));
+        let (tmp, file) = crate::tmp::create(&self.tmp_dir(), "p")?;
         let mut hashing = HashingFile {
-            file: File::create(&tmp).map_err(|e| StoreError::Io(e.to_string()))?,
+            file,
             md5: Md5::new(),
             crc32: crc32fast::Hasher::new(),
             size: 0,
@@ -137,19 +135,30 @@ impl LocalStore {
             let _ = fs::remove_file(&tmp);
             return Err(StoreError::Io(format!("receiving part {part_number}: {e}")));
         }
+        let HashingFile {
+            file,
+            md5,
+            crc32,
+            size,
+        } = hashing;
         let part = PartInfo {
             part_number,
-            etag: format!("\"{}\"", hex::encode(hashing.md5.finalize())),
-            size: hashing.size,
+            etag: format!("\"{}\"", hex::encode(md5.finalize())),
+            size,
             last_modified: Utc::now(),
-            checksum_crc32: crate::b64(&hashing.crc32.finalize().to_be_bytes()),
+            checksum_crc32: crate::b64(&crc32.finalize().to_be_bytes()),
         };
         if expected_crc32.is_some_and(|want| want != part.checksum_crc32) {
             let _ = fs::remove_file(&tmp);
             return Err(StoreError::BadDigest("CRC32"));
         }
-        fs::rename(&tmp, dir.join(format!("part-{part_number:05}")))
-            .map_err(|e| StoreError::Io(format!("storing part {part_number}: {e}")))?;
+        let stored = fs::rename(&tmp, dir.join(format!("part-{part_number:05}")));
+        // Open (locked) until renamed, so no clean-up takes it (see `tmp`).
+        drop(file);
+        stored.map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            StoreError::Io(format!("storing part {part_number}: {e}"))
+        })?;
         let json = serde_json::to_vec(&part).map_err(|e| StoreError::Io(e.to_string()))?;
         write_atomic(
             &self.tmp_dir(),
