@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from botocore.exceptions import ClientError
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -141,3 +142,18 @@ def test_the_operation_must_be_signed(server, sm):
     status, _, answer = send(server, "POST", "/", {"Content-Type": "application/x-amz-json-1.1",
                                                    "X-Amz-Target": "SageMaker.StopTrainingJob"}, body, sign_as="sagemaker")
     assert status == 400 and "ValidationException" in answer.decode(), answer
+
+
+@pytest.mark.parametrize("channel", ["..", "."])
+def test_channel_names_that_name_directories_are_refused(sm, s3, bucket, channel):
+    job = unique("dotdot")
+    source = upload_code(s3, bucket, job, {"train.py": TRAIN})
+    with pytest.raises(ClientError) as e:
+        sm.create_training_job(**job_request(job, bucket, source, channels={channel: "s3://%s/data" % bucket}))
+    err = e.value.response["Error"]
+    assert err["Code"] == "ValidationException"
+    assert err["Message"] == (
+        "1 validation error detected: Value '%s' at 'inputDataConfig.1.member.channelName' failed to satisfy "
+        "constraint: Member must not be '.' or '..', which name a directory and not a channel" % channel)
+    with pytest.raises(ClientError):
+        sm.describe_training_job(TrainingJobName=job)

@@ -35,6 +35,26 @@ const DISTRIBUTION_FLAGS: &[&str] = &[
 
 pub const GROUP_NAME: &str = "homogeneousCluster";
 
+/// A channel's name becomes a directory under `input/data`: refuse anything that is not one
+/// plain name there (the API validates the same; a host spec is checked again here because it
+/// is a file on disk, and `..` would let a channel overwrite `input/config`).
+pub fn check_channel_name(name: &str) -> Result<(), String> {
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "channel name {name:?} is not valid: it must match [A-Za-z0-9\\.\\-_]+, be at most 64 characters and not be '.' or '..'"
+        ))
+    }
+}
+
 /// The paths of the per-job `/opt/ml` stand-in.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -85,6 +105,8 @@ impl Layout {
             std::fs::create_dir_all(d)?;
         }
         for c in channels {
+            check_channel_name(c)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
             std::fs::create_dir_all(self.channel(c))?;
         }
         Ok(())
@@ -430,6 +452,22 @@ impl TrainingContract {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_channel_cannot_name_the_data_dir_or_its_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            base: dir.path().join("opt_ml"),
+        };
+        for bad in ["..", ".", "", "a/b", "../config"] {
+            let e = layout.create(&[bad.to_string()]).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+        layout
+            .create(&["train".into(), "...".into(), ".v-1_x".into()])
+            .unwrap();
+        assert!(layout.channel("...").is_dir());
+    }
 
     #[test]
     fn args_match_the_toolkits_verified_example() {

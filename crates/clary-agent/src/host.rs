@@ -1,7 +1,7 @@
 //! One host's run of a training job: stage, install, run the script, package, report.
 
 use crate::checkpoints::{self, CheckpointSync};
-use crate::contract::{Layout, TrainingContract};
+use crate::contract::{Layout, TrainingContract, check_channel_name};
 use crate::job_log::JobLog;
 use crate::network::HostIdentity;
 use crate::objects::{self, Objects};
@@ -86,6 +86,13 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
     let num_cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    if let Some(e) = spec
+        .channels
+        .iter()
+        .find_map(|c| check_channel_name(&c.name).err())
+    {
+        return failed(spec, format!("ClientError: {e}"));
+    }
     let contract = TrainingContract::new(spec, num_cpus, num_gpus());
     let layout = contract.layout.clone();
     let _ = reporter

@@ -46,6 +46,31 @@ pub fn resource_name(name: &str, at: &str) -> Result<(), ControlError> {
     }
 }
 
+/// `[A-Za-z0-9\.\-_]+`, 1 to 64 characters, and not `.` or `..`: a channel's name is a
+/// directory under `input/data`, and those two would name the directory itself or its parent
+/// (where `input/config/resourceconfig.json` lives).
+pub fn channel_name(name: &str, at: &str) -> Result<(), ControlError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !ok {
+        return Err(fail(
+            name,
+            at,
+            "Member must satisfy regular expression pattern: [A-Za-z0-9\\.\\-_]+ and have length between 1 and 64",
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(fail(
+            name,
+            at,
+            "Member must not be '.' or '..', which name a directory and not a channel",
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn role_arn(arn: &str) -> bool {
     let Some(rest) = arn.strip_prefix("arn:aws") else {
         return false;
@@ -241,17 +266,7 @@ pub fn create_training_job(
             need(ch, "ChannelName", &format!("{at}.channelName"))?,
             &format!("{at}.channelName"),
         )?;
-        let ok = (1..=64).contains(&cname.len())
-            && cname
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !ok {
-            return Err(fail(
-                cname,
-                &format!("{at}.channelName"),
-                "Member must satisfy regular expression pattern: [A-Za-z0-9\\.\\-_]+ and have length between 1 and 64",
-            ));
-        }
+        channel_name(cname, &format!("{at}.channelName"))?;
         if !seen.insert(cname.to_string()) {
             return Err(ControlError::Validation(format!(
                 "Channel names must be unique; {cname:?} appears more than once in InputDataConfig"
@@ -400,6 +415,22 @@ mod tests {
                 .to_string()
                 .contains("less than or equal to 20")
         );
+        for bad in [".", "..", "a/b", "", &"c".repeat(65)] {
+            let mut r = good();
+            r["InputDataConfig"][0]["ChannelName"] = json!(bad);
+            let e = create_training_job(&r, &exists).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "1 validation error detected: Value '{bad}' at 'inputDataConfig.1.member.channelName' failed to satisfy constraint: Member must"
+                )),
+                "{e}"
+            );
+        }
+        for good_name in ["...", ".hidden", "train-1_v.2", &"c".repeat(64)] {
+            let mut r = good();
+            r["InputDataConfig"][0]["ChannelName"] = json!(good_name);
+            create_training_job(&r, &exists).unwrap();
+        }
         let mut r = good();
         r["OutputDataConfig"]["S3OutputPath"] = json!("s3://nope/out");
         assert!(
