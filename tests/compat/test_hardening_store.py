@@ -1,13 +1,15 @@
 """The object store under hostile or unlucky use (issue 15): every key S3 accepts, concurrent
 multipart completion, uploads cut by a crash. Real boto3 against a real `clary server`."""
 import concurrent.futures
+import io
 import os
 import signal
+import tarfile
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import Server, unique
+from conftest import Server, job_request, log_text, tagged, unique, wait_for
 
 
 def _no_server_path(text, server):
@@ -121,3 +123,30 @@ def test_a_restart_removes_uploads_a_crash_cut_short(tmp_path):
         assert s3.get_object(Bucket="crash-bucket", Key="kept")["Body"].read() == b"committed"
     finally:
         srv.stop()
+
+
+def test_extracted_code_loses_setuid_setgid_and_shared_write_bits(sm, s3, logs, bucket):
+    """A source archive's modes reach the job without setuid, setgid, sticky or group/world
+    write: another local user could otherwise run code as the server's user or change it."""
+    job = unique("modes")
+    script = (b"import json, os\n"
+              b"m = {p: oct(os.stat(p).st_mode & 0o7777) for p in ('tool', 'bin', 'bin/shared.sh')}\n"
+              b"print('MODES ' + json.dumps(m))\n")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, mode, data in (("train.py", 0o644, script), ("tool", 0o6777, b"#!/bin/sh\n"),
+                                 ("bin", 0o1777, None), ("bin/shared.sh", 0o777, b"true\n")):
+            info = tarfile.TarInfo(name)
+            info.mode = mode
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    key = "%s/source/sourcedir.tar.gz" % job
+    s3.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
+    sm.create_training_job(**job_request(job, bucket, "s3://%s/%s" % (bucket, key)))
+    d = wait_for(sm, job)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    assert tagged(log_text(logs, job), "MODES") == {"tool": "0o755", "bin": "0o755", "bin/shared.sh": "0o755"}

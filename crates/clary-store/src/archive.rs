@@ -35,13 +35,19 @@ pub fn pack_dir<W: Write>(dir: &Path, out: W, level: u32) -> io::Result<W> {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Skipped(pub Vec<String>);
 
+/// Mode bits extraction never keeps: setuid, setgid and sticky (a setuid file of the server's
+/// user would let any local user run as it), and group and world write (another user could
+/// change the code a job or an endpoint runs).
+pub const STRIPPED_MODE_BITS: u32 = 0o7022;
+
 /// Extracts a gzipped tar into `dest`, refusing anything that could write outside it: absolute
 /// names are made relative, names with `..` are skipped, links that point outside `dest` are
-/// skipped, and devices and FIFOs are never created.
+/// skipped, and devices and FIFOs are never created. Modes lose [`STRIPPED_MODE_BITS`].
 pub fn extract_tar_gz<R: Read>(input: R, dest: &Path) -> io::Result<Skipped> {
     fs::create_dir_all(dest)?;
     let mut archive = tar::Archive::new(MultiGzDecoder::new(input));
     archive.set_preserve_permissions(true);
+    archive.set_mask(STRIPPED_MODE_BITS);
     archive.set_overwrite(true);
     let mut skipped = Skipped::default();
     for entry in archive.entries()? {
@@ -166,6 +172,42 @@ mod tests {
             fs::read_to_string(dst.path().join("sub/b.txt")).unwrap(),
             "B"
         );
+    }
+
+    #[test]
+    fn setuid_setgid_sticky_and_shared_write_bits_are_stripped() {
+        use std::os::unix::fs::PermissionsExt;
+        let bytes = tar_with(|b| {
+            for (name, mode, kind) in [
+                ("bin", 0o1777, tar::EntryType::Directory),
+                ("bin/suid", 0o4777, tar::EntryType::Regular),
+                ("bin/sgid", 0o2755, tar::EntryType::Regular),
+                ("shared.txt", 0o666, tar::EntryType::Regular),
+                ("plain.txt", 0o640, tar::EntryType::Regular),
+            ] {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(kind);
+                h.set_path(name).unwrap();
+                h.set_mode(mode);
+                h.set_size(0);
+                h.set_cksum();
+                b.append(&h, &[][..]).unwrap();
+            }
+        });
+        let dst = tempfile::tempdir().unwrap();
+        extract_tar_gz(&bytes[..], dst.path()).unwrap();
+        let mode = |p: &str| {
+            fs::metadata(dst.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(mode("bin"), 0o755);
+        assert_eq!(mode("bin/suid"), 0o755);
+        assert_eq!(mode("bin/sgid"), 0o755);
+        assert_eq!(mode("shared.txt"), 0o644);
+        assert_eq!(mode("plain.txt"), 0o640);
     }
 
     #[test]
