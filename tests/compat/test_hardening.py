@@ -157,3 +157,14 @@ def test_channel_names_that_name_directories_are_refused(sm, s3, bucket, channel
         "constraint: Member must not be '.' or '..', which name a directory and not a channel" % channel)
     with pytest.raises(ClientError):
         sm.describe_training_job(TrainingJobName=job)
+
+
+def test_clary_env_prints_the_key_pair_the_server_was_started_with(tmp_path):
+    srv = Server(tmp_path / "data", ["--access-key", "AKIAGIVENBYFLAG0001", "--secret-key", "given/secret+key"]).start()
+    try:
+        e = srv.env()
+        assert (e["AWS_ACCESS_KEY_ID"], e["AWS_SECRET_ACCESS_KEY"]) == ("AKIAGIVENBYFLAG0001", "given/secret+key")
+        assert srv.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
+        assert stat.S_IMODE(os.stat(tmp_path / "data" / "server.json").st_mode) == 0o600
+    finally:
+        srv.stop()

@@ -59,7 +59,7 @@ impl Client {
             .zip(std::env::var("AWS_SECRET_ACCESS_KEY").ok());
         let (ak, sk) = match (env_keys, &identity) {
             (Some(k), _) => k,
-            (None, Some(id)) => (id.access_key.clone(), id.secret_key.clone()),
+            (None, Some(id)) => ServerInfo::keys_or(info.as_ref(), id),
             (None, None) => bail!(
                 "no credentials: run `eval \"$(clary env)\"` or set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
             ),

@@ -314,14 +314,15 @@ fn env(data_dir: Option<PathBuf>, endpoint_url: Option<String>) -> Result<()> {
     let url = endpoint_url
         .or_else(|| info.as_ref().map(|i| i.url.clone()))
         .unwrap_or_else(|| format!("http://{}", settings::DEFAULT_LISTEN));
+    let (access_key, secret_key) = settings::ServerInfo::keys_or(info.as_ref(), &id);
     let region = info
         .map(|i| i.region)
         .unwrap_or_else(|| settings::DEFAULT_REGION.into());
     let config = settings::write_sdk_config(&data_dir, &id.default_bucket(&region))?;
     let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
     println!("export AWS_ENDPOINT_URL={}", q(&url));
-    println!("export AWS_ACCESS_KEY_ID={}", q(&id.access_key));
-    println!("export AWS_SECRET_ACCESS_KEY={}", q(&id.secret_key));
+    println!("export AWS_ACCESS_KEY_ID={}", q(&access_key));
+    println!("export AWS_SECRET_ACCESS_KEY={}", q(&secret_key));
     println!("export AWS_DEFAULT_REGION={}", q(&region));
     println!(
         "export SAGEMAKER_USER_CONFIG_OVERRIDE={}",

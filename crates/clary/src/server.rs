@@ -209,6 +209,9 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         url: url.clone(),
         region: args.region.clone(),
         pid: std::process::id(),
+        // `clary env` prints these: with --access-key/--secret-key they are not identity.json's.
+        access_key: Some(identity.access_key.clone()),
+        secret_key: Some(identity.secret_key.clone()),
     };
     settings::write_private(
         &ServerInfo::path(&data_dir),

@@ -109,12 +109,18 @@ impl Identity {
     }
 }
 
-/// What a running server publishes for `clary env` and the CLI.
+/// What a running server publishes for `clary env` and the CLI (in a 0600 file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerInfo {
     pub url: String,
     pub region: String,
     pub pid: u32,
+    /// The key pair the server verifies with: `--access-key/--secret-key` when given, which
+    /// `identity.json` does not hold. Absent in files of an older clary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
 }
 
 impl ServerInfo {
@@ -124,6 +130,14 @@ impl ServerInfo {
 
     pub fn load(data_dir: &Path) -> Option<Self> {
         serde_json::from_slice(&std::fs::read(Self::path(data_dir)).ok()?).ok()
+    }
+
+    /// The key pair clients should sign with: the server's own, else the data dir's identity.
+    pub fn keys_or(info: Option<&Self>, identity: &Identity) -> (String, String) {
+        match info.and_then(|i| i.access_key.clone().zip(i.secret_key.clone())) {
+            Some(pair) => pair,
+            None => (identity.access_key.clone(), identity.secret_key.clone()),
+        }
     }
 }
 
@@ -171,6 +185,29 @@ mod tests {
         assert_eq!(
             std::fs::read(fresh.join("server.json")).unwrap(),
             b"{\"a\":1}"
+        );
+        let info = ServerInfo {
+            url: "http://127.0.0.1:1".into(),
+            region: DEFAULT_REGION.into(),
+            pid: 1,
+            access_key: Some("AKIAGIVEN".into()),
+            secret_key: Some("given-secret".into()),
+        };
+        write_private(
+            &ServerInfo::path(&fresh),
+            &serde_json::to_vec(&info).unwrap(),
+        )
+        .unwrap();
+        let loaded = ServerInfo::load(&fresh).unwrap();
+        assert_eq!(
+            ServerInfo::keys_or(Some(&loaded), &id),
+            ("AKIAGIVEN".to_string(), "given-secret".to_string())
+        );
+        let older: ServerInfo =
+            serde_json::from_str(r#"{"url": "u", "region": "r", "pid": 2}"#).unwrap();
+        assert_eq!(
+            ServerInfo::keys_or(Some(&older), &id),
+            (id.access_key.clone(), id.secret_key.clone())
         );
         let names: Vec<_> = std::fs::read_dir(&fresh)
             .unwrap()
