@@ -99,7 +99,11 @@ pub fn agent(state: &ApiState, op: &str, body: Value) -> Result<Value, ApiError>
     if op == "GetModelServerSpec" {
         let endpoint = body["EndpointName"].as_str().unwrap_or_default();
         let instance = body["InstanceId"].as_str().unwrap_or_default();
-        return Ok(state.control.model_server_spec(endpoint, instance)?);
+        let spec = state
+            .control
+            .hosting
+            .model_server_spec(endpoint, instance)?;
+        return Ok(serde_json::to_value(spec).map_err(|e| ControlError::Internal(e.to_string()))?);
     }
     if op == "ReportInstance" {
         let port = body["Port"]
@@ -108,7 +112,7 @@ pub fn agent(state: &ApiState, op: &str, body: Value) -> Result<Value, ApiError>
             .ok_or_else(|| {
                 ControlError::Validation("ReportInstance needs a Port between 1 and 65535".into())
             })?;
-        state.control.report_instance(
+        state.control.hosting.report_instance(
             body["InstanceId"].as_str().unwrap_or_default(),
             body["Address"].as_str().unwrap_or("127.0.0.1"),
             port as u16,

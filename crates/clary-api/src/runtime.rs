@@ -6,6 +6,7 @@
 use crate::{Body, full, json_error, request_id};
 use bytes::Bytes;
 use clary_control::ControlPlane;
+use clary_control::domain::endpoint::endpoint_log_group;
 use clary_control::routes::InstanceRoute;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -108,7 +109,7 @@ fn model_error(
     body: &Bytes,
 ) -> Response<Body> {
     let original = String::from_utf8_lossy(body).into_owned();
-    let group = ControlPlane::endpoint_log_group(endpoint);
+    let group = endpoint_log_group(endpoint);
     let log_arn = format!(
         "arn:aws:logs:{}:{}:log-group:{group}",
         control.config.region, control.config.account

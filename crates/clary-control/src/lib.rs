@@ -20,24 +20,15 @@ pub use error::ControlError;
 use clary_exec::Executor;
 use std::sync::Arc;
 use store::Db;
-use tokio::sync::Notify;
 
 pub struct ControlPlane {
     pub config: Arc<ControlConfig>,
     pub logs: logs::Logs,
     pub training: Arc<training::TrainingJobs>,
+    pub hosting: Arc<hosting::Hosting>,
     pub tags: tags::Tags,
-    pub(crate) db: Db,
-    pub(crate) executor: Arc<dyn Executor>,
     /// Where `InvokeEndpoint` goes: the healthy instances of each in-service endpoint.
-    pub routes: routes::Routes,
-    /// Addresses and ports model servers on cluster nodes reported, by instance id, until
-    /// the hosting loop takes them.
-    pub(crate) instance_reports: std::sync::Mutex<std::collections::HashMap<String, (String, u16)>>,
-    pub(crate) endpoint_wake: Notify,
-    /// Held by the hosting loop during a pass and by calls that change an endpoint, so neither
-    /// overwrites the other's change.
-    pub(crate) hosting_lock: tokio::sync::Mutex<()>,
+    pub routes: Arc<routes::Routes>,
 }
 
 impl ControlPlane {
@@ -51,23 +42,27 @@ impl ControlPlane {
         let db = Db::open(&config.data_dir.join("clary.db"))?;
         let logs = logs::Logs::new(db.clone(), &config.region, &config.account);
         let config = Arc::new(config);
+        let routes = Arc::new(routes::Routes::default());
         let training = Arc::new(training::TrainingJobs::new(
             store::TrainingJobStore::new(db.clone()),
             logs.clone(),
             executor.clone(),
             config.clone(),
         ));
+        let hosting = Arc::new(hosting::Hosting::new(
+            store::HostingStore::new(db.clone()),
+            logs.clone(),
+            executor,
+            config.clone(),
+            routes.clone(),
+        ));
         Ok(Arc::new(ControlPlane {
             config,
             logs,
             training,
-            tags: tags::Tags::new(store::TagStore::new(db.clone())),
-            db,
-            executor,
-            routes: Default::default(),
-            instance_reports: Default::default(),
-            endpoint_wake: Notify::new(),
-            hosting_lock: tokio::sync::Mutex::new(()),
+            hosting,
+            tags: tags::Tags::new(store::TagStore::new(db)),
+            routes,
         }))
     }
 }

@@ -197,6 +197,16 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     for job in undecodable {
         eprintln!("warning: training job {job}");
     }
+    let undecodable = control
+        .hosting
+        .fill_in_specs(
+            clary_api::hosting_api::container_from_request,
+            clary_api::hosting_api::variants_from_request,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for resource in undecodable {
+        eprintln!("warning: {resource}");
+    }
     let state = clary_api::ApiState::new(
         control.clone(),
         store,
@@ -218,7 +228,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         &serde_json::to_vec_pretty(&info)?,
     )?;
     tokio::spawn(control.training.clone().run_scheduler());
-    tokio::spawn(control.clone().run_hosting());
+    tokio::spawn(control.hosting.clone().run());
     println!(
         "clary server listening on {url} (data dir {})",
         data_dir.display()

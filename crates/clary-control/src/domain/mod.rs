@@ -2,5 +2,7 @@
 //! SQL, no wire shapes, no processes.
 
 pub mod capacity;
+pub mod endpoint;
+pub mod hosting;
 pub mod job;
 pub mod training;

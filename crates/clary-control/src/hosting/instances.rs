@@ -1,11 +1,25 @@
-//! One endpoint instance: its spec, its launch through the executor, its health and its end.
+//! One endpoint instance: its spec, its launch through the executor, the address a cluster
+//! instance reports, its health check and its log.
 
-use super::*;
+use super::Hosting;
+use crate::domain::endpoint::{Instance, endpoint_log_group};
+use crate::domain::hosting::VariantPlan;
+use crate::error::ControlError;
+use crate::now_millis;
+use clary_exec::ExecHandle;
+use clary_exec::executor::InstanceLaunch;
+use clary_exec::protocol::ModelServerSpec;
+use std::io::{Read, Seek, SeekFrom};
+use std::time::Duration;
 
-impl ControlPlane {
+impl Hosting {
     /// The spec of an endpoint instance, for a model server started on a cluster node
     /// (`ClaryAgent.GetModelServerSpec`).
-    pub fn model_server_spec(&self, endpoint: &str, instance: &str) -> Result<Value, ControlError> {
+    pub fn model_server_spec(
+        &self,
+        endpoint: &str,
+        instance: &str,
+    ) -> Result<ModelServerSpec, ControlError> {
         let plain = |s: &str| !s.is_empty() && !s.contains('/') && s != "." && s != "..";
         if !plain(endpoint) || !plain(instance) {
             return Err(ControlError::Validation(format!(
@@ -24,44 +38,32 @@ impl ControlPlane {
                 "endpoint {endpoint} has no instance {instance}"
             ))
         })?;
-        serde_json::from_slice(&text).map_err(|e| ControlError::Internal(e.to_string()))
+        serde_json::from_slice(&text).map_err(|e| {
+            ControlError::Internal(format!(
+                "the spec of instance {instance} is unreadable: {e}"
+            ))
+        })
     }
 
     /// A model server on a cluster node says where it listens (`ClaryAgent.ReportInstance`).
     pub fn report_instance(&self, instance: &str, address: &str, port: u16) {
-        self.instance_reports
+        self.reports
             .lock()
-            .expect("instance reports")
+            .unwrap_or_else(|p| p.into_inner())
             .insert(instance.to_string(), (address.to_string(), port));
-        self.endpoint_wake.notify_one();
+        self.wake.notify_one();
     }
 
-    pub(super) fn instance_alive(&self, i: &Instance) -> bool {
-        i.handle()
-            .is_some_and(|h| !matches!(self.executor.observe(&h), Observed::Gone(_)))
-    }
-
-    /// SIGTERM: the model server finishes the requests it holds.
-    pub(super) fn terminate_instance(&self, i: &Instance) {
-        if let Some(h) = i.handle() {
-            self.executor.signal(&h, StopSignal::Term);
-        }
-    }
-
-    pub(super) fn kill_instance(&self, i: &Instance) {
-        if let Some(h) = i.handle() {
-            self.executor.signal(&h, StopSignal::Kill);
-        }
-    }
-
+    /// Writes the instance's spec and starts its model server. Returns where it runs and the
+    /// port it listens on (0 on a cluster node, which picks one and reports it).
     pub(super) fn launch_instance(
         &self,
         endpoint: &str,
         v: &VariantPlan,
-        i: &mut Instance,
-    ) -> Result<(), String> {
+        i: &Instance,
+    ) -> Result<(ExecHandle, u16), String> {
         std::fs::create_dir_all(&i.work_dir)
-            .map_err(|e| format!("creating {}: {e}", i.work_dir.display()))?;
+            .map_err(|e| format!("creating the instance's directory: {e}"))?;
         let port = free_port().map_err(|e| format!("finding a free port: {e}"))?;
         let spec = ModelServerSpec {
             endpoint_name: endpoint.to_string(),
@@ -82,11 +84,10 @@ impl ControlPlane {
             &spec_path,
             serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?,
         )
-        .map_err(|e| format!("writing {}: {e}", spec_path.display()))?;
+        .map_err(|e| format!("writing the instance's spec: {e}"))?;
         self.logs
-            .create_stream(&Self::endpoint_log_group(endpoint), &i.log_stream)
+            .create_stream(&endpoint_log_group(endpoint), &i.log_stream)
             .map_err(|e| e.to_string())?;
-        i.healthy = false;
         let handle = self.executor.launch_instance(&InstanceLaunch {
             endpoint,
             instance_id: &i.id,
@@ -94,47 +95,13 @@ impl ControlPlane {
             spec_path: &spec_path,
             log_path: &i.log_file(),
         })?;
-        match handle {
-            ExecHandle::Process(p) => {
-                i.pid = p.pid;
-                i.start_ticks = p.start_ticks;
-                i.slurm_job = None;
-                i.port = port;
-                i.address = loopback();
-            }
-            // A cluster instance picks a port on its node and reports it with its address.
-            ExecHandle::SlurmJob(id) => {
-                i.slurm_job = Some(id);
-                i.pid = 0;
-                i.port = 0;
-            }
-        }
-        i.launched_at = now_secs();
-        i.stopping_since = None;
-        Ok(())
-    }
-
-    /// SIGTERM to retiring instances (the model server drains what it holds), SIGKILL after the
-    /// grace period; forgotten once gone.
-    pub(super) fn retire(&self, ep: &mut Endpoint) {
-        let now = now_secs();
-        let mut keep = Vec::new();
-        for mut i in std::mem::take(&mut ep.retiring) {
-            self.routes.forget_instance(&i.id);
-            if !i.launched() || !self.instance_alive(&i) {
-                continue;
-            }
-            match i.stopping_since {
-                None => {
-                    self.terminate_instance(&i);
-                    i.stopping_since = Some(now);
-                }
-                Some(t) if now - t > STOP_GRACE_SECS => self.kill_instance(&i),
-                Some(_) => {}
-            }
-            keep.push(i);
-        }
-        ep.retiring = keep;
+        // A cluster instance picks a port on its node and reports it with its address.
+        let port = if matches!(handle, ExecHandle::Process(_)) {
+            port
+        } else {
+            0
+        };
+        Ok((handle, port))
     }
 
     /// Copies new complete lines of an instance's output into its log stream.
@@ -149,9 +116,12 @@ impl ControlPlane {
             return;
         }
         let mut buf = Vec::new();
-        let _ = f
-            .take((len - i.log_offset).min(1 << 20))
-            .read_to_end(&mut buf);
+        if f.take((len - i.log_offset).min(1 << 20))
+            .read_to_end(&mut buf)
+            .is_err()
+        {
+            return;
+        }
         let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
             return;
         };
@@ -173,17 +143,13 @@ impl ControlPlane {
     }
 }
 
-pub(super) fn uuid_hex() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
-}
-
-pub(super) fn free_port() -> std::io::Result<u16> {
+fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-/// `GET /ping` on a local model server: its status and body, or None if it does not answer.
+/// `GET /ping` on a model server: its status and body, or None if it does not answer.
 pub(super) async fn ping(address: &str, port: u16) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let attempt = async {
@@ -207,6 +173,7 @@ pub(super) async fn ping(address: &str, port: u16) -> Option<(u16, String)> {
         .flatten()
 }
 
+/// The last `lines` lines of a file.
 pub(super) fn log_tail(path: &std::path::Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();

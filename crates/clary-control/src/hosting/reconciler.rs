@@ -1,40 +1,47 @@
-//! The hosting loop: brings each endpoint's instances to what its configuration asks for
-//! (desired vs actual), switches traffic, replaces lost instances and ships their logs.
+//! The hosting loop: for each endpoint, observe its instances (alive? healthy?), let the
+//! domain's reconciler decide, and carry out its decisions (launch, signal, route, remove).
 
+use super::Hosting;
 use super::instances::{log_tail, ping};
-use super::*;
+use crate::domain::endpoint::{Action, Endpoint, Instance, Seen, endpoint_log_group};
+use crate::error::ControlError;
+use crate::now_secs;
+use crate::routes::{EndpointRoute, VariantRoute};
+use clary_exec::{Observed, StopSignal};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-impl ControlPlane {
-    // ---- the loop -----------------------------------------------------------------------
-
+impl Hosting {
     /// Runs endpoints for the server's lifetime. After a restart, instances still running are
     /// taken back (their model servers never depended on this process); lost ones relaunch.
-    pub async fn run_hosting(self: Arc<Self>) {
+    pub async fn run(self: Arc<Self>) {
         {
-            let _guard = self.hosting_lock.lock().await;
-            if let Ok(eps) = self.all_endpoints() {
-                for mut ep in eps {
-                    for i in ep
-                        .instances
-                        .iter_mut()
-                        .chain(ep.pending.iter_mut().flat_map(|p| p.instances.iter_mut()))
-                    {
-                        i.healthy = false;
-                        if i.launched() && !self.instance_alive(i) {
-                            i.forget_launch();
+            let _guard = self.lock.lock().await;
+            match self.store.endpoints() {
+                Ok(endpoints) => {
+                    for mut ep in endpoints {
+                        ep.forget_health();
+                        for i in ep.instances_mut() {
+                            if i.launched() && !self.alive(i) {
+                                i.forget_launch();
+                            }
+                        }
+                        if let Err(e) = self.store.save_endpoint(&ep) {
+                            tracing::error!("hosting: {e}");
                         }
                     }
-                    let _ = self.save_endpoint(&ep);
                 }
+                Err(e) => tracing::error!("hosting: {e}"),
             }
         }
         loop {
             {
-                let _guard = self.hosting_lock.lock().await;
-                match self.all_endpoints() {
-                    Ok(eps) => {
-                        for ep in eps {
-                            if let Err(e) = self.step(ep).await {
+                let _guard = self.lock.lock().await;
+                match self.store.endpoints() {
+                    Ok(endpoints) => {
+                        for ep in endpoints {
+                            if let Err(e) = self.pass(ep).await {
                                 tracing::error!("hosting: {e}");
                             }
                         }
@@ -43,111 +50,148 @@ impl ControlPlane {
                 }
             }
             tokio::select! {
-                _ = self.endpoint_wake.notified() => {}
+                _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
         }
     }
 
-    pub(super) async fn step(&self, mut ep: Endpoint) -> Result<(), ControlError> {
-        let before = serde_json::to_string(&ep).unwrap_or_default();
-        let group = Self::endpoint_log_group(&ep.name);
-        for i in ep
-            .instances
-            .iter_mut()
-            .chain(ep.retiring.iter_mut())
-            .chain(ep.pending.iter_mut().flat_map(|p| p.instances.iter_mut()))
-        {
+    /// One reconciler pass over one endpoint.
+    async fn pass(&self, mut ep: Endpoint) -> Result<(), ControlError> {
+        let before = ep.clone();
+        let group = endpoint_log_group(&ep.name);
+        for i in ep.instances_mut() {
             self.ship_log(&group, i);
         }
-        self.retire(&mut ep);
-        if ep.status == "Deleting" {
-            if ep.retiring.is_empty() {
-                self.db
-                    .lock()
-                    .execute("DELETE FROM endpoints WHERE name = ?1", params![ep.name])?;
-                self.routes.remove(&ep.name);
-                let _ =
-                    std::fs::remove_dir_all(self.config.data_dir.join("endpoints").join(&ep.name));
-                return Ok(());
+        self.take_reports(&mut ep);
+        let seen = self.observe(&ep).await;
+        let now = now_secs();
+        for action in ep.reconcile(&seen, now) {
+            match action {
+                Action::Launch(id) => self.launch(&mut ep, &id, now),
+                Action::Terminate(id) => self.signal(&ep, &id, StopSignal::Term),
+                Action::Kill(id) => self.signal(&ep, &id, StopSignal::Kill),
+                Action::ForgetRoute(id) => self.routes.forget_instance(&id),
+                Action::Publish => self.publish(&ep),
+                Action::Remove => {
+                    self.store.delete_endpoint(&ep.name)?;
+                    self.routes.remove(&ep.name);
+                    let dir = self.config.data_dir.join("endpoints").join(&ep.name);
+                    if let Err(e) = std::fs::remove_dir_all(&dir)
+                        && e.kind() != std::io::ErrorKind::NotFound
+                    {
+                        tracing::warn!("endpoint {}: removing its files: {e}", ep.name);
+                    }
+                    return Ok(());
+                }
             }
-        } else if ep.status != "Failed" {
-            self.advance(&mut ep).await;
         }
-        if serde_json::to_string(&ep).unwrap_or_default() != before {
-            self.save_endpoint(&ep)?;
+        if ep != before {
+            self.store.save_endpoint(&ep)?;
         }
         Ok(())
     }
 
-    /// Launches, checks and replaces instances, and moves the endpoint along.
-    pub(super) async fn advance(&self, ep: &mut Endpoint) {
-        let plan = ep.plan.clone();
-        let failure = self
-            .tend(&ep.name, &plan, &mut ep.instances, ep.status == "InService")
-            .await;
-        match ep.status.as_str() {
-            "Creating" => {
-                if let Some(reason) = failure {
-                    ep.status = "Failed".into();
-                    ep.failure_reason = Some(reason);
-                    ep.retiring.append(&mut ep.instances);
-                    ep.last_modified_time = now_secs();
-                } else if ep.instances.iter().all(|i| i.healthy) {
-                    ep.status = "InService".into();
-                    ep.last_modified_time = now_secs();
-                }
+    /// Addresses that model servers on cluster nodes reported since the last pass.
+    fn take_reports(&self, ep: &mut Endpoint) {
+        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        for i in ep.instances_mut() {
+            if let Some((address, port)) = reports.remove(&i.id)
+                && i.port == 0
+            {
+                i.address = address;
+                i.port = port;
             }
-            "Updating" => {
-                let Some(mut pending) = ep.pending.take() else {
-                    ep.status = "InService".into();
-                    return;
-                };
-                let failed = self
-                    .tend(&ep.name, &pending.plan, &mut pending.instances, false)
-                    .await;
-                if let Some(reason) = failed {
-                    ep.status = "RollingBack".into();
-                    ep.failure_reason = Some(format!(
-                        "Updating to endpoint configuration {} failed, so the endpoint kept its previous configuration: {reason}",
-                        pending.config_name
-                    ));
-                    ep.retiring.append(&mut pending.instances);
-                    ep.last_modified_time = now_secs();
-                } else if pending.instances.iter().all(|i| i.healthy) {
-                    // Traffic moves to the new instances; the old ones drain and stop.
-                    ep.retiring.append(&mut ep.instances);
-                    ep.instances = pending.instances;
-                    ep.plan = pending.plan;
-                    ep.config_name = pending.config_name;
-                    ep.status = "InService".into();
-                    ep.last_modified_time = now_secs();
-                } else {
-                    ep.pending = Some(pending);
-                }
-            }
-            "RollingBack" => {
-                ep.status = "InService".into();
-                ep.last_modified_time = now_secs();
-            }
-            _ => {}
-        }
-        if matches!(ep.status.as_str(), "InService" | "Updating") {
-            self.publish(ep);
         }
     }
 
-    pub(super) fn publish(&self, ep: &Endpoint) {
-        let variants = ep
-            .plan
+    pub(super) fn alive(&self, i: &Instance) -> bool {
+        i.handle
+            .is_some_and(|h| !matches!(self.executor.observe(&h), Observed::Gone(_)))
+    }
+
+    /// What each instance is doing: launched? alive? answering its health check?
+    async fn observe(&self, ep: &Endpoint) -> HashMap<String, Seen> {
+        let mut seen = HashMap::new();
+        let retiring: Vec<&str> = ep.retiring.iter().map(|i| i.id.as_str()).collect();
+        for i in ep.instances() {
+            let state = if !i.launched() {
+                Seen::NotLaunched
+            } else if !self.alive(i) {
+                Seen::Exited {
+                    last_output: if retiring.contains(&i.id.as_str()) {
+                        String::new()
+                    } else {
+                        log_tail(&i.log_file(), 12)
+                    },
+                }
+            } else if retiring.contains(&i.id.as_str()) || i.port == 0 {
+                // On a cluster the port is known once the model server has reported it.
+                Seen::Starting
+            } else if i.healthy {
+                Seen::Healthy
+            } else {
+                match ping(&i.address, i.port).await {
+                    Some((200, _)) => Seen::Healthy,
+                    Some((500, body)) => Seen::FailedPing {
+                        reason: serde_json::from_str::<serde_json::Value>(&body)
+                            .ok()
+                            .and_then(|v| v["reason"].as_str().map(str::to_string))
+                            .unwrap_or(body),
+                    },
+                    _ => Seen::Starting,
+                }
+            };
+            seen.insert(i.id.clone(), state);
+        }
+        seen
+    }
+
+    fn launch(&self, ep: &mut Endpoint, id: &str, now: f64) {
+        // Only an instance still meant to run: an earlier launch of this pass may have failed
+        // its deployment.
+        let found = ep
+            .live
+            .instances
             .iter()
-            .map(|v| VariantRoute {
+            .map(|i| (i, &ep.live.plan))
+            .chain(
+                ep.pending
+                    .iter()
+                    .flat_map(|p| p.instances.iter().map(move |i| (i, &p.plan))),
+            )
+            .find(|(i, _)| i.id == id)
+            .and_then(|(i, plan)| {
+                let v = plan.iter().find(|v| v.name == i.variant)?;
+                Some((i.clone(), v.clone()))
+            });
+        let Some((instance, variant)) = found else {
+            return;
+        };
+        match self.launch_instance(&ep.name, &variant, &instance) {
+            Ok((handle, port)) => ep.record_launch(id, handle, port, now),
+            Err(e) => {
+                tracing::warn!("endpoint {}: instance {id}: {e}", ep.name);
+                ep.launch_failed(id, &e, now);
+            }
+        }
+    }
+
+    fn signal(&self, ep: &Endpoint, id: &str, signal: StopSignal) {
+        if let Some(h) = ep.instances().find(|i| i.id == id).and_then(|i| i.handle) {
+            self.executor.signal(&h, signal);
+        }
+    }
+
+    fn publish(&self, ep: &Endpoint) {
+        let variants = ep
+            .routable()
+            .into_iter()
+            .map(|(v, instances)| VariantRoute {
                 name: v.name.clone(),
                 weight: v.weight,
-                instances: ep
-                    .instances
-                    .iter()
-                    .filter(|i| i.variant == v.name && i.healthy)
+                instances: instances
+                    .into_iter()
                     .map(|i| {
                         self.routes
                             .instance(&i.id, &format!("{}:{}", i.address, i.port))
@@ -159,79 +203,5 @@ impl ControlPlane {
             name: ep.name.clone(),
             variants,
         });
-    }
-
-    /// Launches unlaunched instances and pings those not yet healthy. Returns why the set
-    /// failed, when an instance cannot come up; with `replace_lost`, a dead instance is
-    /// relaunched instead.
-    pub(super) async fn tend(
-        &self,
-        endpoint: &str,
-        plan: &[VariantPlan],
-        instances: &mut [Instance],
-        replace_lost: bool,
-    ) -> Option<String> {
-        for i in instances.iter_mut() {
-            if !i.launched() {
-                let Some(v) = plan.iter().find(|v| v.name == i.variant) else {
-                    continue;
-                };
-                if let Err(e) = self.launch_instance(endpoint, v, i) {
-                    return Some(format!(
-                        "could not start an instance of variant {}: {e}",
-                        i.variant
-                    ));
-                }
-                continue;
-            }
-            if !self.instance_alive(i) {
-                let tail = log_tail(&i.log_file(), 12);
-                if replace_lost {
-                    tracing::warn!(
-                        "endpoint {endpoint}: instance {} exited; replacing it",
-                        i.id
-                    );
-                    self.routes.forget_instance(&i.id);
-                    i.forget_launch();
-                    continue;
-                }
-                return Some(format!(
-                    "The model server of production variant {} (instance {}) exited before it was healthy. Its last output:\n{tail}",
-                    i.variant, i.id
-                ));
-            }
-            if i.port == 0
-                && let Some((address, port)) = self
-                    .instance_reports
-                    .lock()
-                    .expect("instance reports")
-                    .remove(&i.id)
-            {
-                i.address = address;
-                i.port = port;
-            }
-            // On Slurm the port is known once the model server has reported it.
-            if i.healthy || i.port == 0 {
-                continue;
-            }
-            match ping(&i.address, i.port).await {
-                Some((200, _)) => i.healthy = true,
-                Some((500, body)) => {
-                    let reason = serde_json::from_str::<Value>(&body)
-                        .ok()
-                        .and_then(|v| v["reason"].as_str().map(str::to_string))
-                        .unwrap_or(body);
-                    self.kill_instance(i);
-                    return Some(format!(
-                        "The primary container for production variant {} did not pass the ping health check: {reason}. See log group {}, stream {}",
-                        i.variant,
-                        Self::endpoint_log_group(endpoint),
-                        i.log_stream
-                    ));
-                }
-                _ => {}
-            }
-        }
-        None
     }
 }

@@ -71,6 +71,9 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 3: a training job's typed spec (the domain's own format), beside the request the API echoes.
     "ALTER TABLE training_jobs ADD COLUMN spec TEXT;",
+    // 4: the typed specs of models (their container) and endpoint configs (their variants).
+    "ALTER TABLE models ADD COLUMN spec TEXT;
+     ALTER TABLE endpoint_configs ADD COLUMN spec TEXT;",
 ];
 
 #[derive(Clone)]

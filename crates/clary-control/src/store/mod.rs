@@ -1,9 +1,11 @@
 //! The store layer: the only place with SQL. Rows become domain values and back.
 
 mod db;
+pub mod hosting;
 pub mod tags;
 pub mod training_jobs;
 
 pub use db::Db;
+pub use hosting::HostingStore;
 pub use tags::TagStore;
 pub use training_jobs::TrainingJobStore;
