@@ -3,7 +3,9 @@ toolkit's default handlers do (JSON, CSV, NPY), with honest errors instead of it
 
 import io
 import json
+import math
 import os
+import warnings
 
 import numpy as np
 
@@ -29,7 +31,8 @@ def body_for_handler(body, content_type):
 
 
 def decode(data, content_type, supported):
-    """A numpy array from a request body (text or bytes) of one of the `supported` types."""
+    """A numeric numpy array from a request body (text or bytes) of one of the `supported`
+    types; anything else is a BadRequest that says what was wrong."""
     if content_type not in supported:
         raise UnsupportedContentType(
             f"Content-Type {content_type!r} is not supported by the default input_fn; "
@@ -37,18 +40,67 @@ def decode(data, content_type, supported):
         )
     try:
         if content_type == JSON:
-            return np.array(json.loads(data))
-        if content_type == CSV:
-            text = data if isinstance(data, str) else data.decode("utf-8")
-            arr = np.genfromtxt(io.StringIO(text), delimiter=",")
-            if arr.size and np.isnan(arr).any():
-                raise ValueError("a field is not a number")
-            return arr
-        raw = data if isinstance(data, (bytes, bytearray)) else data.encode("latin-1")
-        # Unlike the toolkit, pickled objects are refused: a request must not run code.
-        return np.load(io.BytesIO(raw), allow_pickle=False)
+            array = _json_array(data)
+        elif content_type == CSV:
+            array = _csv_array(data)
+        else:
+            array = _npy_array(data)
+    except RecursionError:
+        raise BadRequest(f"the {content_type} body is nested too deeply")
     except (ValueError, TypeError, OSError, UnicodeDecodeError) as e:
         raise BadRequest(f"the request body is not valid {content_type}: {e}")
+    if array.dtype.kind not in "biuf":
+        raise BadRequest(
+            f"the {content_type} body must hold numbers: a number or (nested) lists of numbers "
+            "of equal length, at most 32 deep"
+        )
+    return array
+
+
+def _json_array(data):
+    value = json.loads(data)
+    if isinstance(value, (str, dict)) or value is None:
+        kind = {str: "a string", dict: "an object"}.get(type(value), "null")
+        raise BadRequest(f"the {JSON} body is {kind}; send a number or (nested) lists of numbers")
+    with warnings.catch_warnings():
+        # Ragged or too-deep lists become object arrays (refused below), not warnings in the log.
+        warnings.simplefilter("ignore")
+        return np.array(value)
+
+
+def _csv_array(data):
+    text = data if isinstance(data, str) else data.decode("utf-8")
+    if not text.strip():
+        raise BadRequest(f"the {CSV} body is empty")
+    arr = np.genfromtxt(io.StringIO(text), delimiter=",")
+    if arr.size and np.isnan(arr).any():
+        raise ValueError("a field is not a number")
+    return arr
+
+
+def _npy_array(data):
+    raw = data if isinstance(data, (bytes, bytearray)) else data.encode("latin-1")
+    f = io.BytesIO(raw)
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise ValueError(f"NPY format version {version[0]}.{version[1]} is not supported")
+    if dtype.hasobject:
+        # Unlike the toolkit, pickled objects are refused: a request must not run code.
+        raise ValueError("arrays of Python objects are not accepted")
+    # The header is checked against the bytes that follow before anything is allocated: a
+    # header may claim any size.
+    claimed = math.prod(shape) * dtype.itemsize
+    present = len(raw) - f.tell()
+    if claimed != present:
+        raise ValueError(
+            f"the header describes a {dtype} array of shape {shape} ({claimed} bytes) "
+            f"but {present} bytes of data follow it"
+        )
+    return np.load(io.BytesIO(raw), allow_pickle=False)
 
 
 def choose_accept(accept, supported):

@@ -85,6 +85,34 @@ def model_kind(model):
     return "other"
 
 
+def fit_rows(array, data_shape, data_name):
+    """Checks an input's trailing shape against the model's; one sample may omit the batch
+    dimension."""
+    want = tuple(data_shape[1:])
+    if array.ndim and array.shape[0] == 0:
+        raise BadRequest("the request holds no input rows")
+    if tuple(array.shape[1:]) == want:
+        return array
+    if tuple(array.shape) == want:
+        return array.reshape((1,) + want)
+    raise BadRequest(
+        f"input of shape {tuple(array.shape)} does not fit the model's input "
+        f"{data_name} of shape (batch,) + {want}"
+    )
+
+
+def csv_rows(array, data_shape):
+    """CSV values as rows of the model's input shape."""
+    want = tuple(data_shape[1:])
+    try:
+        return array.reshape((-1,) + want)
+    except ValueError:
+        raise BadRequest(
+            f"{array.size} CSV values do not make whole rows of the model's input shape "
+            f"(batch,) + {want}"
+        ) from None
+
+
 class ModuleRunner:
     """Forward passes of a bound Module's symbol for any batch size, through one CachedOp."""
 
@@ -115,17 +143,7 @@ class ModuleRunner:
         return self._fillers[key]
 
     def rows(self, array):
-        """Checks an input's trailing shape against the model's; one sample may omit the batch
-        dimension."""
-        want = self.data_shape[1:]
-        if tuple(array.shape[1:]) == want:
-            return array
-        if tuple(array.shape) == want:
-            return array.reshape((1,) + want)
-        raise BadRequest(
-            f"input of shape {tuple(array.shape)} does not fit the model's input "
-            f"{self.data_name} of shape (batch,) + {want}"
-        )
+        return fit_rows(array, self.data_shape, self.data_name)
 
     def forward(self, array):
         data = mx.nd.array(array)
@@ -147,7 +165,8 @@ def module_input_fn(data, content_type, model, types=MODULE_TYPES):
     array = codecs.decode(data, content_type, types)
     (name, shape) = model.data_shapes[0]
     if content_type == codecs.CSV:
-        array = array.reshape([-1] + list(shape[1:]))
+        array = csv_rows(array, shape)
+    array = fit_rows(array, shape, name)
     batch = shape[0]
     pad = (-array.shape[0]) % batch if batch > 1 else 0
     it = mx.io.NDArrayIter(mx.nd.array(array), batch_size=batch, last_batch_handle="pad")

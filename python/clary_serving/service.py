@@ -6,6 +6,7 @@ one forward pass."""
 import importlib
 import inspect
 import os
+import re
 import sys
 import traceback
 
@@ -214,7 +215,7 @@ class ModelService:
                 arr = codecs.decode(codecs.body_for_handler(r.body, r.content_type), r.content_type, self.types)
                 if self.runner is not None:
                     if r.content_type == codecs.CSV:
-                        arr = arr.reshape([-1] + list(self.runner.data_shape[1:]))
+                        arr = defaults.csv_rows(arr, self.runner.data_shape)
                     arr = self.runner.rows(arr)
                 accept = codecs.choose_accept(r.accept, self.types)
                 ready.append((i, arr, accept))
@@ -262,9 +263,27 @@ def _requested_type(accept):
     return codecs.default_accept() if first == "*/*" else first
 
 
+# An absolute path of two or more parts, not inside a word, a URL or a media type.
+_PATH = re.compile(r"(?<![\w.~:/-])(?:/[\w.@+-]+){2,}/?")
+
+
+def without_paths(text):
+    """`text` with the server's paths replaced: they are for the endpoint's log only."""
+    return _PATH.sub("<path>", text)
+
+
 def error_response(e):
+    """The answer for a failed request: the exception's text with no traceback and no server
+    path; the whole traceback goes to the endpoint's log."""
     if isinstance(e, InferenceError):
-        return e.status, (str(e) + "\n").encode(), "text/plain", None
-    text = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
-    print(text, file=sys.stderr, flush=True)
+        return e.status, (without_paths(str(e)) + "\n").encode(), "text/plain", None
+    trace = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    print(trace, file=sys.stderr, flush=True)
+    name, text = type(e).__name__, str(e)
+    if "Traceback (most recent call last)" in text:
+        # MXNetError carries the C++ stack in its text; its last line is the message.
+        text = [line for line in text.splitlines() if line.strip()][-1].strip()
+    if not text.startswith(name + ":"):
+        text = f"{name}: {text}"
+    text = without_paths(text) + " (the traceback is in the endpoint's log)\n"
     return 500, text.encode(), "text/plain", None

@@ -124,10 +124,11 @@ impl Front {
         };
         match self.pool.health.state() {
             HealthState::Healthy(_) => {}
-            HealthState::Failed(reason) => {
+            HealthState::Failed(_) => {
+                // The reason may name files of the server; it is in the endpoint's log.
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("the model could not be loaded: {reason}"),
+                    "the model could not be loaded; the reason is in the endpoint's log".into(),
                 );
             }
             HealthState::Loading => {
