@@ -2,21 +2,13 @@
 //! final result. Every call is SigV4-signed. Calls are retried with backoff so a restarting
 //! server loses nothing: the agent keeps its lines until the server answers again.
 
-use clary_client::{JsonApi, Retry, SignedClient};
-use clary_exec::protocol::{
-    AGENT_SIGNING_SERVICE, AGENT_TARGET_PREFIX, HostSpec, LogBatch, LogLine, ResultReport,
-    StatusReport,
-};
+use clary_client::{Retry, SignedClient};
+use clary_exec::protocol::{AGENT_API, HostSpec, LogBatch, LogLine, ResultReport, StatusReport};
 use clary_sigv4::Signer;
 use serde::Serialize;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// The control plane's API for agents and model servers.
-const AGENT_API: JsonApi = JsonApi {
-    signing_service: AGENT_SIGNING_SERVICE,
-    target_prefix: AGENT_TARGET_PREFIX,
-};
 /// A call is retried with backoff before giving up on the server; a refusal (4xx) is final.
 const RETRY: Retry = Retry::CONTROL_PLANE;
 /// Log lines are sent when this many are waiting, or after [`FLUSH_EVERY`].

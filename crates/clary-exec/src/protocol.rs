@@ -10,6 +10,11 @@ use std::path::PathBuf;
 pub const AGENT_TARGET_PREFIX: &str = "ClaryAgent.";
 /// SigV4 service name of agent reports.
 pub const AGENT_SIGNING_SERVICE: &str = "clary";
+/// The control plane's API for agents and model servers, as their client addresses it.
+pub const AGENT_API: clary_client::JsonApi = clary_client::JsonApi {
+    signing_service: AGENT_SIGNING_SERVICE,
+    target_prefix: AGENT_TARGET_PREFIX,
+};
 
 /// Where a channel's objects are and how the agent should present them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

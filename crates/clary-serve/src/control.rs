@@ -2,15 +2,10 @@
 //! endpoint instance, and the address it listens on once it does. Calls are retried with
 //! backoff, so a restarting server loses nothing.
 
-use clary_client::{ClientError, JsonApi, Retry, SignedClient};
-use clary_exec::protocol::{AGENT_SIGNING_SERVICE, AGENT_TARGET_PREFIX, ModelServerSpec};
+use clary_client::{ClientError, Retry, SignedClient};
+use clary_exec::protocol::{AGENT_API, ModelServerSpec};
 use serde_json::{Value, json};
 
-/// The control plane's API for agents and model servers.
-const AGENT_API: JsonApi = JsonApi {
-    signing_service: AGENT_SIGNING_SERVICE,
-    target_prefix: AGENT_TARGET_PREFIX,
-};
 /// A call is retried with backoff before giving up on the server; a refusal (4xx) is final.
 const RETRY: Retry = Retry::CONTROL_PLANE;
 
