@@ -75,33 +75,81 @@ def _call(fn, args, context):
 
 
 def _import_user_module(code_dirs):
+    """The user's inference module: SAGEMAKER_PROGRAM (or inference.py) at the top of a code
+    directory, or else the one file of that name in their subfolders (the SDK names a training
+    entry point from a subfolder of source_dir by its file name alone). Absent or ambiguous, it
+    is ProgramNotFound: as on SageMaker, the container starts and invocations fail.
+    Without SAGEMAKER_PROGRAM and inference.py, the default handlers serve."""
     program = os.environ.get("SAGEMAKER_PROGRAM")
-    name = (program or "inference.py")
-    name = name[:-3] if name.endswith(".py") else name
+    code_dirs = [d for d in code_dirs if d]
+    rel = program or "inference.py"
+    rel = rel[:-3] if rel.endswith(".py") else rel
+    folder, name = os.path.split(rel.strip("/"))
     for d in reversed(code_dirs):
-        if d and d not in sys.path:
+        if d not in sys.path:
             sys.path.insert(0, d)
     found = any(
-        os.path.exists(os.path.join(d, name + ".py")) or os.path.isdir(os.path.join(d, name))
-        for d in code_dirs if d
+        os.path.exists(os.path.join(d, folder, name + ".py")) or os.path.isdir(os.path.join(d, folder, name))
+        for d in code_dirs
     )
+    if found and folder:
+        # A program named with its folder (`sub/entry.py`) is imported from that folder.
+        for d in code_dirs:
+            if os.path.isdir(os.path.join(d, folder)):
+                sys.path.insert(0, os.path.join(d, folder))
+                break
+    if not found and program:
+        hits = _files_named(name + ".py", code_dirs)
+        if len(hits) == 1:
+            where, shown = hits[0]
+            print(f"SAGEMAKER_PROGRAM {program!r} is not at the top of the model's code; "
+                  f"using {shown}, the only file of that name in it", file=sys.stderr, flush=True)
+            sys.path.insert(0, os.path.dirname(where))
+            found = True
+        else:
+            why = ("several files have that name: " + ", ".join(shown for _, shown in hits)
+                   if hits else "no file of that name is in it or its folders")
+            raise ProgramNotFound(
+                f"SAGEMAKER_PROGRAM {program!r} was not found at the top of the model's code and "
+                f"{why}; package it as code/{name}.py in model.tar.gz", status=503)
     if not found:
-        if program:
-            raise ValueError(
-                f"SAGEMAKER_PROGRAM is {program!r} but no such file is in the model's code "
-                f"({', '.join(d for d in code_dirs if d)}); package it under code/ in model.tar.gz"
-            )
         print(f"No inference module {name}.py in the model's code; using the default handlers",
               file=sys.stderr)
         return None
     return importlib.import_module(name)
 
 
+class ProgramNotFound(InferenceError):
+    """The user's module cannot be imported; every invocation answers this."""
+
+
+def _files_named(filename, code_dirs):
+    """(path, path as shown in the log) of every `filename` below the code directories' tops."""
+    hits = []
+    for d in code_dirs:
+        for root, dirs, files in os.walk(d):
+            dirs[:] = sorted(x for x in dirs if not x.startswith(".") and x != "__pycache__")
+            if root != d and filename in files:
+                path = os.path.join(root, filename)
+                shown = os.path.join(os.path.basename(d.rstrip("/")), os.path.relpath(path, d))
+                hits.append((path, shown))
+    return hits
+
+
 class ModelService:
     def __init__(self, model_dir, code_dirs, legacy):
         self.model_dir = model_dir
         self.legacy = legacy
-        module = _import_user_module(code_dirs)
+        self.missing = None
+        try:
+            module = _import_user_module(code_dirs)
+        except ProgramNotFound as e:
+            # SageMaker's container starts without the module and fails each request; the same
+            # here, with the reason in the log and in every answer.
+            print(f"{e}; every invocation will answer 503", file=sys.stderr, flush=True)
+            self.missing, self.user, self.model, self.kind = e, {}, None, "other"
+            self.fused, self.runner = False, None
+            return
         self.user = {h: getattr(module, h) for h in HOOKS if callable(getattr(module, h, None))}
         chain = [h for h in ("input_fn", "predict_fn", "output_fn") if h in self.user]
         if "transform_fn" in self.user and chain:
@@ -193,6 +241,8 @@ class ModelService:
         return 200, body, str(content_type), attrs
 
     def handle(self, req):
+        if self.missing is not None:
+            return error_response(self.missing)
         ctx = Context(req, self.model_dir)
         try:
             return self._respond(self._chain(req, ctx), req, ctx)

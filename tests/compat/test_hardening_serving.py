@@ -91,3 +91,54 @@ def test_a_failing_handler_answers_500_without_traceback_or_path(server, rt, log
     for name in endpoints:
         r = rt.invoke_endpoint(EndpointName=name, ContentType="application/x-npy", Body=buf.getvalue())
         assert np.array(json.loads(r["Body"].read())).shape == (2, 10)
+
+
+NESTED_OUTPUT_FN = '''
+import json
+
+def output_fn(prediction, accept):
+    return json.dumps({"from": "%s", "rows": prediction.shape[0]}), "application/json"
+'''
+
+
+def test_program_in_a_subfolder_of_code_is_found_or_the_endpoint_says_why(sm, s3, rt, logs, bucket):
+    """SAGEMAKER_PROGRAM names a file by its name alone when the training entry point sat in a
+    subfolder of source_dir; on SageMaker such an endpoint serves, so here too. Where the name
+    is ambiguous or absent the endpoint still starts, as on SageMaker, and says why."""
+    files, _ = mlp_files()
+    cases = {
+        # One file of that name: it is the user's module, imported from its folder.
+        "nested": ({"code/mxnet_mnist/mnist.py": NESTED_OUTPUT_FN % "nested",
+                    "code/mxnet_mnist/helper.py": "X = 1\n"}, "mnist.py"),
+        # Named with its folder.
+        "pathed": ({"code/sub/entry.py": NESTED_OUTPUT_FN % "pathed"}, "sub/entry.py"),
+        "ambiguous": ({"code/a/mnist.py": NESTED_OUTPUT_FN % "a", "code/b/mnist.py": NESTED_OUTPUT_FN % "b"}, "mnist.py"),
+        "absent": ({"code/other.py": "X = 1\n"}, "mnist.py"),
+    }
+    names = {}
+    for case, (code, program) in cases.items():
+        names[case] = unique("prog-" + case)
+        deploy(sm, s3, bucket, names[case], {**files, **code}, env={"SAGEMAKER_PROGRAM": program})
+    why = {
+        "ambiguous": "several files have that name: code/a/mnist.py, code/b/mnist.py",
+        "absent": "no file of that name is in it or its folders",
+    }
+    try:
+        for case, name in names.items():
+            d = wait_endpoint(sm, name)
+            assert d["EndpointStatus"] == "InService", (case, d.get("FailureReason"))
+            body = json.dumps([[0.0] * 784] * 2)
+            if case in why:
+                with pytest.raises(ClientError) as e:
+                    rt.invoke_endpoint(EndpointName=name, ContentType="application/json", Body=body)
+                code, original, message = model_error(e)
+                assert (code, original) == ("ModelError", 503), (case, e.value.response)
+                assert "SAGEMAKER_PROGRAM 'mnist.py' was not found" in message and why[case] in message, message
+                assert why[case] in endpoint_log(logs, name)
+            else:
+                r = rt.invoke_endpoint(EndpointName=name, ContentType="application/json", Body=body)
+                assert json.loads(r["Body"].read()) == {"from": case, "rows": 2}, case
+        assert "using code/mxnet_mnist/mnist.py, the only file of that name" in endpoint_log(logs, names["nested"])
+    finally:
+        for name in names.values():
+            sm.delete_endpoint(EndpointName=name)
