@@ -162,6 +162,18 @@ pub async fn invoke(
         );
     };
     let target = headers.get(TARGET_VARIANT).and_then(|v| v.to_str().ok());
+    let known = |name: &str| route.variants.iter().any(|v| v.name == name);
+    if target.is_none_or(known) && route.variants.iter().all(|v| v.instances.is_empty()) {
+        // Every instance is being replaced: a retryable 503, as SageMaker answers while an
+        // endpoint cannot serve, not a 400 the SDK would not retry.
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            &format!(
+                "Endpoint {endpoint} has no instance in service right now (one is being replaced); retry shortly"
+            ),
+        );
+    }
     let Some(variant) = route.pick_variant(target, control.routes.draw()) else {
         return json_error(
             StatusCode::BAD_REQUEST,

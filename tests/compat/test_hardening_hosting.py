@@ -1,0 +1,75 @@
+"""Hosting under faults: what clients see while an endpoint's only instance is replaced."""
+import os
+import signal
+import time
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from conftest import deploy, unique, wait_endpoint
+
+SLOW_START = '''
+import time
+
+def model_fn(model_dir):
+    # Long enough that a client sees the endpoint while its replacement starts.
+    time.sleep(4)
+    return "ready"
+
+def transform_fn(model, data, content_type, accept):
+    return b"ok", "text/plain"
+'''
+
+
+def model_server_pids(data_dir, endpoint):
+    """PIDs of the model servers of `endpoint`, found by the spec path on their command line
+    (they are children of the server this test run started)."""
+    marker = os.path.join(data_dir, "endpoints", endpoint).encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"model-server" in argv and any(a.startswith(marker) for a in argv):
+            pids.append(int(entry))
+    return pids
+
+
+def test_invoke_while_the_only_instance_is_replaced_answers_a_retryable_503(server, sm, s3, bucket):
+    name = unique("replaced")
+    deploy(sm, s3, bucket, name, {"code/inference.py": SLOW_START})
+    wait_endpoint(sm, name, until=("InService",))
+    e = server.env()
+    once = boto3.client("sagemaker-runtime", endpoint_url=e["AWS_ENDPOINT_URL"],
+                        aws_access_key_id=e["AWS_ACCESS_KEY_ID"], aws_secret_access_key=e["AWS_SECRET_ACCESS_KEY"],
+                        region_name=e["AWS_DEFAULT_REGION"], config=Config(retries={"total_max_attempts": 1}))
+    assert once.invoke_endpoint(EndpointName=name, Body=b"x")["Body"].read() == b"ok"
+
+    pids = model_server_pids(server.data_dir, name)
+    assert len(pids) == 1, pids
+    os.kill(pids[0], signal.SIGKILL)
+
+    codes = []
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            once.invoke_endpoint(EndpointName=name, Body=b"x")
+            codes.append(200)
+            if 503 in codes:
+                break
+        except ClientError as e:
+            status = e.response["ResponseMetadata"]["HTTPStatusCode"]
+            assert status == 503, e.response
+            assert e.response["Error"]["Code"] == "ServiceUnavailable", e.response
+            assert "retry" in e.response["Error"]["Message"]
+            codes.append(status)
+        time.sleep(0.05)
+    assert 503 in codes, "the replacement window was never seen: %s" % codes[:20]
+    assert codes[-1] == 200, "the replacement never served"
+    # The default client retries 503s, so an SDK user just sees a slower call.
+    assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
