@@ -6,6 +6,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.request
 
@@ -166,5 +167,115 @@ def test_clary_env_prints_the_key_pair_the_server_was_started_with(tmp_path):
         assert (e["AWS_ACCESS_KEY_ID"], e["AWS_SECRET_ACCESS_KEY"]) == ("AKIAGIVENBYFLAG0001", "given/secret+key")
         assert srv.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
         assert stat.S_IMODE(os.stat(tmp_path / "data" / "server.json").st_mode) == 0o600
+    finally:
+        srv.stop()
+
+
+def test_a_mangled_authorization_gets_its_own_services_refusal(server):
+    mangled = {"Authorization": "AWS4-HMAC-SHA256 garbage"}
+    status, headers, body = send(server, "POST", "/endpoints/some-endpoint/invocations",
+                                 dict(mangled, **{"Content-Type": "application/json"}), b"[1]")
+    assert status == 403 and headers["Content-Type"].startswith("application/x-amz-json"), body
+    assert json.loads(body)["__type"] == "IncompleteSignature"
+    status, headers, body = send(server, "POST", "/", dict(mangled, **{"Content-Type": "application/x-www-form-urlencoded"}),
+                                 b"Action=GetCallerIdentity&Version=2011-06-15")
+    assert status == 403 and b"<ErrorResponse><Error><Type>Sender</Type><Code>IncompleteSignature</Code>" in body, body
+    # A credential naming STS, the rest of the header cut off.
+    status, _, body = send(server, "POST", "/", {"Authorization": "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261124/us-east-1/sts/aws4_request"},
+                           b"Action=GetCallerIdentity&Version=2011-06-15")
+    assert status == 403 and b"<Code>IncompleteSignature</Code>" in body, body
+    # Without any Authorization, InvokeEndpoint is still SageMaker Runtime's to refuse.
+    status, _, body = send(server, "POST", "/endpoints/some-endpoint/invocations", {"Content-Type": "application/json"}, b"[1]")
+    assert status == 403 and json.loads(body)["__type"] == "MissingAuthenticationToken", body
+
+
+def rss_mib(pid, field):
+    text = open("/proc/%d/status" % pid).read()
+    return int(text.split(field + ":")[1].split()[0]) // 1024
+
+
+def post_many(server, path, headers, size, count):
+    """`count` concurrent raw posts of `size` bytes; returns their statuses."""
+    import socket
+    import threading
+    host, port = server.url[len("http://"):].split(":")
+    statuses = []
+
+    def one():
+        s = socket.create_connection((host, int(port)))
+        head = "POST %s HTTP/1.1\r\nHost: %s:%s\r\nContent-Length: %d\r\n%s\r\n" % (
+            path, host, port, size, "".join("%s: %s\r\n" % kv for kv in headers.items()))
+        try:
+            s.sendall(head.encode())
+            s.sendall(b"x" * size)
+        except OSError:
+            pass  # refused before the body was read: the server may close early
+        s.settimeout(60)
+        try:
+            statuses.append(int(s.recv(64).split()[1]))
+        except (OSError, IndexError):
+            statuses.append(None)
+        s.close()
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    return statuses
+
+
+def test_unsigned_bodies_are_refused_unread_and_read_bodies_are_bounded(tmp_path):
+    import datetime
+    srv = Server(tmp_path / "data").start()
+    try:
+        pid = srv.proc.pid
+        before = rss_mib(pid, "VmRSS")
+        statuses = post_many(srv, "/", {"X-Amz-Target": "SageMaker.ListTrainingJobs"}, 15_000_000, 24)
+        assert statuses == [403] * 24, statuses
+        unsigned_peak = rss_mib(pid, "VmHWM")
+        assert unsigned_peak - before < 40, (before, unsigned_peak)
+        # Headers that pass (known key, fresh date) with a signature that will not: the bodies
+        # are read, but only as many at once as the in-flight budget holds.
+        e = srv.env()
+        now = datetime.datetime.now(datetime.timezone.utc)
+        auth = ("AWS4-HMAC-SHA256 Credential=%s/%s/us-east-1/sagemaker/aws4_request, "
+                "SignedHeaders=host;x-amz-date;x-amz-target, Signature=%s" % (e["AWS_ACCESS_KEY_ID"], now.strftime("%Y%m%d"), "0" * 64))
+        statuses = post_many(srv, "/", {"X-Amz-Target": "SageMaker.ListTrainingJobs", "X-Amz-Date": now.strftime("%Y%m%dT%H%M%SZ"),
+                                        "Authorization": auth}, 15_000_000, 24)
+        assert statuses == [403] * 24, statuses
+        peak = rss_mib(pid, "VmHWM")
+        # 24 x 15 MB read at once would be 360 MB; the budget is 128 MiB.
+        assert peak - before < 200, (before, peak)
+        # A declared length over the limit is refused without reading it.
+        assert post_many(srv, "/", {"X-Amz-Target": "SageMaker.ListTrainingJobs", "X-Amz-Date": now.strftime("%Y%m%dT%H%M%SZ"),
+                                    "Authorization": auth}, 17 * 1024 * 1024, 1) == [413]
+    finally:
+        srv.stop()
+
+
+def test_refusals_leave_one_bounded_line_in_the_log(tmp_path):
+    srv = Server(tmp_path / "data").start()
+    try:
+        log = os.path.join(srv.data_dir, "server.log")
+        start = os.path.getsize(log)
+        status, _, _ = send(srv, "PUT", "/bucket/key", {}, b"hello")
+        assert status == 403
+        status, _, _ = send(srv, "POST", "/", {"X-Amz-Target": "SageMaker.ListTrainingJobs"}, b"{}")
+        assert status == 403
+        s3 = srv.client("s3")
+        s3.create_bucket(Bucket="logged")
+        body = b"<Delete><Object><Key>" + b"A" * 6_000_000
+        import base64
+        import hashlib
+        status, _, answer = send(srv, "POST", "/logged?delete", {"Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode(),
+                                                                 "x-amz-content-sha256": hashlib.sha256(body).hexdigest()},
+                                 body, sign_as="s3")
+        assert status == 400 and b"MalformedXML" in answer, answer
+        time.sleep(0.3)
+        with open(log, "rb") as f:
+            f.seek(start)
+            written = f.read()
+        assert len(written) < 3000, (len(written), written[:600])
+        assert b"ERROR" not in written, written
+        assert written.count(b"\n") == 3, written
     finally:
         srv.stop()

@@ -1,9 +1,11 @@
 //! Wire protocols: one port that tells the AWS services apart (docs/sdk-wire.md §1.3), verifies
 //! SigV4 on every call, and hands typed calls to the control plane or the object store.
 //!
-//! Dispatch order: `X-Amz-Target` (SageMaker, Logs, agent reports) → the SageMaker Runtime path
-//! for scope `sagemaker` → query protocol for scopes `sts`/`iam` → S3 (s3s) for everything else.
+//! Dispatch ([`edge::Route`]): `X-Amz-Target` (SageMaker, Logs, agent reports) → the SageMaker
+//! Runtime path → query protocol for scopes `sts`/`iam` (or a form posted to `/`) → S3 (s3s)
+//! for everything else. The signature's header part is checked before a body is read.
 
+pub mod edge;
 pub mod errors;
 pub mod hosting_api;
 pub mod json_api;
@@ -19,15 +21,13 @@ use bytes::Bytes;
 use clary_control::ControlPlane;
 use clary_exec::protocol::{AGENT_SIGNING_SERVICE, AGENT_TARGET_PREFIX};
 use clary_store::LocalStore;
+use edge::Route;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use std::sync::Arc;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
-
-/// Largest JSON/query request body accepted (SageMaker's own limit is far below this).
-const MAX_API_BODY: usize = 16 * 1024 * 1024;
 
 pub struct ApiState {
     pub control: Arc<ControlPlane>,
@@ -38,6 +38,7 @@ pub struct ApiState {
     pub region: String,
     pub account: String,
     pub connections: runtime::Connections,
+    pub body_budget: edge::BodyBudget,
 }
 
 impl ApiState {
@@ -62,6 +63,7 @@ impl ApiState {
             region: region.into(),
             account: account.into(),
             connections: Default::default(),
+            body_budget: Default::default(),
         })
     }
 }
@@ -105,89 +107,101 @@ pub async fn handle(
     state: Arc<ApiState>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    let target = req
-        .headers()
+    let route = Route::of(&req);
+    Ok(match route {
+        Route::Health => edge::health(),
+        Route::S3 => s3(state, req).await,
+        _ => signed_call(state, route, req).await,
+    })
+}
+
+/// A JSON, Runtime or query call: refused on its headers when they cannot carry a valid
+/// signature, before its body is read; then the body (within the budget) and the signature.
+async fn signed_call(
+    state: Arc<ApiState>,
+    route: Route,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let refuse = |e: clary_sigv4::AuthError| {
+        let message = e.to_string();
+        edge::log_refusal(
+            route,
+            &parts.method,
+            parts.uri.path(),
+            StatusCode::FORBIDDEN,
+            &format!("{}: {message}", e.code()),
+        );
+        route.error(StatusCode::FORBIDDEN, e.code(), &message)
+    };
+    let pending = match clary_sigv4::check_headers(&parts.headers, chrono::Utc::now(), |ak| {
+        (ak == state.access_key).then(|| state.secret_key.clone())
+    }) {
+        Ok(p) => p,
+        Err(e) => return refuse(e),
+    };
+    let (body, _held) = match state.body_budget.read(route, &parts, body).await {
+        Ok(b) => b,
+        Err(resp) => {
+            edge::log_refusal(
+                route,
+                &parts.method,
+                parts.uri.path(),
+                resp.status(),
+                "request body refused",
+            );
+            return resp;
+        }
+    };
+    let auth = match pending.verify(&parts.method, &parts.uri, &parts.headers, &body) {
+        Ok(a) => a,
+        Err(e) => return refuse(e),
+    };
+    match route {
+        Route::Query => query::handle(&state, &auth.service, &body),
+        Route::Runtime => {
+            let name = parts
+                .uri
+                .path()
+                .trim_start_matches("/endpoints/")
+                .trim_end_matches("/invocations");
+            runtime::invoke(
+                &state.control,
+                &state.connections,
+                &state.account,
+                name,
+                &parts.headers,
+                body,
+            )
+            .await
+        }
+        _ => json_call(state, &parts, auth, body).await,
+    }
+}
+
+async fn json_call(
+    state: Arc<ApiState>,
+    parts: &http::request::Parts,
+    auth: clary_sigv4::Authorization,
+    body: Bytes,
+) -> Response<Body> {
+    let target = parts
+        .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let scope = clary_sigv4::scope_service(req.headers());
-    let is_runtime = scope.as_deref() == Some("sagemaker")
-        && req.method() == http::Method::POST
-        && req.uri().path().starts_with("/endpoints/")
-        && req.uri().path().ends_with("/invocations");
-    let is_query = matches!(scope.as_deref(), Some("sts") | Some("iam"));
-    if target.is_none() && !is_runtime && !is_query && req.uri().path() != "/_clary/health" {
-        return Ok(s3(state, req).await);
-    }
-    let (parts, body) = req.into_parts();
-    if parts.uri.path() == "/_clary/health" {
-        return Ok(Response::new(full("ok")));
-    }
-    let body = match http_body_util::Limited::new(body, MAX_API_BODY)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return Ok(json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "ValidationException",
-                &format!("request body rejected: {e}"),
-            ));
-        }
-    };
-    let auth = clary_sigv4::verify(
-        &parts.method,
-        &parts.uri,
-        &parts.headers,
-        &body,
-        chrono::Utc::now(),
-        |ak| (ak == state.access_key).then(|| state.secret_key.clone()),
-    );
-    let auth = match auth {
-        Ok(a) => a,
-        Err(e) => {
-            if is_query {
-                return Ok(query::error(
-                    StatusCode::FORBIDDEN,
-                    e.code(),
-                    &e.to_string(),
-                ));
-            }
-            return Ok(json_error(StatusCode::FORBIDDEN, e.code(), &e.to_string()));
-        }
-    };
-    if is_query {
-        return Ok(query::handle(&state, &auth.service, &body));
-    }
-    if is_runtime {
-        let name = parts
-            .uri
-            .path()
-            .trim_start_matches("/endpoints/")
-            .trim_end_matches("/invocations");
-        return Ok(runtime::invoke(
-            &state.control,
-            &state.connections,
-            &state.account,
-            name,
-            &parts.headers,
-            body,
-        )
-        .await);
-    }
-    let target = target.unwrap_or_default();
+        .unwrap_or_default()
+        .to_string();
     let parsed: serde_json::Value = if body.is_empty() {
         serde_json::json!({})
     } else {
         match serde_json::from_slice(&body) {
             Ok(v) => v,
             Err(e) => {
-                return Ok(json_error(
+                return json_error(
                     StatusCode::BAD_REQUEST,
                     "SerializationException",
                     &format!("the request body is not JSON: {e}"),
-                ));
+                );
             }
         }
     };
@@ -202,14 +216,15 @@ pub async fn handle(
         _ => "",
     };
     if auth.service != expected_scope {
-        return Ok(json_error(
+        return json_error(
             StatusCode::BAD_REQUEST,
             "UnknownOperationException",
             &format!(
-                "X-Amz-Target {target:?} does not belong to the credential scope's service {:?}",
+                "X-Amz-Target {:?} does not belong to the credential scope's service {:?}",
+                edge::bounded(&target),
                 auth.service
             ),
-        ));
+        );
     }
     let st = state.clone();
     let result = tokio::task::spawn_blocking(move || match service.as_str() {
@@ -218,7 +233,7 @@ pub async fn handle(
         _ => json_api::agent(&st, &op, parsed),
     })
     .await;
-    Ok(match result {
+    match result {
         Ok(Ok(v)) => json_ok(v),
         Ok(Err(e)) => api_error(&e),
         Err(e) => json_error(
@@ -226,13 +241,27 @@ pub async fn handle(
             "InternalFailure",
             &format!("the request failed: {e}"),
         ),
-    })
+    }
 }
 
 async fn s3(state: Arc<ApiState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
     match hyper::service::Service::call(&state.s3, req).await {
-        Ok(resp) => resp.map(|b| b.map_err(|e| -> BoxError { e.to_string().into() }).boxed()),
+        Ok(resp) => {
+            // s3s's own logging is off (it logs each error at ERROR, request bodies included).
+            if resp.status().is_client_error() || resp.status().is_server_error() {
+                edge::log_refusal(Route::S3, &method, &path, resp.status(), "S3 error");
+            }
+            resp.map(|b| b.map_err(|e| -> BoxError { e.to_string().into() }).boxed())
+        }
         Err(e) => {
+            edge::log_refusal(
+                Route::S3,
+                &method,
+                &path,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("{e:?}"),
+            );
             let mut r = Response::new(full(format!(
                 "<Error><Code>InternalError</Code><Message>{e:?}</Message></Error>"
             )));

@@ -109,11 +109,18 @@ impl Authorization {
     }
 }
 
-/// Reads the credential scope's service name without verifying anything; the server uses it
-/// to route a request before it knows which verifier applies.
+/// Reads the service the credential scope claims without verifying anything, even from an
+/// `Authorization` that is otherwise malformed: the server uses it to route a request to the
+/// service whose verifier (and whose refusal) applies.
 pub fn scope_service(headers: &http::HeaderMap) -> Option<String> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    Authorization::parse(value).ok().map(|a| a.service)
+    let credential = value.split("Credential=").nth(1)?;
+    let credential = credential.split([',', ' ']).next()?;
+    credential
+        .split('/')
+        .nth(3)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 /// Verifies a header-signed request. `lookup_secret` maps an access key to its secret.

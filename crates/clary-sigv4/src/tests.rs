@@ -217,3 +217,23 @@ fn an_unsigned_target_is_refused_before_the_body_is_needed() {
         AuthError::SignatureMismatch
     );
 }
+
+#[test]
+fn the_claimed_service_is_read_from_a_malformed_authorization_too() {
+    let with = |v: &str| {
+        let mut h = http::HeaderMap::new();
+        h.insert("authorization", v.parse().unwrap());
+        scope_service(&h)
+    };
+    assert_eq!(
+        with("AWS4-HMAC-SHA256 Credential=AK/20261124/us-east-1/sts/aws4_request").as_deref(),
+        Some("sts")
+    );
+    assert_eq!(
+        with("AWS4-HMAC-SHA256 Credential=AK/20261124/us-east-1/sagemaker/aws4_request, SignedHeaders=host, Signature=00").as_deref(),
+        Some("sagemaker")
+    );
+    assert_eq!(with("AWS4-HMAC-SHA256 garbage"), None);
+    assert_eq!(with("AWS4-HMAC-SHA256 Credential=AK/2026"), None);
+    assert_eq!(scope_service(&http::HeaderMap::new()), None);
+}

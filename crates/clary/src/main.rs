@@ -155,8 +155,10 @@ enum JobsCommand {
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
+            // s3s logs every failed S3 call at ERROR with its parsed input (a malformed body
+            // whole); the API logs one bounded line per refusal instead.
             tracing_subscriber::EnvFilter::try_from_env("CLARY_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| "info,s3s=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();

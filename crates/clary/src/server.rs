@@ -240,21 +240,45 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     serve(listener, state).await
 }
 
+/// Connections served at once; more wait in the listen backlog. A flood of connections then
+/// cannot use up the file descriptors (or the memory) the server needs.
+const MAX_CONNECTIONS: usize = 512;
+
+/// A client has this long to send a request's headers before its connection is closed.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn serve(listener: tokio::net::TcpListener, state: Arc<clary_api::ApiState>) -> Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => r?,
+        let (accepted, slot) = tokio::select! {
+            r = async {
+                let slot = slots.clone().acquire_owned().await;
+                (listener.accept().await, slot)
+            } => r,
             _ = tokio::signal::ctrl_c() => {
                 // Running jobs keep going: their agents re-attach when a server starts again.
                 println!("clary server stopping; running jobs continue and re-attach on the next start");
                 return Ok(());
             }
         };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, or a connection reset before it was accepted: the server
+                // goes on serving the others.
+                eprintln!("accepting a connection failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = hyper::service::service_fn(move |req| clary_api::handle(state.clone(), req));
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
