@@ -279,3 +279,52 @@ def test_refusals_leave_one_bounded_line_in_the_log(tmp_path):
         assert written.count(b"\n") == 3, written
     finally:
         srv.stop()
+
+
+def test_delete_objects_names_at_most_1000_keys(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="kept/one", Body=b"1")
+    keys = [{"Key": "kept/one"}] + [{"Key": "absent/%d" % i} for i in range(1000)]
+    with pytest.raises(ClientError) as e:
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+    err = e.value.response["Error"]
+    assert (err["Code"], err["Message"]) == (
+        "MalformedXML", "The XML you provided was not well-formed or did not validate against our published schema")
+    assert s3.get_object(Bucket=bucket, Key="kept/one")["Body"].read() == b"1"
+    assert s3.delete_objects(Bucket=bucket, Delete={"Objects": keys[:1000], "Quiet": True})["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_presigned_urls_are_valid_for_a_week_at_most(server, bucket):
+    # SigV4 presigning (X-Amz-Expires); SigV2's absolute Expires has no such limit on S3.
+    s3 = server.client("s3", signature_version="s3v4")
+    s3.put_object(Bucket=bucket, Key="presigned", Body=b"shared")
+    week = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "presigned"}, ExpiresIn=604800)
+    with urllib.request.urlopen(week, timeout=30) as r:
+        assert r.read() == b"shared"
+    longer = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "presigned"}, ExpiresIn=604801)
+    assert "X-Amz-Expires=604801" in longer
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(longer, timeout=30)
+    body = e.value.read().decode()
+    assert e.value.code == 400
+    assert "<Code>AuthorizationQueryParametersError</Code>" in body, body
+    assert "<Message>X-Amz-Expires must be less than a week (in seconds) that is; 604800</Message>" in body, body
+
+
+def test_page_sizes_below_one_are_refused(server):
+    # With parameter validation off boto3 sends what it is given, as the AWS CLI's --max-items can.
+    sm = server.client("sagemaker", parameter_validation=False)
+    logs = server.client("logs", parameter_validation=False)
+    for call, value, at in [
+        (lambda: sm.list_training_jobs(MaxResults=-1), "-1", "maxResults"),
+        (lambda: sm.list_training_jobs(MaxResults=0), "0", "maxResults"),
+        (lambda: logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", limit=-1), "-1", "limit"),
+        (lambda: logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName="s", limit=-1), "-1", "limit"),
+        (lambda: logs.describe_log_groups(limit=-1), "-1", "limit"),
+    ]:
+        with pytest.raises(ClientError) as e:
+            call()
+        err = e.value.response["Error"]
+        assert (err["Code"], err["Message"]) == ("ValidationException", (
+            "1 validation error detected: Value '%s' at '%s' failed to satisfy constraint: "
+            "Member must have value greater than or equal to 1" % (value, at))), err
+    assert sm.list_training_jobs(MaxResults=1)["ResponseMetadata"]["HTTPStatusCode"] == 200

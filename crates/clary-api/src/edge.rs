@@ -102,6 +102,37 @@ impl Route {
     }
 }
 
+/// Longest validity a presigned URL may claim (S3's: one week).
+pub const MAX_PRESIGNED_EXPIRES_SECS: i64 = 604_800;
+
+/// S3's refusal of a presigned URL whose `X-Amz-Expires` is out of range; s3s checks only
+/// that the URL has not yet expired.
+pub fn presigned_expiry_error(uri: &http::Uri) -> Option<Response<Body>> {
+    let expires = uri
+        .query()?
+        .split('&')
+        .find_map(|p| p.strip_prefix("X-Amz-Expires="))?;
+    let message = match expires.parse::<i64>() {
+        Ok(n) if n > MAX_PRESIGNED_EXPIRES_SECS => {
+            "X-Amz-Expires must be less than a week (in seconds) that is; 604800"
+        }
+        Ok(n) if n < 0 => "X-Amz-Expires must be non-negative",
+        Ok(_) => return None,
+        Err(_) => "X-Amz-Expires should be a number",
+    };
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AuthorizationQueryParametersError</Code><Message>{message}</Message><RequestId>{}</RequestId></Error>",
+        crate::request_id()
+    );
+    Some(
+        Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .header(http::header::CONTENT_TYPE, "application/xml")
+            .body(full(body))
+            .expect("static response parts are valid"),
+    )
+}
+
 /// The shared allowance of request-body bytes in memory.
 #[derive(Clone)]
 pub struct BodyBudget(Arc<Semaphore>);
@@ -309,6 +340,22 @@ mod tests {
         ] {
             assert_eq!(Route::of(&r), want, "{} {}", r.method(), r.uri());
         }
+    }
+
+    #[test]
+    fn presigned_urls_may_claim_a_week_at_most() {
+        let status = |q: &str| {
+            presigned_expiry_error(&format!("/b/k?X-Amz-Credential=x&{q}").parse().unwrap())
+                .map(|r| r.status())
+        };
+        assert_eq!(status("X-Amz-Expires=604800"), None);
+        assert_eq!(
+            status("X-Amz-Expires=604801"),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(status("X-Amz-Expires=-1"), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(status("X-Amz-Expires=soon"), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(status("partNumber=1"), None);
     }
 
     #[test]

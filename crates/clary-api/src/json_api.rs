@@ -17,7 +17,12 @@ pub fn logs(state: &ApiState, op: &str, body: Value) -> Result<Value, ApiError> 
             .or_else(|| str_field(&body, "logGroupIdentifier"))
             .ok_or_else(|| ControlError::InvalidParameter("logGroupName is required".into()).into())
     };
-    let limit = body.get("limit").and_then(Value::as_i64);
+    // CloudWatch Logs' own ranges for each operation's `limit`.
+    let max_limit = match op {
+        "DescribeLogGroups" | "DescribeLogStreams" => 50,
+        _ => 10_000,
+    };
+    let limit = crate::validate::page_size(&body, "limit", "limit", max_limit)?;
     Ok(match op {
         "DescribeLogGroups" => logs.describe_log_groups(
             str_field(&body, "logGroupNamePrefix").unwrap_or(""),

@@ -246,6 +246,16 @@ async fn json_call(
 
 async fn s3(state: Arc<ApiState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    if let Some(refused) = edge::presigned_expiry_error(req.uri()) {
+        edge::log_refusal(
+            Route::S3,
+            &method,
+            &path,
+            refused.status(),
+            "presigned URL X-Amz-Expires out of range",
+        );
+        return refused;
+    }
     match hyper::service::Service::call(&state.s3, req).await {
         Ok(resp) => {
             // s3s's own logging is off (it logs each error at ERROR, request bodies included).

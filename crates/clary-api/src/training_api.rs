@@ -327,6 +327,7 @@ fn summary_json(job: &TrainingJob) -> Value {
 
 /// `ListTrainingJobsRequest` into the domain's query; `None` when it can match nothing.
 fn list_query(body: &Value) -> Result<Option<ListTrainingJobs>, ControlError> {
+    let max_results = crate::validate::page_size(body, "MaxResults", "maxResults", 100)?;
     let status_equals = match str_field(body, "StatusEquals") {
         None => None,
         // `Deleting` is in the model's enum; no training job of Clary's is ever in it.
@@ -358,11 +359,7 @@ fn list_query(body: &Value) -> Result<Option<ListTrainingJobs>, ControlError> {
             _ => SortBy::CreationTime,
         },
         ascending: str_field(body, "SortOrder") == Some("Ascending"),
-        max_results: body
-            .get("MaxResults")
-            .and_then(Value::as_i64)
-            .unwrap_or(10)
-            .clamp(1, 100) as u32,
+        max_results: max_results.unwrap_or(10) as u32,
         offset,
     }))
 }

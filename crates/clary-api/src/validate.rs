@@ -71,6 +71,34 @@ pub fn channel_name(name: &str, at: &str) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// A page size (`MaxResults`, Logs' `limit`): `None` when absent, else within `1..=max` or
+/// AWS's ValidationException (boto3 with parameter validation off, and the AWS CLI's
+/// `--max-items`, send `-1` as is).
+pub fn page_size(
+    body: &Value,
+    field: &str,
+    at: &str,
+    max: i64,
+) -> Result<Option<i64>, ControlError> {
+    let Some(v) = body.get(field).filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    match v.as_i64() {
+        Some(n) if n < 1 => Err(fail(
+            &n.to_string(),
+            at,
+            "Member must have value greater than or equal to 1",
+        )),
+        Some(n) if n > max => Err(fail(
+            &n.to_string(),
+            at,
+            &format!("Member must have value less than or equal to {max}"),
+        )),
+        Some(n) => Ok(Some(n)),
+        None => Err(fail(&v.to_string(), at, "Member must be an integer")),
+    }
+}
+
 pub(crate) fn role_arn(arn: &str) -> bool {
     let Some(rest) = arn.strip_prefix("arn:aws") else {
         return false;
@@ -439,6 +467,32 @@ mod tests {
                 .to_string()
                 .contains("does not exist")
         );
+        let mut r = good();
+        r["RoleArn"] = json!("SageMakerRole");
+        assert!(create_training_job(&r, &exists).is_err());
+    }
+
+    #[test]
+    fn page_sizes_are_refused_outside_their_range_as_aws_does() {
+        let at = |v: Value| page_size(&json!({ "MaxResults": v }), "MaxResults", "maxResults", 100);
+        assert_eq!(
+            at(json!(-1)).unwrap_err().to_string(),
+            "1 validation error detected: Value '-1' at 'maxResults' failed to satisfy constraint: Member must have value greater than or equal to 1"
+        );
+        assert!(at(json!(0)).is_err());
+        assert_eq!(
+            at(json!(101)).unwrap_err().to_string(),
+            "1 validation error detected: Value '101' at 'maxResults' failed to satisfy constraint: Member must have value less than or equal to 100"
+        );
+        assert!(at(json!("ten")).is_err());
+        assert_eq!(at(json!(100)).unwrap(), Some(100));
+        assert_eq!(at(Value::Null).unwrap(), None);
+        assert_eq!(page_size(&json!({}), "limit", "limit", 50).unwrap(), None);
+    }
+
+    #[test]
+    fn role_arns_are_checked() {
+        let exists = |b: &str| b == "bkt";
         let mut r = good();
         r["RoleArn"] = json!("SageMakerRole");
         assert!(create_training_job(&r, &exists).is_err());

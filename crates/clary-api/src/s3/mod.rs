@@ -17,6 +17,9 @@ use checksums::{
 };
 use listing::{list_page, resume_after};
 
+/// Keys one `DeleteObjects` may name (S3's limit).
+const MAX_DELETE_KEYS: usize = 1000;
+
 pub struct S3Store {
     pub store: LocalStore,
 }
@@ -368,6 +371,13 @@ impl S3 for S3Store {
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let i = req.input;
+        // S3's cap: a larger request is refused whole, before any key is deleted.
+        if i.delete.objects.len() > MAX_DELETE_KEYS {
+            return Err(S3Error::with_message(
+                S3ErrorCode::MalformedXML,
+                "The XML you provided was not well-formed or did not validate against our published schema",
+            ));
+        }
         blocking(|| self.store.head_bucket(&i.bucket))?;
         let quiet = i.delete.quiet.unwrap_or(false);
         let mut deleted = Vec::new();
