@@ -150,3 +150,30 @@ def test_extracted_code_loses_setuid_setgid_and_shared_write_bits(sm, s3, logs, 
     d = wait_for(sm, job)
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
     assert tagged(log_text(logs, job), "MODES") == {"tool": "0o755", "bin": "0o755", "bin/shared.sh": "0o755"}
+
+
+def test_a_script_writing_to_its_input_never_changes_the_stored_object(sm, s3, logs, bucket):
+    """File-mode inputs are the job's own files (clones or copies), never links to the store."""
+    job = unique("immutable")
+    s3.put_object(Bucket=bucket, Key=job + "/data/a.bin", Body=b"original bytes")
+    script = (b"import os\n"
+              b"p = os.path.join(os.environ['SM_CHANNEL_TRAIN'], 'a.bin')\n"
+              b"with open(p, 'r+b') as f:\n"
+              b"    f.write(b'CHANGED!')\n"
+              b"print('WROTE', open(p, 'rb').read())\n")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("train.py")
+        info.size = len(script)
+        tar.addfile(info, io.BytesIO(script))
+    s3.put_object(Bucket=bucket, Key=job + "/source/sourcedir.tar.gz", Body=buf.getvalue())
+    req = job_request(job, bucket, "s3://%s/%s/source/sourcedir.tar.gz" % (bucket, job),
+                      channels={"train": "s3://%s/%s/data" % (bucket, job)})
+    sm.create_training_job(**req)
+    d = wait_for(sm, job)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    text = log_text(logs, job)
+    assert "WROTE b'CHANGED! bytes'" in text
+    assert ("1 copied from the store" in text) or ("1 cloned copy-on-write" in text), text
+    obj = s3.get_object(Bucket=bucket, Key=job + "/data/a.bin")
+    assert obj["Body"].read() == b"original bytes"

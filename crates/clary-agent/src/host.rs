@@ -418,9 +418,13 @@ fn present_inputs(
             continue;
         }
         match staging::stage_channel(store, ch, &objects, &layout.channel(&ch.name)) {
-            Ok(n) => log.info(&format!(
-                "Channel {}: {n} objects from s3://{}/{}{share} ready",
-                ch.name, ch.bucket, ch.prefix
+            Ok(staged) => log.info(&format!(
+                "Channel {}: {} objects from s3://{}/{}{share} ready: {}",
+                ch.name,
+                staged.files(),
+                ch.bucket,
+                ch.prefix,
+                staged.method()
             )),
             Err(e) => return Err(format!("ClientError: {e}")),
         }

@@ -13,8 +13,8 @@ use tokio::runtime::Handle;
 pub type Objects = Arc<dyn ObjectStore>;
 
 /// The store `spec` asks for and a line for the job's log saying which it is: the embedded
-/// store's directory when the host shares the server's disk (`local`: files are hard-linked
-/// in, no bytes copied), or the server's S3 API over HTTP when it does not (`http`: a cluster
+/// store's directory when the host shares the server's disk (`local`: files are cloned in
+/// where the filesystem can, copied where not), or the server's S3 API over HTTP when it does not (`http`: a cluster
 /// node). `handle` runs the HTTP requests.
 pub fn for_host(spec: &HostSpec, handle: Handle) -> Result<(Objects, String), String> {
     if spec.object_access == "http" {
@@ -34,7 +34,7 @@ pub fn for_host(spec: &HostSpec, handle: Handle) -> Result<(Objects, String), St
     let store = LocalStore::open(root)
         .map_err(|e| format!("opening the object store at {}: {e}", root.display()))?;
     let how = format!(
-        "Objects are hard-linked from the store at {}",
+        "Objects are cloned or copied from the store at {}",
         root.display()
     );
     Ok((Arc::new(store), how))

@@ -5,6 +5,7 @@ use crate::job_log::JobLog;
 use crate::objects::Objects;
 use crate::runner::{EntryPoint, stream_command};
 use clary_exec::protocol::{ChannelSpec, HostSpec};
+use clary_store::Fetched;
 use clary_store::archive::{DEFAULT_GZIP_LEVEL, extract_tar_gz, pack_dir};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -119,15 +120,54 @@ pub fn channel_objects(
         .collect())
 }
 
-/// File mode: the channel's objects appear under `dest` (hard links of the local store's
-/// files, no bytes copied; downloads when the store is remote).
+/// How many files a channel got, by the way each was made (see [`Fetched`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Staged {
+    pub reflinked: usize,
+    pub copied: usize,
+    pub downloaded: usize,
+}
+
+impl Staged {
+    pub fn files(&self) -> usize {
+        self.reflinked + self.copied + self.downloaded
+    }
+
+    /// For the job's log: how the files were made, and so why the store is safe from the job.
+    pub fn method(&self) -> String {
+        let mut ways = Vec::new();
+        if self.reflinked > 0 {
+            ways.push(format!(
+                "{} cloned copy-on-write from the store (reflinks: no bytes copied)",
+                self.reflinked
+            ));
+        }
+        if self.copied > 0 {
+            ways.push(format!(
+                "{} copied from the store (this filesystem cannot clone files)",
+                self.copied
+            ));
+        }
+        if self.downloaded > 0 {
+            ways.push(format!("{} downloaded", self.downloaded));
+        }
+        if ways.is_empty() {
+            return "no files".to_string();
+        }
+        ways.join(", ")
+    }
+}
+
+/// File mode: the channel's objects appear under `dest` as files of the job's own (clones or
+/// copies of the local store's files, downloads when the store is remote): a script writing
+/// to its input never changes a stored object.
 pub fn stage_channel(
     store: &Objects,
     ch: &ChannelSpec,
     objects: &[ChannelObject],
     dest: &Path,
-) -> Result<usize, String> {
-    let mut n = 0;
+) -> Result<Staged, String> {
+    let mut n = Staged::default();
     for obj in objects {
         let Some(target) = safe_join(dest, &obj.rel) else {
             continue;
@@ -141,10 +181,14 @@ pub fn stage_channel(
             fs::create_dir_all(parent)
                 .map_err(|e| format!("creating {}: {e}", parent.display()))?;
         }
-        store
+        let how = store
             .fetch_to(&obj.bucket, &obj.key, &target)
             .map_err(|e| format!("channel {}: {e}", ch.name))?;
-        n += 1;
+        match how {
+            Fetched::Reflinked => n.reflinked += 1,
+            Fetched::Copied => n.copied += 1,
+            Fetched::Downloaded => n.downloaded += 1,
+        }
     }
     Ok(n)
 }

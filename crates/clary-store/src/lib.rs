@@ -8,6 +8,7 @@ pub mod key_path;
 pub mod local;
 pub mod multipart;
 pub mod object_store;
+mod reflink;
 pub mod s3_http;
 mod tmp;
 
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub use local::{BucketInfo, LocalStore, ObjectWriter};
-pub use object_store::{ObjectError, ObjectRef, ObjectStore};
+pub use object_store::{Fetched, ObjectError, ObjectRef, ObjectStore};
 pub use s3_http::S3HttpStore;
 
 /// What S3 keeps about an object besides its bytes.

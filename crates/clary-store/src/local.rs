@@ -11,7 +11,7 @@
 //! ```
 
 use crate::key_path::{self, META_SUFFIX};
-use crate::{ObjectError, ObjectMeta, ObjectRef, ObjectStore, PutOptions, StoreError};
+use crate::{Fetched, ObjectError, ObjectMeta, ObjectRef, ObjectStore, PutOptions, StoreError};
 use chrono::{DateTime, Utc};
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
@@ -203,7 +203,7 @@ impl LocalStore {
             .ok_or_else(|| StoreError::NoSuchKey(key.to_string()))
     }
 
-    /// The path of an object's data file, for hard-linking it elsewhere (never write to it).
+    /// The path of an object's data file (never write to it).
     pub fn data_path(&self, bucket: &str, key: &str) -> Result<(ObjectMeta, PathBuf), StoreError> {
         let meta = self.head(bucket, key)?;
         let path = self.data_path_of(bucket, &meta);
@@ -515,8 +515,8 @@ impl Drop for ObjectWriter {
     }
 }
 
-/// A host that shares the store's disk: channels appear as hard links of the stored files (no
-/// bytes copied) and artifacts are written straight into the store.
+/// A host that shares the store's disk: channels appear as clones (or copies) of the stored
+/// files and artifacts are written straight into the store.
 impl ObjectStore for LocalStore {
     fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectRef>, ObjectError> {
         Ok(LocalStore::list(self, bucket, prefix)?
@@ -547,19 +547,20 @@ impl ObjectStore for LocalStore {
         })
     }
 
-    fn fetch_to(&self, bucket: &str, key: &str, target: &Path) -> Result<(), ObjectError> {
+    /// A clone of the stored file where the filesystem can make one, a copy where it cannot:
+    /// never a link, so nothing written to the staged file reaches the store.
+    fn fetch_to(&self, bucket: &str, key: &str, target: &Path) -> Result<Fetched, ObjectError> {
         let _ = fs::remove_file(target);
-        for _ in 0..3 {
-            let (_, source) = self.data_path(bucket, key)?;
-            // A failed link means the object was replaced since the lookup: look again.
-            if link_or_copy(&source, target).is_ok() {
-                return Ok(());
-            }
+        // The open handle stays valid even if the object is replaced meanwhile.
+        let (_, mut source) = self.open_object(bucket, key)?;
+        let failed = |what: &str| ObjectError::io(format!("{what} {}", target.display()));
+        let mut file = File::create(target).map_err(failed("creating"))?;
+        if crate::reflink::clone_file(&source, &file).is_ok() {
+            return Ok(Fetched::Reflinked);
         }
-        Err(ObjectError::KeptChanging {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-        })
+        // std copies File to File with copy_file_range: in the kernel, no user-space buffer.
+        io::copy(&mut source, &mut file).map_err(failed("copying into"))?;
+        Ok(Fetched::Copied)
     }
 
     /// Writes straight into the store; `scratch` is not needed.
@@ -579,8 +580,4 @@ impl ObjectStore for LocalStore {
         };
         Ok(writer.commit(opts)?.size)
     }
-}
-
-fn link_or_copy(source: &Path, target: &Path) -> io::Result<()> {
-    fs::hard_link(source, target).or_else(|_| fs::copy(source, target).map(|_| ()))
 }

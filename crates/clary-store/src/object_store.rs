@@ -1,6 +1,7 @@
 //! The seam between a host (a training agent, a model server) and wherever its objects live:
 //! the embedded store's directory when the host shares the server's disk
-//! ([`LocalStore`](crate::LocalStore): objects are hard-linked in, no bytes copied), or the
+//! ([`LocalStore`](crate::LocalStore): objects are cloned in where the filesystem can, copied
+//! where it cannot, never linked, so a host cannot change a stored object), or the
 //! server's S3 API over HTTP when it does not ([`S3HttpStore`](crate::S3HttpStore)).
 //!
 //! Every method blocks; call them from blocking threads, never on an async runtime.
@@ -34,9 +35,6 @@ pub enum ObjectError {
     /// The caller's writer failed while filling an object.
     #[error(transparent)]
     Fill(io::Error),
-    /// The object was replaced again and again while it was being linked in.
-    #[error("s3://{bucket}/{key} kept changing while being staged")]
-    KeptChanging { bucket: String, key: String },
 }
 
 impl ObjectError {
@@ -44,6 +42,18 @@ impl ObjectError {
         let what = what.into();
         move |source| ObjectError::Io { what, source }
     }
+}
+
+/// How [`ObjectStore::fetch_to`] made an object appear as a file. Each way gives the host a
+/// file of its own: writing to it never changes the stored object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetched {
+    /// A copy-on-write clone of the stored file (no bytes copied).
+    Reflinked,
+    /// A copy of the stored file (the filesystem cannot clone).
+    Copied,
+    /// Downloaded over the S3 API.
+    Downloaded,
 }
 
 /// What a host does with objects: list a prefix, read an object, make it appear as a file,
@@ -73,16 +83,16 @@ pub trait ObjectStore: Send + Sync {
         Ok(out)
     }
 
-    /// Makes the object appear at `target` (replacing what is there). Here: a download; a
-    /// store on the same disk links the stored file instead.
-    fn fetch_to(&self, bucket: &str, key: &str, target: &Path) -> Result<(), ObjectError> {
+    /// Makes the object appear at `target` (replacing what is there) as a file of the
+    /// caller's own. Here: a download; a store on the same disk clones or copies instead.
+    fn fetch_to(&self, bucket: &str, key: &str, target: &Path) -> Result<Fetched, ObjectError> {
         let _ = std::fs::remove_file(target);
         let mut reader = self.reader(bucket, key)?;
         let mut file = std::fs::File::create(target)
             .map_err(ObjectError::io(format!("creating {}", target.display())))?;
         io::copy(&mut reader, &mut file)
             .map_err(ObjectError::io(format!("downloading s3://{bucket}/{key}")))?;
-        Ok(())
+        Ok(Fetched::Downloaded)
     }
 
     /// Stores what `fill` writes as an object; returns its size. Here: through the file
@@ -115,7 +125,7 @@ mod tests {
     use super::*;
     use crate::{LocalStore, PutOptions};
     use std::collections::BTreeMap;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{FileExt, MetadataExt};
     use std::sync::Mutex;
 
     /// A store that has only the three required methods, to exercise the provided ones the
@@ -204,13 +214,25 @@ mod tests {
             }]
         );
         let target = dir.path().join("staged");
+        let how = store.fetch_to("bkt", "d/a b+c", &target).unwrap();
+        assert!(
+            matches!(how, Fetched::Reflinked | Fetched::Copied),
+            "{how:?}"
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"abc");
+        // The staged file is the host's own: writing to it leaves the stored object as it was.
+        assert_eq!(std::fs::metadata(&target).unwrap().nlink(), 1);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .unwrap()
+            .write_all_at(b"XY", 0)
+            .unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"XYc");
+        assert_eq!(local.get_bytes("bkt", "d/a b+c").unwrap(), b"abc");
+        // Staging again replaces the changed file with the stored bytes.
         store.fetch_to("bkt", "d/a b+c", &target).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"abc");
-        assert_eq!(
-            std::fs::metadata(&target).unwrap().nlink(),
-            2,
-            "a hard link"
-        );
         let scratch = dir.path().join("never-made");
         let n = store
             .put_written(
