@@ -24,10 +24,11 @@ IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/mxnet-training:1.9.0-cpu-p
 class Server:
     """One `clary server` process, started and ended by PID."""
 
-    def __init__(self, data_dir, extra_args=(), listen="127.0.0.1:0"):
+    def __init__(self, data_dir, extra_args=(), listen="127.0.0.1:0", env=None):
         self.data_dir = str(data_dir)
         self.extra_args = list(extra_args)
         self.listen = listen
+        self.environment = dict(os.environ, **(env or {}))
         self.proc = None
         self.url = None
 
@@ -38,7 +39,7 @@ class Server:
         self.proc = subprocess.Popen(
             [CLARY, "server", "--listen", self.listen, "--data-dir", self.data_dir,
              "--runtimes-dir", RUNTIMES, "--stop-grace-secs", "3", *self.extra_args],
-            stdout=subprocess.PIPE, stderr=log, text=True)
+            stdout=subprocess.PIPE, stderr=log, text=True, env=self.environment)
         line = self.proc.stdout.readline()
         m = re.search(r"listening on (http://\S+)", line)
         assert m, "server did not start: %r" % line

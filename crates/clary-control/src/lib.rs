@@ -6,6 +6,7 @@
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod failpoint;
 pub mod hosting;
 pub mod logs;
 pub mod routes;

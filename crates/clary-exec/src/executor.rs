@@ -106,6 +106,15 @@ pub trait Executor: Send + Sync {
     /// cluster instance picks a port on its node and reports it.
     fn launch_instance(&self, instance: &InstanceLaunch<'_>) -> Result<ExecHandle, String>;
 
+    /// The units an earlier launch of this very job (same specs) started and nobody recorded,
+    /// because the server was killed between starting them and saving their handles: one
+    /// handle per host when every host is still running. Whatever runs of an incomplete set is
+    /// ended, so a relaunch never runs beside an untracked copy.
+    fn adopt_job(&self, job: &JobLaunch<'_>) -> Option<Vec<ExecHandle>>;
+
+    /// As [`Executor::adopt_job`], for one endpoint instance.
+    fn adopt_instance(&self, instance: &InstanceLaunch<'_>) -> Option<ExecHandle>;
+
     /// The unit's state now.
     fn observe(&self, handle: &ExecHandle) -> Observed;
 

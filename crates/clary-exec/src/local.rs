@@ -129,6 +129,49 @@ impl LocalExecutor {
     }
 }
 
+impl LocalExecutor {
+    /// Processes of this user started as `<program> <subcommand> --spec <spec>`: what a launch
+    /// of that spec started, found again by its command line (a server killed between starting
+    /// a unit and recording its PID).
+    pub fn find_by_spec(&self, subcommand: &str, spec: &Path) -> Vec<HostProcess> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+            return Vec::new();
+        };
+        let spec = spec.as_os_str().as_encoded_bytes();
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if entry.metadata().map(|m| m.uid()).ok() != Some(me) {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let argv: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            let matches = argv
+                .windows(3)
+                .any(|w| w[0] == subcommand.as_bytes() && w[1] == b"--spec" && w[2] == spec);
+            if matches
+                && let Some(start_ticks) = process_start_ticks(pid)
+                && self.is_alive(HostProcess { pid, start_ticks })
+            {
+                found.push(HostProcess { pid, start_ticks });
+            }
+        }
+        found
+    }
+}
+
 /// Fields of `/proc/<pid>/stat` after the command name (which may contain spaces), so index 0
 /// is the state and index 19 the start time.
 fn stat_fields(stat: &str) -> Vec<&str> {
@@ -145,6 +188,30 @@ pub fn process_start_ticks(pid: i32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_unit_is_found_again_by_the_spec_on_its_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("spec.json");
+        // `; true` keeps the shell from exec-ing sleep, so its argv stays as given.
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 30; true", "agent", "--spec"])
+            .arg(&spec)
+            .spawn()
+            .unwrap();
+        let exec = LocalExecutor;
+        let found = exec.find_by_spec("agent", &spec);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].pid, child.id() as i32);
+        assert!(exec.find_by_spec("model-server", &spec).is_empty());
+        assert!(
+            exec.find_by_spec("agent", &dir.path().join("other.json"))
+                .is_empty()
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(exec.find_by_spec("agent", &spec).is_empty());
+    }
 
     #[test]
     fn own_process_is_alive_and_recycled_pid_is_not() {

@@ -282,6 +282,13 @@ impl SlurmExecutor {
         })
     }
 
+    /// The ids of this user's pending or running jobs named `name`.
+    pub fn active_jobs_named(&self, name: &str) -> Vec<u64> {
+        run(Command::new("squeue").args(["-h", "--me", "-n", name, "-o", "%i"]))
+            .map(|out| out.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
     /// `scancel --signal=<signal>` (the job's steps, the agents, get it) or a plain `scancel`.
     pub fn cancel(&self, id: u64, signal: Option<&str>) {
         let mut cmd = Command::new("scancel");

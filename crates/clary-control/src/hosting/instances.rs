@@ -64,6 +64,31 @@ impl Hosting {
     ) -> Result<(ExecHandle, u16), String> {
         std::fs::create_dir_all(&i.work_dir)
             .map_err(|e| format!("creating the instance's directory: {e}"))?;
+        let spec_path = i.work_dir.join("spec.json");
+        // The spec is written before the launch, so it records the intent: a server killed
+        // after starting the model server and before saving its handle finds it here again
+        // and adopts it rather than starting a second, untracked one.
+        if let Ok(text) = std::fs::read(&spec_path)
+            && let Ok(earlier) = serde_json::from_slice::<ModelServerSpec>(&text)
+            && let Some(handle) = self.executor.adopt_instance(&InstanceLaunch {
+                endpoint,
+                instance_id: &i.id,
+                instance_type: &v.instance_type,
+                spec_path: &spec_path,
+                log_path: &i.log_file(),
+            })
+        {
+            tracing::info!(
+                "endpoint {endpoint}: adopted instance {} started before a restart",
+                i.id
+            );
+            let port = if matches!(handle, ExecHandle::Process(_)) {
+                earlier.port
+            } else {
+                0
+            };
+            return Ok((handle, port));
+        }
         let port = free_port().map_err(|e| format!("finding a free port: {e}"))?;
         let spec = ModelServerSpec {
             endpoint_name: endpoint.to_string(),
@@ -79,7 +104,6 @@ impl Hosting {
             python_shims: self.config.python_shims.clone(),
             accelerator_type: v.accelerator_type.clone(),
         };
-        let spec_path = i.work_dir.join("spec.json");
         std::fs::write(
             &spec_path,
             serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?,
@@ -95,6 +119,7 @@ impl Hosting {
             spec_path: &spec_path,
             log_path: &i.log_file(),
         })?;
+        crate::failpoint::hit(crate::failpoint::AFTER_INSTANCE_LAUNCH);
         // A cluster instance picks a port on its node and reports it with its address.
         let port = if matches!(handle, ExecHandle::Process(_)) {
             port

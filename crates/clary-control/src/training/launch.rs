@@ -103,6 +103,15 @@ impl TrainingJobs {
         let spec = &job.spec;
         let count = spec.instance_count.max(1) as usize;
         let names: Vec<String> = (1..=count).map(|i| format!("algo-{i}")).collect();
+        let time_limit_secs = spec.max_runtime_secs + self.config.stop_grace_secs + 60;
+        if let Some(hosts) = self.adopt_earlier_launch(job, &names, time_limit_secs) {
+            tracing::info!(
+                "training job {}: adopted the hosts a launch before a restart started",
+                job.name
+            );
+            job.state.start_attempt(hosts, now_secs());
+            return Ok(());
+        }
         let image = self.runtimes.training_image(&spec.image)?;
         let python = self.runtimes.python(&image.runtime);
         let addresses = self.host_addresses(&job.name, count)?;
@@ -192,9 +201,10 @@ impl TrainingJobs {
                 })
                 .collect(),
             // The agent enforces MaxRuntimeInSeconds itself; this is the backstop.
-            time_limit_secs: spec.max_runtime_secs + self.config.stop_grace_secs + 60,
+            time_limit_secs,
         };
         let handles = self.executor.launch_job(&launch)?;
+        crate::failpoint::hit(crate::failpoint::AFTER_JOB_LAUNCH);
         for (h, handle) in hosts.iter_mut().zip(&handles) {
             h.handle = Some(*handle);
         }
@@ -208,6 +218,59 @@ impl TrainingJobs {
             );
         }
         Ok(())
+    }
+
+    /// The hosts of this attempt that an earlier launch started, when the server was killed
+    /// before it saved them. Each host's spec is written before the launch, so it records the
+    /// intent: with every spec there, the executor finds the units they started (and ends an
+    /// incomplete set); `None` means a fresh launch.
+    fn adopt_earlier_launch(
+        &self,
+        job: &TrainingJob,
+        names: &[String],
+        time_limit_secs: u64,
+    ) -> Option<Vec<Host>> {
+        let dirs: Vec<PathBuf> = names.iter().map(|h| self.host_dir(job, h)).collect();
+        let specs: Vec<HostSpec> = dirs
+            .iter()
+            .map(|d| {
+                let text = std::fs::read(d.join("spec.json")).ok()?;
+                serde_json::from_slice(&text).ok()
+            })
+            .collect::<Option<_>>()?;
+        let paths: Vec<(PathBuf, PathBuf)> = dirs
+            .iter()
+            .map(|d| (d.join("spec.json"), d.join("agent.log")))
+            .collect();
+        let launch = JobLaunch {
+            job_name: &job.name,
+            instance_type: &job.spec.instance_type,
+            hosts: names
+                .iter()
+                .zip(&paths)
+                .map(|(host, (spec_path, agent_log))| HostLaunch {
+                    host,
+                    spec_path,
+                    agent_log,
+                })
+                .collect(),
+            time_limit_secs,
+        };
+        let handles = self.executor.adopt_job(&launch)?;
+        Some(
+            specs
+                .into_iter()
+                .zip(handles)
+                .enumerate()
+                .map(|(i, (s, handle))| Host {
+                    address: s.addresses.get(i).cloned().unwrap_or_default(),
+                    name: s.current_host,
+                    log_stream: s.log_stream,
+                    handle: Some(handle),
+                    result: None,
+                })
+                .collect(),
+        )
     }
 
     /// The spec of one host of the job's current attempt, for an agent that starts on a node

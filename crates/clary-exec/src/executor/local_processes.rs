@@ -4,7 +4,7 @@
 //! (and start time) and re-attaches, because they keep reporting to the same address.
 
 use super::{ExecHandle, Executor, InstanceLaunch, JobLaunch, Loss, Observed, StopSignal};
-use crate::local::LocalExecutor;
+use crate::local::{HostProcess, LocalExecutor};
 use std::path::PathBuf;
 
 pub struct LocalProcesses {
@@ -60,6 +60,34 @@ impl Executor for LocalProcesses {
             )
             .map(ExecHandle::Process)
             .map_err(|e| e.to_string())
+    }
+
+    fn adopt_job(&self, job: &JobLaunch<'_>) -> Option<Vec<ExecHandle>> {
+        let found: Vec<Vec<HostProcess>> = job
+            .hosts
+            .iter()
+            .map(|h| self.processes.find_by_spec("agent", h.spec_path))
+            .collect();
+        if found.iter().all(|f| f.len() == 1) {
+            return Some(found.iter().map(|f| ExecHandle::Process(f[0])).collect());
+        }
+        for p in found.into_iter().flatten() {
+            self.processes.kill(p);
+        }
+        None
+    }
+
+    fn adopt_instance(&self, instance: &InstanceLaunch<'_>) -> Option<ExecHandle> {
+        let mut found = self
+            .processes
+            .find_by_spec("model-server", instance.spec_path);
+        if found.len() == 1 {
+            return found.pop().map(ExecHandle::Process);
+        }
+        for p in found {
+            self.processes.kill(p);
+        }
+        None
     }
 
     fn observe(&self, handle: &ExecHandle) -> Observed {

@@ -88,6 +88,25 @@ impl SlurmCluster {
     }
 }
 
+fn instance_unit(instance: &InstanceLaunch<'_>) -> SlurmUnit {
+    SlurmUnit::EndpointInstance(format!("{}-{}", instance.endpoint, instance.instance_id))
+}
+
+impl SlurmCluster {
+    /// The one active Slurm job of that name; several (which no launch of Clary's makes) are
+    /// all cancelled.
+    fn adopt_named(&self, name: &str) -> Option<u64> {
+        let mut ids = self.slurm.active_jobs_named(name);
+        if ids.len() == 1 {
+            return ids.pop();
+        }
+        for id in ids {
+            self.slurm.cancel(id, None);
+        }
+        None
+    }
+}
+
 impl Executor for SlurmCluster {
     fn name(&self) -> &'static str {
         "Slurm"
@@ -116,11 +135,7 @@ impl Executor for SlurmCluster {
 
     fn launch_instance(&self, instance: &InstanceLaunch<'_>) -> Result<ExecHandle, String> {
         let id = self.slurm.submit(&Submission {
-            name: SlurmUnit::EndpointInstance(format!(
-                "{}-{}",
-                instance.endpoint, instance.instance_id
-            ))
-            .job_name(),
+            name: instance_unit(instance).job_name(),
             nodes: 1,
             instance_type: instance.instance_type,
             // An endpoint runs until it is deleted.
@@ -136,6 +151,17 @@ impl Executor for SlurmCluster {
             output: Some(instance.log_path.to_path_buf()),
         })?;
         Ok(ExecHandle::SlurmJob(id))
+    }
+
+    fn adopt_job(&self, job: &JobLaunch<'_>) -> Option<Vec<ExecHandle>> {
+        let name = SlurmUnit::TrainingJob(job.job_name.to_string()).job_name();
+        let id = self.adopt_named(&name)?;
+        Some(job.hosts.iter().map(|_| ExecHandle::SlurmJob(id)).collect())
+    }
+
+    fn adopt_instance(&self, instance: &InstanceLaunch<'_>) -> Option<ExecHandle> {
+        self.adopt_named(&instance_unit(instance).job_name())
+            .map(ExecHandle::SlurmJob)
     }
 
     fn observe(&self, handle: &ExecHandle) -> Observed {
