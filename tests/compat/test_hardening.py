@@ -99,8 +99,6 @@ def test_data_dir_is_private_after_a_job_and_an_endpoint(private_server, modes_a
         assert os.path.exists(os.path.join(data, n)), n
 
 
-@pytest.mark.xfail(strict=True, reason="clary-store's extract_tar_gz chmods each entry to its archived mode "
-                   "less setuid/setgid/sticky and group/world write (item 3), not less the process umask")
 def test_extracted_code_and_model_data_are_private_too(modes_after_a_job_and_an_endpoint):
     offenders, _ = modes_after_a_job_and_an_endpoint
     assert not offenders, "group/other bits on extracted files: %s" % offenders

@@ -125,9 +125,9 @@ def test_a_restart_removes_uploads_a_crash_cut_short(tmp_path):
         srv.stop()
 
 
-def test_extracted_code_loses_setuid_setgid_and_shared_write_bits(sm, s3, logs, bucket):
-    """A source archive's modes reach the job without setuid, setgid, sticky or group/world
-    write: another local user could otherwise run code as the server's user or change it."""
+def test_extracted_code_loses_setuid_setgid_group_and_world_bits(sm, s3, logs, bucket):
+    """A source archive's modes reach the job without setuid, setgid, sticky or any group/world
+    bit: another local user could otherwise run code as the server's user, read it or change it."""
     job = unique("modes")
     script = (b"import json, os\n"
               b"m = {p: oct(os.stat(p).st_mode & 0o7777) for p in ('tool', 'bin', 'bin/shared.sh')}\n"
@@ -149,7 +149,7 @@ def test_extracted_code_loses_setuid_setgid_and_shared_write_bits(sm, s3, logs, 
     sm.create_training_job(**job_request(job, bucket, "s3://%s/%s" % (bucket, key)))
     d = wait_for(sm, job)
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
-    assert tagged(log_text(logs, job), "MODES") == {"tool": "0o755", "bin": "0o755", "bin/shared.sh": "0o755"}
+    assert tagged(log_text(logs, job), "MODES") == {"tool": "0o700", "bin": "0o700", "bin/shared.sh": "0o700"}
 
 
 def test_a_script_writing_to_its_input_never_changes_the_stored_object(sm, s3, logs, bucket):

@@ -36,9 +36,9 @@ pub fn pack_dir<W: Write>(dir: &Path, out: W, level: u32) -> io::Result<W> {
 pub struct Skipped(pub Vec<String>);
 
 /// Mode bits extraction never keeps: setuid, setgid and sticky (a setuid file of the server's
-/// user would let any local user run as it), and group and world write (another user could
-/// change the code a job or an endpoint runs).
-pub const STRIPPED_MODE_BITS: u32 = 0o7022;
+/// user would let any local user run as it), and every group and world bit (another user could
+/// read or change the code a job or an endpoint runs; the data directory is private).
+pub const STRIPPED_MODE_BITS: u32 = 0o7077;
 
 /// Extracts a gzipped tar into `dest`, refusing anything that could write outside it: absolute
 /// names are made relative, names with `..` are skipped, links that point outside `dest` are
@@ -175,7 +175,7 @@ mod tests {
     }
 
     #[test]
-    fn setuid_setgid_sticky_and_shared_write_bits_are_stripped() {
+    fn setuid_setgid_sticky_group_and_world_bits_are_stripped() {
         use std::os::unix::fs::PermissionsExt;
         let bytes = tar_with(|b| {
             for (name, mode, kind) in [
@@ -203,11 +203,11 @@ mod tests {
                 .mode()
                 & 0o7777
         };
-        assert_eq!(mode("bin"), 0o755);
-        assert_eq!(mode("bin/suid"), 0o755);
-        assert_eq!(mode("bin/sgid"), 0o755);
-        assert_eq!(mode("shared.txt"), 0o644);
-        assert_eq!(mode("plain.txt"), 0o640);
+        assert_eq!(mode("bin"), 0o700);
+        assert_eq!(mode("bin/suid"), 0o700);
+        assert_eq!(mode("bin/sgid"), 0o700);
+        assert_eq!(mode("shared.txt"), 0o600);
+        assert_eq!(mode("plain.txt"), 0o600);
     }
 
     #[test]
