@@ -73,3 +73,40 @@ def test_invoke_while_the_only_instance_is_replaced_answers_a_retryable_503(serv
     assert codes[-1] == 200, "the replacement never served"
     # The default client retries 503s, so an SDK user just sees a slower call.
     assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
+
+
+def test_only_the_router_reaches_an_instance(server, sm, s3, rt, bucket):
+    """A model server's port is on loopback, where any local user can connect: without its
+    instance's token (in its spec, private to the server's user) it answers nothing."""
+    import glob
+    import json
+    import urllib.error
+    import urllib.request
+
+    name = unique("private")
+    deploy(sm, s3, bucket, name, {"code/inference.py": SLOW_START.replace("time.sleep(4)", "pass")})
+    wait_endpoint(sm, name, until=("InService",))
+    [spec_path] = glob.glob(os.path.join(server.data_dir, "endpoints", name, "*", "spec.json"))
+    with open(spec_path) as f:
+        spec = json.load(f)
+    assert len(spec["token"]) >= 32
+    base = "http://127.0.0.1:%d" % spec["port"]
+
+    def status(path, data=None, token=None):
+        req = urllib.request.Request(base + path, data=data)
+        if token:
+            req.add_header("X-Clary-Instance-Token", token)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    code, body = status("/invocations", b"x")
+    assert code == 403 and b"InvokeEndpoint" in body, (code, body)
+    assert status("/ping")[0] == 403
+    assert status("/execution-parameters")[0] == 403
+    assert status("/invocations", b"x", token="0" * len(spec["token"]))[0] == 403
+    assert status("/ping", token=spec["token"])[0] == 200
+    # The router holds the token.
+    assert rt.invoke_endpoint(EndpointName=name, Body=b"x")["Body"].read() == b"ok"

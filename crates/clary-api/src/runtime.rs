@@ -8,6 +8,7 @@ use bytes::Bytes;
 use clary_control::ControlPlane;
 use clary_control::domain::endpoint::endpoint_log_group;
 use clary_control::routes::InstanceRoute;
+use clary_exec::protocol::INSTANCE_TOKEN_HEADER;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -85,6 +86,9 @@ impl Connections {
         }
         if let Some(v) = headers.get(CUSTOM_ATTRIBUTES) {
             req.headers_mut().insert(CUSTOM_ATTRIBUTES, v.clone());
+        }
+        if let Ok(token) = http::HeaderValue::from_str(&instance.token) {
+            req.headers_mut().insert(INSTANCE_TOKEN_HEADER, token);
         }
         let resp = sender
             .send_request(req)

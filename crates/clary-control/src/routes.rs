@@ -11,6 +11,8 @@ pub struct InstanceRoute {
     pub id: String,
     /// `host:port` of the instance's model server.
     pub authority: String,
+    /// Presented on every request (`x-clary-instance-token`).
+    pub token: String,
     pub in_flight: AtomicUsize,
 }
 
@@ -80,15 +82,16 @@ impl Routes {
     }
 
     /// The shared handle of an instance (created on first use).
-    pub fn instance(&self, id: &str, authority: &str) -> Arc<InstanceRoute> {
+    pub fn instance(&self, id: &str, authority: &str, token: &str) -> Arc<InstanceRoute> {
         let mut m = self.instances.write().unwrap_or_else(|p| p.into_inner());
         match m.get(id) {
             // A relaunched instance listens on a new port: its counts start afresh.
-            Some(known) if known.authority == authority => known.clone(),
+            Some(known) if known.authority == authority && known.token == token => known.clone(),
             _ => {
                 let fresh = Arc::new(InstanceRoute {
                     id: id.to_string(),
                     authority: authority.to_string(),
+                    token: token.to_string(),
                     in_flight: AtomicUsize::new(0),
                 });
                 m.insert(id.to_string(), fresh.clone());
@@ -141,7 +144,11 @@ mod tests {
             weight,
             instances: (0..n)
                 .map(|i| {
-                    routes.instance(&format!("{name}-{i}"), &format!("127.0.0.1:{}", 9000 + i))
+                    routes.instance(
+                        &format!("{name}-{i}"),
+                        &format!("127.0.0.1:{}", 9000 + i),
+                        "t",
+                    )
                 })
                 .collect(),
         }
@@ -174,7 +181,7 @@ mod tests {
         let v = variant(&routes, "a", 1.0, 2);
         v.instances[0].in_flight.store(3, Ordering::Relaxed);
         assert_eq!(v.least_busy().unwrap().id, "a-1");
-        let again = routes.instance("a-0", "127.0.0.1:9000");
+        let again = routes.instance("a-0", "127.0.0.1:9000", "t");
         assert_eq!(again.in_flight.load(Ordering::Relaxed), 3);
     }
 }

@@ -211,4 +211,11 @@ pub struct ModelServerSpec {
     pub python_shims: PathBuf,
     /// Elastic Inference was asked for; there is none here, so the instance says it runs on CPU.
     pub accelerator_type: Option<String>,
+    /// The secret the router presents on every request ([`INSTANCE_TOKEN_HEADER`]): only the
+    /// holders of this spec may reach the instance.
+    #[serde(default)]
+    pub token: String,
 }
+
+/// The header that carries an endpoint instance's token from the router to its model server.
+pub const INSTANCE_TOKEN_HEADER: &str = "x-clary-instance-token";

@@ -34,6 +34,9 @@ pub struct ServeConfig {
     pub legacy_handlers: bool,
     /// Environment for the workers beyond the server's own (the model's `Environment`).
     pub extra_env: Vec<(String, String)>,
+    /// When set, every request must carry it in `x-clary-instance-token`: an endpoint
+    /// instance answers only its router.
+    pub token: Option<String>,
 }
 
 impl ServeConfig {
@@ -89,6 +92,7 @@ impl ServeConfig {
                 .unwrap_or(32),
             legacy_handlers: false,
             extra_env: Vec::new(),
+            token: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 use crate::config::ServeConfig;
 use crate::pool::{HealthState, Invocation, Pool};
 use bytes::Bytes;
+use clary_exec::protocol::INSTANCE_TOKEN_HEADER;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -36,6 +37,16 @@ fn text(status: StatusCode, message: String) -> Response<Full<Bytes>> {
     respond(status, "text/plain", message + "\n")
 }
 
+/// Equal, compared in time that does not depend on where they differ.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<String> {
     headers
         .get(name)
@@ -48,6 +59,20 @@ impl Front {
         self: Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<Response<Full<Bytes>>, Infallible> {
+        if let Some(token) = &self.config.token
+            && !same_secret(
+                req.headers()
+                    .get(INSTANCE_TOKEN_HEADER)
+                    .map(|v| v.as_bytes())
+                    .unwrap_or_default(),
+                token.as_bytes(),
+            )
+        {
+            return Ok(text(
+                StatusCode::FORBIDDEN,
+                "This model server answers only its endpoint's router; call InvokeEndpoint".into(),
+            ));
+        }
         Ok(match (req.method(), req.uri().path()) {
             (&Method::GET, "/ping") => self.ping(),
             (&Method::POST, "/invocations") => {

@@ -274,6 +274,7 @@ fn prepare(
     config.bind.set_port(spec.port);
     config.code_dirs = code_dirs;
     config.legacy_handlers = image.legacy_handlers;
+    config.token = (!spec.token.is_empty()).then(|| spec.token.clone());
     let mut extra: BTreeMap<String, String> = env.clone();
     extra.retain(|_, v| !v.is_empty());
     if spec.accelerator_type.is_some() {

@@ -69,6 +69,8 @@ pub struct Instance {
     pub address: String,
     /// 0 until known.
     pub port: u16,
+    /// What the router presents to its model server (see `ModelServerSpec::token`).
+    pub token: String,
     pub work_dir: PathBuf,
     pub log_stream: String,
     /// How much of its output has been shipped to its log stream.
@@ -87,6 +89,7 @@ impl Instance {
             handle: None,
             address: "127.0.0.1".into(),
             port: 0,
+            token: String::new(),
             work_dir,
             log_offset: 0,
             healthy: false,
@@ -135,6 +138,15 @@ pub struct Endpoint {
     pub pending: Option<Deployment>,
     /// Instances on their way out (drained after an update, or being deleted).
     pub retiring: Vec<Instance>,
+}
+
+/// A started instance: where it runs, the port it listens on (0 on a cluster node, which
+/// reports it) and its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launched {
+    pub handle: ExecHandle,
+    pub port: u16,
+    pub token: String,
 }
 
 /// What the hosting loop saw of one instance in this pass.
@@ -253,10 +265,11 @@ impl Endpoint {
     }
 
     /// An instance was started.
-    pub fn record_launch(&mut self, id: &str, handle: ExecHandle, port: u16, now: f64) {
+    pub fn record_launch(&mut self, id: &str, launched: Launched, now: f64) {
         if let Some(i) = self.instance_mut(id) {
-            i.handle = Some(handle);
-            i.port = port;
+            i.handle = Some(launched.handle);
+            i.port = launched.port;
+            i.token = launched.token;
             i.address = "127.0.0.1".into();
             i.healthy = false;
             i.launched_at = now;

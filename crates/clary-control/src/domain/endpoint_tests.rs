@@ -50,7 +50,12 @@ fn seen(pairs: &[(&str, Seen)]) -> HashMap<String, Seen> {
 fn launch_all(ep: &mut Endpoint, actions: &[Action], now: f64) {
     for (n, a) in actions.iter().enumerate() {
         if let Action::Launch(id) = a {
-            ep.record_launch(id, handle(100 + n as i32), 9000 + n as u16, now);
+            let launched = Launched {
+                handle: handle(100 + n as i32),
+                port: 9000 + n as u16,
+                token: format!("t{n}"),
+            };
+            ep.record_launch(id, launched, now);
         }
     }
 }
@@ -267,7 +272,12 @@ fn deleting_retires_every_instance_and_then_removes_the_endpoint() {
 fn a_cluster_instance_takes_the_address_it_reports() {
     let mut ep = endpoint(&["i-1"]);
     ep.reconcile(&HashMap::new(), 1.0);
-    ep.record_launch("i-1", ExecHandle::SlurmJob(7), 0, 1.0);
+    let launched = Launched {
+        handle: ExecHandle::SlurmJob(7),
+        port: 0,
+        token: "t".into(),
+    };
+    ep.record_launch("i-1", launched, 1.0);
     ep.record_address("i-1", "10.0.0.2", 8123);
     let i = &ep.live.instances[0];
     assert_eq!((i.address.as_str(), i.port), ("10.0.0.2", 8123));

@@ -2,13 +2,13 @@
 //! instance reports, its health check and its log.
 
 use super::Hosting;
-use crate::domain::endpoint::{Instance, endpoint_log_group};
+use crate::domain::endpoint::{Instance, Launched, endpoint_log_group};
 use crate::domain::hosting::VariantPlan;
 use crate::error::ControlError;
 use crate::now_millis;
 use clary_exec::ExecHandle;
 use clary_exec::executor::InstanceLaunch;
-use clary_exec::protocol::ModelServerSpec;
+use clary_exec::protocol::{INSTANCE_TOKEN_HEADER, ModelServerSpec};
 use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
@@ -61,7 +61,7 @@ impl Hosting {
         endpoint: &str,
         v: &VariantPlan,
         i: &Instance,
-    ) -> Result<(ExecHandle, u16), String> {
+    ) -> Result<Launched, String> {
         std::fs::create_dir_all(&i.work_dir)
             .map_err(|e| format!("creating the instance's directory: {e}"))?;
         let spec_path = i.work_dir.join("spec.json");
@@ -87,7 +87,11 @@ impl Hosting {
             } else {
                 0
             };
-            return Ok((handle, port));
+            return Ok(Launched {
+                handle,
+                port,
+                token: earlier.token,
+            });
         }
         let port = free_port().map_err(|e| format!("finding a free port: {e}"))?;
         let spec = ModelServerSpec {
@@ -103,6 +107,11 @@ impl Hosting {
             runtimes_dir: self.config.runtimes_dir.clone(),
             python_shims: self.config.python_shims.clone(),
             accelerator_type: v.accelerator_type.clone(),
+            token: format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            ),
         };
         std::fs::write(
             &spec_path,
@@ -126,7 +135,11 @@ impl Hosting {
         } else {
             0
         };
-        Ok((handle, port))
+        Ok(Launched {
+            handle,
+            port,
+            token: spec.token,
+        })
     }
 
     /// Copies new complete lines of an instance's output into its log stream.
@@ -175,13 +188,14 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 /// `GET /ping` on a model server: its status and body, or None if it does not answer.
-pub(super) async fn ping(address: &str, port: u16) -> Option<(u16, String)> {
+pub(super) async fn ping(address: &str, port: u16, token: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let attempt = async {
         let mut s = tokio::net::TcpStream::connect((address, port)).await.ok()?;
-        s.write_all(format!("GET /ping HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
+        let request = format!(
+            "GET /ping HTTP/1.0\r\nHost: {address}\r\n{INSTANCE_TOKEN_HEADER}: {token}\r\n\r\n"
+        );
+        s.write_all(request.as_bytes()).await.ok()?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.ok()?;
         let text = String::from_utf8_lossy(&buf).into_owned();

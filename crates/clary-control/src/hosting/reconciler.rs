@@ -131,7 +131,7 @@ impl Hosting {
             } else if i.healthy {
                 Seen::Healthy
             } else {
-                match ping(&i.address, i.port).await {
+                match ping(&i.address, i.port, &i.token).await {
                     Some((200, _)) => Seen::Healthy,
                     Some((500, body)) => Seen::FailedPing {
                         reason: serde_json::from_str::<serde_json::Value>(&body)
@@ -169,7 +169,7 @@ impl Hosting {
             return;
         };
         match self.launch_instance(&ep.name, &variant, &instance) {
-            Ok((handle, port)) => ep.record_launch(id, handle, port, now),
+            Ok(launched) => ep.record_launch(id, launched, now),
             Err(e) => {
                 tracing::warn!("endpoint {}: instance {id}: {e}", ep.name);
                 ep.launch_failed(id, &e, now);
@@ -194,7 +194,7 @@ impl Hosting {
                     .into_iter()
                     .map(|i| {
                         self.routes
-                            .instance(&i.id, &format!("{}:{}", i.address, i.port))
+                            .instance(&i.id, &format!("{}:{}", i.address, i.port), &i.token)
                     })
                     .collect(),
             })
