@@ -1,87 +1,12 @@
-//! The JSON 1.1 services on the one port besides SageMaker (see `sagemaker_api`): CloudWatch
-//! Logs (`Logs_20140328.<Op>`) and the host agents' reports (`ClaryAgent.<Op>`).
+//! The host agents' and model servers' JSON 1.1 API (`ClaryAgent.<Op>`): the agent wire
+//! contract of `clary_exec::protocol`, served.
 
 use crate::ApiState;
 use crate::errors::ApiError;
-use crate::wire::str_field;
 use clary_control::ControlError;
 use clary_control::domain::job::{HostResult, Outcome};
-use clary_control::logs::GetEvents;
 use clary_exec::protocol::{self, LogBatch, ResultReport, StatusReport};
 use serde_json::{Value, json};
-
-pub fn logs(state: &ApiState, op: &str, body: Value) -> Result<Value, ApiError> {
-    let logs = &state.control.logs;
-    let group = || -> Result<&str, ApiError> {
-        str_field(&body, "logGroupName")
-            .or_else(|| str_field(&body, "logGroupIdentifier"))
-            .ok_or_else(|| ControlError::InvalidParameter("logGroupName is required".into()).into())
-    };
-    // CloudWatch Logs' own ranges for each operation's `limit`.
-    let max_limit = match op {
-        "DescribeLogGroups" | "DescribeLogStreams" => 50,
-        _ => 10_000,
-    };
-    let limit = crate::validate::page_size(&body, "limit", "limit", max_limit)?;
-    Ok(match op {
-        "DescribeLogGroups" => logs.describe_log_groups(
-            str_field(&body, "logGroupNamePrefix").unwrap_or(""),
-            limit,
-            str_field(&body, "nextToken"),
-        ),
-        "DescribeLogStreams" => logs.describe_log_streams(
-            group()?,
-            str_field(&body, "logStreamNamePrefix"),
-            str_field(&body, "orderBy") == Some("LastEventTime"),
-            body.get("descending")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            limit,
-            str_field(&body, "nextToken"),
-        ),
-        "GetLogEvents" => logs.get_log_events(GetEvents {
-            group: group()?,
-            stream: str_field(&body, "logStreamName").ok_or_else(|| {
-                ControlError::InvalidParameter("logStreamName is required".into())
-            })?,
-            start_time: body.get("startTime").and_then(Value::as_i64),
-            end_time: body.get("endTime").and_then(Value::as_i64),
-            next_token: str_field(&body, "nextToken"),
-            limit,
-            start_from_head: body
-                .get("startFromHead")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-        }),
-        "FilterLogEvents" => {
-            let names: Option<Vec<String>> = body
-                .get("logStreamNames")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_string))
-                        .collect()
-                });
-            logs.filter_log_events(
-                group()?,
-                names.as_deref(),
-                str_field(&body, "logStreamNamePrefix"),
-                body.get("startTime").and_then(Value::as_i64),
-                body.get("endTime").and_then(Value::as_i64),
-                str_field(&body, "filterPattern"),
-                limit,
-                str_field(&body, "nextToken"),
-            )
-        }
-        other => {
-            return Err(ApiError::UnknownOperation {
-                service: "CloudWatch Logs",
-                operation: other.to_string(),
-                served: "DescribeLogGroups, DescribeLogStreams, GetLogEvents and FilterLogEvents",
-            });
-        }
-    }?)
-}
 
 fn host_result(r: &ResultReport) -> HostResult {
     HostResult {

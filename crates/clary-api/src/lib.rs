@@ -9,6 +9,7 @@ pub mod edge;
 pub mod errors;
 pub mod hosting_api;
 pub mod json_api;
+pub mod logs_api;
 pub mod query;
 pub mod runtime;
 pub mod s3;
@@ -229,7 +230,7 @@ async fn json_call(
     let st = state.clone();
     let result = tokio::task::spawn_blocking(move || match service.as_str() {
         "SageMaker" => sagemaker_api::handle(&st, &op, parsed),
-        "Logs_20140328" => json_api::logs(&st, &op, parsed),
+        "Logs_20140328" => logs_api::handle(&st, &op, parsed),
         _ => json_api::agent(&st, &op, parsed),
     })
     .await;

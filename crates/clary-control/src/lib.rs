@@ -41,7 +41,7 @@ impl ControlPlane {
             ControlError::Internal(format!("creating {}: {e}", config.data_dir.display()))
         })?;
         let db = Db::open(&config.data_dir.join("clary.db"))?;
-        let logs = logs::Logs::new(db.clone(), &config.region, &config.account);
+        let logs = logs::Logs::new(store::logs::LogStore::new(db.clone()));
         let config = Arc::new(config);
         let routes = Arc::new(routes::Routes::default());
         let training = Arc::new(training::TrainingJobs::new(

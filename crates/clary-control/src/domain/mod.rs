@@ -5,4 +5,5 @@ pub mod capacity;
 pub mod endpoint;
 pub mod hosting;
 pub mod job;
+pub mod logs;
 pub mod training;

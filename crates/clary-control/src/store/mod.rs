@@ -2,6 +2,7 @@
 
 mod db;
 pub mod hosting;
+pub mod logs;
 pub mod tags;
 pub mod training_jobs;
 
