@@ -35,22 +35,8 @@ fn lower_first(k: &str) -> String {
 
 /// The filters, order and page of a hosting `List*` request.
 fn list_query(body: &Value) -> Result<ListHostingResources, ControlError> {
-    let max_results = match body.get("MaxResults") {
-        None | Some(Value::Null) => 10,
-        Some(v) => match v.as_i64() {
-            Some(n) if (1..=100).contains(&n) => n as u32,
-            _ => {
-                let bound = if v.as_i64().is_some_and(|n| n > 100) {
-                    "less than or equal to 100"
-                } else {
-                    "greater than or equal to 1"
-                };
-                return Err(invalid(format!(
-                    "1 validation error detected: Value '{v}' at 'maxResults' failed to satisfy constraint: Member must have value {bound}"
-                )));
-            }
-        },
-    };
+    let max_results =
+        crate::validate::page_size(body, "MaxResults", "maxResults", 100)?.unwrap_or(10) as u32;
     let offset = match str_field(body, "NextToken") {
         Some(t) => t.parse().map_err(|_| {
             invalid(format!(
