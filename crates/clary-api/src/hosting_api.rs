@@ -322,26 +322,28 @@ fn validate_endpoint_config(body: &Value) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// `EndpointStatus` as the botocore model lists it; the states Clary's endpoints never reach
+/// match nothing.
+pub(crate) const ENDPOINT_STATUSES: &[&str] = &[
+    "OutOfService",
+    "Creating",
+    "Updating",
+    "SystemUpdating",
+    "RollingBack",
+    "InService",
+    "Deleting",
+    "Failed",
+    "UpdateRollbackFailed",
+];
+
 fn endpoint_status(body: &Value) -> Result<Option<EndpointStatus>, ControlError> {
     let Some(s) = str_field(body, "StatusEquals") else {
         return Ok(None);
     };
-    // The model's enum; the states Clary's endpoints never reach match nothing.
-    const STATUSES: &[&str] = &[
-        "OutOfService",
-        "Creating",
-        "Updating",
-        "SystemUpdating",
-        "RollingBack",
-        "InService",
-        "Deleting",
-        "Failed",
-        "UpdateRollbackFailed",
-    ];
-    if !STATUSES.contains(&s) {
+    if !ENDPOINT_STATUSES.contains(&s) {
         return Err(invalid(format!(
             "1 validation error detected: Value '{s}' at 'statusEquals' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
-            STATUSES.join(", ")
+            ENDPOINT_STATUSES.join(", ")
         )));
     }
     Ok(EndpointStatus::parse(s))

@@ -5,6 +5,8 @@
 //! Runtime path → query protocol for scopes `sts`/`iam` (or a form posted to `/`) → S3 (s3s)
 //! for everything else. The signature's header part is checked before a body is read.
 
+#[cfg(test)]
+mod botocore_model_tests;
 pub mod edge;
 pub mod errors;
 pub mod hosting_api;

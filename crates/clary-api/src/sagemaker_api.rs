@@ -9,6 +9,32 @@ use serde_json::{Value, json};
 
 const SERVED: &str = "the training job, tag, model, endpoint configuration and endpoint operations";
 
+/// Every SageMaker operation Clary answers (the ones `scripts/vendor-botocore.py` vendors the
+/// model of).
+pub const SERVED_OPERATIONS: &[&str] = &[
+    "CreateTrainingJob",
+    "DescribeTrainingJob",
+    "ListTrainingJobs",
+    "StopTrainingJob",
+    "CreateModel",
+    "DescribeModel",
+    "ListModels",
+    "DeleteModel",
+    "CreateEndpointConfig",
+    "DescribeEndpointConfig",
+    "ListEndpointConfigs",
+    "DeleteEndpointConfig",
+    "CreateEndpoint",
+    "UpdateEndpoint",
+    "DescribeEndpoint",
+    "ListEndpoints",
+    "DeleteEndpoint",
+    "AddTags",
+    "ListTags",
+    "DeleteTags",
+    "ListMonitoringSchedules",
+];
+
 fn tags(state: &ApiState, op: &str, body: &Value) -> Option<Result<Value, ControlError>> {
     let tags = &state.control.tags;
     let arn = || required(body, "ResourceArn");

@@ -62,7 +62,7 @@ pub enum SecondaryStatus {
 }
 
 impl SecondaryStatus {
-    const ALL: [SecondaryStatus; 10] = [
+    pub const ALL: [SecondaryStatus; 10] = [
         SecondaryStatus::Starting,
         SecondaryStatus::Downloading,
         SecondaryStatus::Training,

@@ -1,0 +1,115 @@
+//! Clary's SageMaker surface checked against the botocore service model it follows
+//! (`botocore/sagemaker-subset.json`, vendored by `scripts/vendor-botocore.py`): operations,
+//! enums, name constraints and limits. A botocore upgrade that changes one fails here.
+
+use crate::validate::{channel_name, resource_name};
+use clary_control::domain::endpoint::EndpointStatus;
+use clary_control::domain::job::{JobStatus, SecondaryStatus};
+use clary_control::domain::training::InputMode;
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+fn model() -> Value {
+    serde_json::from_str(include_str!("../botocore/sagemaker-subset.json"))
+        .expect("the vendored model is JSON")
+}
+
+fn shape(name: &str) -> Value {
+    model()["shapes"][name].clone()
+}
+
+fn enum_of(name: &str) -> BTreeSet<String> {
+    shape(name)["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name} is an enum in the model"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn set(items: impl IntoIterator<Item = &'static str>) -> BTreeSet<String> {
+    items.into_iter().map(str::to_string).collect()
+}
+
+#[test]
+fn the_served_operations_are_the_vendored_ones() {
+    let vendored: BTreeSet<String> = model()["operations"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(
+        vendored,
+        set(crate::sagemaker_api::SERVED_OPERATIONS.iter().copied())
+    );
+    assert_eq!(model()["metadata"]["targetPrefix"], "SageMaker");
+}
+
+#[test]
+fn job_statuses_are_the_models() {
+    let domain = set(JobStatus::ALL.map(JobStatus::as_str));
+    let model = enum_of("TrainingJobStatus");
+    assert!(domain.is_subset(&model), "{domain:?} vs {model:?}");
+    // The one a training job of Clary's never reaches; ListTrainingJobs answers it with none.
+    assert_eq!(model.difference(&domain).collect::<Vec<_>>(), ["Deleting"]);
+}
+
+#[test]
+fn secondary_statuses_are_the_models() {
+    let domain = set(SecondaryStatus::ALL.map(SecondaryStatus::as_str));
+    assert!(domain.is_subset(&enum_of("SecondaryStatus")), "{domain:?}");
+}
+
+#[test]
+fn endpoint_statuses_are_the_models() {
+    let model = enum_of("EndpointStatus");
+    assert_eq!(
+        set(crate::hosting_api::ENDPOINT_STATUSES.iter().copied()),
+        model
+    );
+    let domain = set(EndpointStatus::ALL.map(EndpointStatus::as_str));
+    assert!(domain.is_subset(&model), "{domain:?}");
+}
+
+#[test]
+fn input_modes_are_the_models() {
+    let domain =
+        set([InputMode::File, InputMode::Pipe, InputMode::FastFile].map(InputMode::as_str));
+    assert_eq!(domain, enum_of("TrainingInputMode"));
+}
+
+#[test]
+fn names_follow_the_models_length_limits() {
+    for name in [
+        "TrainingJobName",
+        "EndpointName",
+        "EndpointConfigName",
+        "ModelName",
+    ] {
+        let max = shape(name)["max"].as_u64().unwrap() as usize;
+        assert_eq!(max, 63, "{name}");
+        assert!(resource_name(&"a".repeat(max), "x").is_ok(), "{name}");
+        assert!(resource_name(&"a".repeat(max + 1), "x").is_err(), "{name}");
+    }
+    let channel = shape("ChannelName");
+    let max = channel["max"].as_u64().unwrap() as usize;
+    assert_eq!(channel["pattern"], r"[A-Za-z0-9\.\-_]+");
+    assert!(channel_name(&"a".repeat(max), "x").is_ok());
+    assert!(channel_name(&"a".repeat(max + 1), "x").is_err());
+    assert!(
+        channel_name("a b", "x").is_err(),
+        "outside the model's pattern"
+    );
+}
+
+#[test]
+fn page_sizes_follow_the_model() {
+    let max_results = shape("MaxResults");
+    assert_eq!(max_results["min"], 1);
+    let max = max_results["max"].as_i64().unwrap();
+    let body = |n: i64| serde_json::json!({ "MaxResults": n });
+    assert!(crate::validate::page_size(&body(max), "MaxResults", "maxResults", 100).is_ok());
+    assert!(crate::validate::page_size(&body(max + 1), "MaxResults", "maxResults", 100).is_err());
+    assert!(crate::validate::page_size(&body(0), "MaxResults", "maxResults", 100).is_err());
+}
