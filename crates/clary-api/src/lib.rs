@@ -5,6 +5,7 @@
 //! Runtime path → query protocol for scopes `sts`/`iam` (or a form posted to `/`) → S3 (s3s)
 //! for everything else. The signature's header part is checked before a body is read.
 
+pub mod access;
 #[cfg(test)]
 mod botocore_model_tests;
 pub mod edge;
@@ -36,8 +37,8 @@ pub struct ApiState {
     pub control: Arc<ControlPlane>,
     pub store: LocalStore,
     pub s3: s3s::service::S3Service,
-    pub access_key: String,
-    pub secret_key: String,
+    /// The server's key pair and the scoped ones.
+    pub keys: access::Keys,
     pub region: String,
     pub account: String,
     pub connections: runtime::Connections,
@@ -56,13 +57,18 @@ impl ApiState {
         let mut builder = s3s::service::S3ServiceBuilder::new(s3::S3Store {
             store: store.clone(),
         });
-        builder.set_auth(s3s::auth::SimpleAuth::from_single(access_key, secret_key));
+        let keys = access::Keys {
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+            control: control.clone(),
+        };
+        builder.set_auth(keys.clone());
+        builder.set_access(keys.clone());
         Arc::new(ApiState {
             control,
             store,
             s3: builder.build(),
-            access_key: access_key.into(),
-            secret_key: secret_key.into(),
+            keys,
             region: region.into(),
             account: account.into(),
             connections: Default::default(),
@@ -138,7 +144,7 @@ async fn signed_call(
         route.error(StatusCode::FORBIDDEN, e.code(), &message)
     };
     let pending = match clary_sigv4::check_headers(&parts.headers, chrono::Utc::now(), |ak| {
-        (ak == state.access_key).then(|| state.secret_key.clone())
+        state.keys.secret_for(ak)
     }) {
         Ok(p) => p,
         Err(e) => return refuse(e),
@@ -160,6 +166,20 @@ async fn signed_call(
         Ok(a) => a,
         Err(e) => return refuse(e),
     };
+    let scoped = state.keys.scoped(&auth.access_key);
+    if let Some(key) = &scoped
+        && route != Route::Json
+    {
+        let what = match route {
+            Route::Runtime => "invoke endpoints",
+            _ => "call STS or IAM",
+        };
+        return route.error(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            &access::denied(key, what),
+        );
+    }
     match route {
         Route::Query => query::handle(&state, &auth.service, &body),
         Route::Runtime => {
@@ -178,7 +198,7 @@ async fn signed_call(
             )
             .await
         }
-        _ => json_call(state, &parts, auth, body).await,
+        _ => json_call(state, &parts, auth, scoped, body).await,
     }
 }
 
@@ -186,6 +206,7 @@ async fn json_call(
     state: Arc<ApiState>,
     parts: &http::request::Parts,
     auth: clary_sigv4::Authorization,
+    scoped: Option<clary_control::domain::credentials::ScopedKey>,
     body: Bytes,
 ) -> Response<Body> {
     let target = parts
@@ -227,6 +248,17 @@ async fn json_call(
                 edge::bounded(&target),
                 auth.service
             ),
+        );
+    }
+    if let Some(key) = &scoped
+        && !(expected_scope == AGENT_SIGNING_SERVICE
+            && access::may_call_agent_api(key, &op, &parsed))
+    {
+        let what = format!("call {}", edge::bounded(&target));
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            &access::denied(key, &what),
         );
     }
     let st = state.clone();

@@ -69,7 +69,7 @@ pub fn handle(state: &ApiState, service: &str, body: &[u8]) -> Response<Body> {
             StatusCode::OK,
             format!(
                 "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><GetCallerIdentityResult><UserId>{ak}</UserId><Account>{acct}</Account><Arn>arn:aws:iam::{acct}:user/clary</Arn></GetCallerIdentityResult><ResponseMetadata><RequestId>{rid}</RequestId></ResponseMetadata></GetCallerIdentityResponse>",
-                ak = xml_escape(&state.access_key),
+                ak = xml_escape(&state.keys.access_key),
                 acct = state.account
             ),
         ),

@@ -11,8 +11,6 @@ pub struct ControlConfig {
     pub account: String,
     /// The URL agents report to.
     pub control_url: String,
-    pub access_key: String,
-    pub secret_key: String,
     /// Directory of the Python helper modules given to jobs.
     pub python_shims: PathBuf,
     pub capacity: Capacity,

@@ -4,6 +4,7 @@
 //! Processes are reached only through `clary_exec::Executor`. See docs/design/control-plane.md.
 
 pub mod config;
+pub mod credentials;
 pub mod domain;
 pub mod error;
 pub mod failpoint;
@@ -27,6 +28,7 @@ pub struct ControlPlane {
     pub logs: logs::Logs,
     pub training: Arc<training::TrainingJobs>,
     pub hosting: Arc<hosting::Hosting>,
+    pub credentials: Arc<credentials::Credentials>,
     pub tags: tags::Tags,
     /// Where `InvokeEndpoint` goes: the healthy instances of each in-service endpoint.
     pub routes: Arc<routes::Routes>,
@@ -44,11 +46,15 @@ impl ControlPlane {
         let logs = logs::Logs::new(store::logs::LogStore::new(db.clone()));
         let config = Arc::new(config);
         let routes = Arc::new(routes::Routes::default());
+        let credentials = Arc::new(credentials::Credentials::new(
+            store::credentials::CredentialStore::new(db.clone()),
+        ));
         let training = Arc::new(training::TrainingJobs::new(
             store::TrainingJobStore::new(db.clone()),
             logs.clone(),
             executor.clone(),
             config.clone(),
+            credentials.clone(),
         ));
         let hosting = Arc::new(hosting::Hosting::new(
             store::HostingStore::new(db.clone()),
@@ -56,15 +62,33 @@ impl ControlPlane {
             executor,
             config.clone(),
             routes.clone(),
+            credentials.clone(),
         ));
         Ok(Arc::new(ControlPlane {
             config,
             logs,
             training,
             hosting,
+            credentials,
             tags: tags::Tags::new(store::TagStore::new(db)),
             routes,
         }))
+    }
+}
+
+impl ControlPlane {
+    /// Who signs with `access_key`: a scoped key whose holder still lives (a training job
+    /// running or just ended, an endpoint instance still part of its endpoint), else nobody.
+    /// The server's own pair is the API's to recognise.
+    pub fn scoped_key(&self, access_key: &str) -> Option<domain::credentials::ScopedKey> {
+        let key = self.credentials.get(access_key).ok()??;
+        let live = match &key.holder {
+            domain::credentials::Holder::TrainingJob(job) => self.training.accepts_reports(job),
+            domain::credentials::Holder::EndpointInstance { endpoint, instance } => {
+                self.hosting.has_instance(endpoint, instance)
+            }
+        };
+        live.then_some(key)
     }
 }
 

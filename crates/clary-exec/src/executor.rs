@@ -66,6 +66,15 @@ pub struct HostLaunch<'a> {
     pub agent_log: &'a Path,
 }
 
+/// The key pair a unit signs its calls with: scoped to that unit's job or instance. A unit
+/// that reads its spec from this disk finds it there; the executor hands it to units that
+/// fetch their spec from the control plane.
+#[derive(Clone, Copy)]
+pub struct UnitCredentials<'a> {
+    pub access_key: &'a str,
+    pub secret_key: &'a str,
+}
+
 /// All hosts of one job, launched together.
 pub struct JobLaunch<'a> {
     pub job_name: &'a str,
@@ -74,6 +83,7 @@ pub struct JobLaunch<'a> {
     /// A backstop after which the executor may end the job itself; the agent enforces the
     /// job's own limit.
     pub time_limit_secs: u64,
+    pub credentials: UnitCredentials<'a>,
 }
 
 /// One endpoint instance (a `clary model-server`).
@@ -83,6 +93,7 @@ pub struct InstanceLaunch<'a> {
     pub instance_type: &'a str,
     pub spec_path: &'a Path,
     pub log_path: &'a Path,
+    pub credentials: UnitCredentials<'a>,
 }
 
 /// Where the units run. Implementations own their naming, their node commands and how the

@@ -150,8 +150,6 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         region: args.region.clone(),
         account: identity.account.clone(),
         control_url: url.clone(),
-        access_key: identity.access_key.clone(),
-        secret_key: identity.secret_key.clone(),
         python_shims: shims,
         capacity,
         stop_grace_secs: args.stop_grace_secs,
@@ -179,8 +177,6 @@ pub async fn run(args: ServerArgs) -> Result<()> {
                 program,
                 control_url: url.clone(),
                 region: args.region.clone(),
-                access_key: identity.access_key.clone(),
-                secret_key: identity.secret_key.clone(),
             },
         })
     } else {

@@ -210,7 +210,16 @@ pub enum TransitionError {
     UnknownHost(String),
 }
 
+/// How long after its job ended a job's scoped key still signs: the agents' last log lines
+/// and results may arrive just after the job ended.
+pub const REPORT_GRACE_SECS: f64 = 60.0;
+
 impl JobState {
+    /// Whether the job's own credentials are still good at `now`.
+    pub fn accepts_reports(&self, now: f64) -> bool {
+        !self.status.is_terminal() || self.end_time.is_none_or(|t| now - t < REPORT_GRACE_SECS)
+    }
+
     /// A new job, queued.
     pub fn queued(now: f64) -> Self {
         JobState {

@@ -238,3 +238,13 @@ fn statuses_round_trip_through_their_names() {
         Some(SecondaryStatus::MaxRuntimeExceeded)
     );
 }
+
+#[test]
+fn a_jobs_own_credentials_end_a_grace_period_after_the_job() {
+    let mut state = JobState::queued(0.0);
+    assert!(state.accepts_reports(1.0), "a queued job's launch signs");
+    state.status = JobStatus::Completed;
+    state.end_time = Some(100.0);
+    assert!(state.accepts_reports(100.0 + REPORT_GRACE_SECS - 1.0));
+    assert!(!state.accepts_reports(100.0 + REPORT_GRACE_SECS + 1.0));
+}

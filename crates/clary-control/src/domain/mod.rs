@@ -2,6 +2,7 @@
 //! SQL, no wire shapes, no processes.
 
 pub mod capacity;
+pub mod credentials;
 pub mod endpoint;
 pub mod hosting;
 pub mod job;

@@ -2,12 +2,13 @@
 //! instance reports, its health check and its log.
 
 use super::Hosting;
+use crate::domain::credentials::Holder;
 use crate::domain::endpoint::{Instance, Launched, endpoint_log_group};
 use crate::domain::hosting::VariantPlan;
 use crate::error::ControlError;
 use crate::now_millis;
 use clary_exec::ExecHandle;
-use clary_exec::executor::InstanceLaunch;
+use clary_exec::executor::{InstanceLaunch, UnitCredentials};
 use clary_exec::protocol::{INSTANCE_TOKEN_HEADER, ModelServerSpec};
 use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
@@ -76,6 +77,11 @@ impl Hosting {
                 instance_type: &v.instance_type,
                 spec_path: &spec_path,
                 log_path: &i.log_file(),
+                // Adoption finds units; it starts none, so hands out no key.
+                credentials: UnitCredentials {
+                    access_key: "",
+                    secret_key: "",
+                },
             })
         {
             tracing::info!(
@@ -121,12 +127,28 @@ impl Hosting {
         self.logs
             .create_stream(&endpoint_log_group(endpoint), &i.log_stream)
             .map_err(|e| e.to_string())?;
+        // Its own key pair: it reports as this instance and reads objects (a model server on this
+        // machine reads the store directly and needs none).
+        let key = self
+            .credentials
+            .issue(
+                Holder::EndpointInstance {
+                    endpoint: endpoint.to_string(),
+                    instance: i.id.clone(),
+                },
+                Vec::new(),
+            )
+            .map_err(|e| format!("issuing the instance's credentials: {e}"))?;
         let handle = self.executor.launch_instance(&InstanceLaunch {
             endpoint,
             instance_id: &i.id,
             instance_type: &v.instance_type,
             spec_path: &spec_path,
             log_path: &i.log_file(),
+            credentials: UnitCredentials {
+                access_key: &key.access_key,
+                secret_key: &key.secret_key,
+            },
         })?;
         crate::failpoint::hit(crate::failpoint::AFTER_INSTANCE_LAUNCH);
         // A cluster instance picks a port on its node and reports it with its address.

@@ -11,6 +11,7 @@ mod resources;
 pub use endpoints::EndpointPage;
 
 use crate::config::ControlConfig;
+use crate::credentials::Credentials;
 use crate::domain::hosting::{Container, ProductionVariant};
 use crate::error::ControlError;
 use crate::logs::Logs;
@@ -36,6 +37,7 @@ pub struct Hosting {
     /// Held by the hosting loop during a pass and by calls that change an endpoint, so neither
     /// overwrites the other's change.
     lock: tokio::sync::Mutex<()>,
+    credentials: Arc<Credentials>,
 }
 
 impl Hosting {
@@ -45,6 +47,7 @@ impl Hosting {
         executor: Arc<dyn Executor>,
         config: Arc<ControlConfig>,
         routes: Arc<Routes>,
+        credentials: Arc<Credentials>,
     ) -> Self {
         Hosting {
             store,
@@ -56,7 +59,17 @@ impl Hosting {
             reports: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             lock: tokio::sync::Mutex::new(()),
+            credentials,
         }
+    }
+
+    /// Whether `instance` is (still) one of `endpoint`'s, so its scoped key signs.
+    pub fn has_instance(&self, endpoint: &str, instance: &str) -> bool {
+        self.store
+            .endpoint(endpoint)
+            .ok()
+            .flatten()
+            .is_some_and(|e| e.instances().any(|i| i.id == instance))
     }
 
     fn arn(&self, kind: &str, name: &str) -> String {

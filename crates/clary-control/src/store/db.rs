@@ -74,6 +74,15 @@ const MIGRATIONS: &[&str] = &[
     // 4: the typed specs of models (their container) and endpoint configs (their variants).
     "ALTER TABLE models ADD COLUMN spec TEXT;
      ALTER TABLE endpoint_configs ADD COLUMN spec TEXT;",
+    // 5: key pairs scoped to one training job or endpoint instance.
+    "CREATE TABLE scoped_keys (
+        access_key TEXT PRIMARY KEY,
+        secret_key TEXT NOT NULL,
+        holder TEXT NOT NULL,
+        writes TEXT NOT NULL,
+        issued_at REAL NOT NULL
+     );
+     CREATE INDEX scoped_keys_by_holder ON scoped_keys(holder);",
 ];
 
 #[derive(Clone)]

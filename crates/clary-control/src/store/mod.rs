@@ -1,5 +1,6 @@
 //! The store layer: the only place with SQL. Rows become domain values and back.
 
+pub mod credentials;
 mod db;
 pub mod hosting;
 pub mod logs;

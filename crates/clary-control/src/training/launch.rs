@@ -2,11 +2,12 @@
 //! contract, `HostSpec`), then all hosts at once through the executor.
 
 use super::TrainingJobs;
+use crate::domain::credentials::{Holder, ScopedKey, WriteGrant};
 use crate::domain::job::Host;
 use crate::domain::training::{Channel, InputMode, TrainingJob};
 use crate::logs::TRAINING_LOG_GROUP;
 use crate::now_secs;
-use clary_exec::executor::{HostLaunch, JobLaunch};
+use clary_exec::executor::{HostLaunch, JobLaunch, UnitCredentials};
 use clary_exec::protocol::{ChannelSpec, CheckpointSpec, HostSpec};
 use clary_exec::runtimes::{MXNET_TRAINING_MODULE, Mode};
 use serde_json::{Value, json};
@@ -113,6 +114,7 @@ impl TrainingJobs {
             return Ok(());
         }
         let image = self.runtimes.training_image(&spec.image)?;
+        let key = self.issue_key(job)?;
         let python = self.runtimes.python(&image.runtime);
         let addresses = self.host_addresses(&job.name, count)?;
         let channels: Vec<ChannelSpec> = spec
@@ -156,8 +158,8 @@ impl TrainingJobs {
                 store_root: self.config.data_dir.join("objects"),
                 object_access: self.config.agent_objects.clone(),
                 control_url: self.config.control_url.clone(),
-                access_key: self.config.access_key.clone(),
-                secret_key: self.config.secret_key.clone(),
+                access_key: key.access_key.clone(),
+                secret_key: key.secret_key.clone(),
                 log_stream: log_stream.clone(),
                 python_shims: self.config.python_shims.clone(),
                 runtimes_dir: self.config.runtimes_dir.clone(),
@@ -202,6 +204,10 @@ impl TrainingJobs {
                 .collect(),
             // The agent enforces MaxRuntimeInSeconds itself; this is the backstop.
             time_limit_secs,
+            credentials: UnitCredentials {
+                access_key: &key.access_key,
+                secret_key: &key.secret_key,
+            },
         };
         let handles = self.executor.launch_job(&launch)?;
         crate::failpoint::hit(crate::failpoint::AFTER_JOB_LAUNCH);
@@ -255,6 +261,10 @@ impl TrainingJobs {
                 })
                 .collect(),
             time_limit_secs,
+            credentials: UnitCredentials {
+                access_key: &specs[0].access_key,
+                secret_key: &specs[0].secret_key,
+            },
         };
         let handles = self.executor.adopt_job(&launch)?;
         Some(
@@ -271,6 +281,30 @@ impl TrainingJobs {
                 })
                 .collect(),
         )
+    }
+
+    /// A key pair for this launch of the job: it reports as the job, reads objects, and writes
+    /// only under the job's output and checkpoint prefixes.
+    fn issue_key(&self, job: &TrainingJob) -> Result<ScopedKey, String> {
+        let spec = &job.spec;
+        let output = spec.output.prefix.trim_end_matches('/');
+        let mut writes = vec![WriteGrant {
+            bucket: spec.output.bucket.clone(),
+            prefix: if output.is_empty() {
+                format!("{}/", job.name)
+            } else {
+                format!("{output}/{}/", job.name)
+            },
+        }];
+        if let Some(c) = &spec.checkpoints {
+            writes.push(WriteGrant {
+                bucket: c.destination.bucket.clone(),
+                prefix: c.destination.prefix.clone(),
+            });
+        }
+        self.credentials
+            .issue(Holder::TrainingJob(job.name.clone()), writes)
+            .map_err(|e| format!("issuing the job's credentials: {e}"))
     }
 
     /// The spec of one host of the job's current attempt, for an agent that starts on a node

@@ -6,6 +6,7 @@ mod launch;
 mod scheduler;
 
 use crate::config::ControlConfig;
+use crate::credentials::Credentials;
 use crate::domain::job::{
     HostResult, JobState, ResultEffect, SecondaryStatus, StopEffect, TransitionError,
 };
@@ -36,6 +37,7 @@ pub struct TrainingJobs {
     runtimes: Runtimes,
     /// Wakes the scheduler: a job was queued, or a slot freed.
     wake: Notify,
+    credentials: Arc<Credentials>,
 }
 
 impl TrainingJobs {
@@ -44,6 +46,7 @@ impl TrainingJobs {
         logs: Logs,
         executor: Arc<dyn Executor>,
         config: Arc<ControlConfig>,
+        credentials: Arc<Credentials>,
     ) -> Self {
         let runtimes = Runtimes::new(config.runtimes_dir.clone());
         TrainingJobs {
@@ -53,7 +56,17 @@ impl TrainingJobs {
             config,
             runtimes,
             wake: Notify::new(),
+            credentials,
         }
+    }
+
+    /// Whether the job's scoped credentials still sign (see `JobState::accepts_reports`).
+    pub fn accepts_reports(&self, name: &str) -> bool {
+        self.store
+            .get(name)
+            .ok()
+            .flatten()
+            .is_some_and(|job| job.state.accepts_reports(now_secs()))
     }
 
     pub fn arn(&self, name: &str) -> String {

@@ -2,7 +2,9 @@
 //! per endpoint instance. Each node runs `clary <agent|model-server> --from-control <server>`,
 //! which fetches its spec from the control plane, since nodes need not share this disk.
 
-use super::{ExecHandle, Executor, InstanceLaunch, JobLaunch, Loss, Observed, StopSignal};
+use super::{
+    ExecHandle, Executor, InstanceLaunch, JobLaunch, Loss, Observed, StopSignal, UnitCredentials,
+};
 use crate::slurm::{SlurmExecutor, Submission};
 use std::path::PathBuf;
 
@@ -13,8 +15,6 @@ pub struct NodeContext {
     pub program: PathBuf,
     pub control_url: String,
     pub region: String,
-    pub access_key: String,
-    pub secret_key: String,
 }
 
 pub struct SlurmCluster {
@@ -72,17 +72,17 @@ impl SlurmCluster {
         cmd
     }
 
-    /// The key pair a node signs its calls with, exported to the Slurm job's environment
-    /// (never on a command line, where `ps` and `squeue` would show it).
-    fn node_credentials(&self) -> Vec<(String, String)> {
+    /// The unit's scoped key pair, exported to the Slurm job's environment (never on a command
+    /// line, where `ps` and `squeue` would show it).
+    fn node_credentials(credentials: UnitCredentials<'_>) -> Vec<(String, String)> {
         vec![
             (
                 "CLARY_AGENT_ACCESS_KEY".into(),
-                self.node.access_key.clone(),
+                credentials.access_key.to_string(),
             ),
             (
                 "CLARY_AGENT_SECRET_KEY".into(),
-                self.node.secret_key.clone(),
+                credentials.secret_key.to_string(),
             ),
         ]
     }
@@ -127,7 +127,7 @@ impl Executor for SlurmCluster {
             instance_type: job.instance_type,
             time_limit_secs: Some(job.time_limit_secs),
             command: self.node_command("agent", &[("--job", job.job_name)]),
-            env: self.node_credentials(),
+            env: Self::node_credentials(job.credentials),
             output: None,
         })?;
         Ok(job.hosts.iter().map(|_| ExecHandle::SlurmJob(id)).collect())
@@ -147,7 +147,7 @@ impl Executor for SlurmCluster {
                     ("--instance", instance.instance_id),
                 ],
             ),
-            env: self.node_credentials(),
+            env: Self::node_credentials(instance.credentials),
             output: Some(instance.log_path.to_path_buf()),
         })?;
         Ok(ExecHandle::SlurmJob(id))
