@@ -110,3 +110,15 @@ def test_only_the_router_reaches_an_instance(server, sm, s3, rt, bucket):
     assert status("/ping", token=spec["token"])[0] == 200
     # The router holds the token.
     assert rt.invoke_endpoint(EndpointName=name, Body=b"x")["Body"].read() == b"ok"
+
+
+def test_a_failed_endpoints_reason_shows_no_server_path(server, sm, s3, bucket):
+    name = unique("pathless")
+    deploy(sm, s3, bucket, name, {"code/inference.py": (
+        "def model_fn(model_dir):\n"
+        "    raise RuntimeError('weights are missing from ' + model_dir)\n")})
+    d = wait_endpoint(sm, name, until=("Failed",))
+    reason = d["FailureReason"]
+    assert "weights are missing from /opt/ml/model" in reason, reason
+    assert server.data_dir not in reason, reason
+    assert os.path.expanduser("~") + "/" not in reason, reason

@@ -122,7 +122,7 @@ impl Hosting {
                     last_output: if retiring.contains(&i.id.as_str()) {
                         String::new()
                     } else {
-                        log_tail(&i.log_file(), 12)
+                        self.as_the_container_sees_it(i, &log_tail(&i.log_file(), 12))
                     },
                 }
             } else if retiring.contains(&i.id.as_str()) || i.port == 0 {
@@ -134,10 +134,13 @@ impl Hosting {
                 match ping(&i.address, i.port, &i.token).await {
                     Some((200, _)) => Seen::Healthy,
                     Some((500, body)) => Seen::FailedPing {
-                        reason: serde_json::from_str::<serde_json::Value>(&body)
-                            .ok()
-                            .and_then(|v| v["reason"].as_str().map(str::to_string))
-                            .unwrap_or(body),
+                        reason: self.as_the_container_sees_it(
+                            i,
+                            &serde_json::from_str::<serde_json::Value>(&body)
+                                .ok()
+                                .and_then(|v| v["reason"].as_str().map(str::to_string))
+                                .unwrap_or(body),
+                        ),
                     },
                     _ => Seen::Starting,
                 }
@@ -145,6 +148,23 @@ impl Hosting {
             seen.insert(i.id.clone(), state);
         }
         seen
+    }
+
+    /// A model server's words with this server's paths put as the container would show them
+    /// (`/opt/ml/model`, `/opt/ml`) or hidden: answers never carry a server path.
+    fn as_the_container_sees_it(&self, i: &Instance, text: &str) -> String {
+        let shown = |p: &std::path::Path| p.display().to_string();
+        let mut out = text
+            .replace(&shown(&i.work_dir.join("model")), "/opt/ml/model")
+            .replace(&shown(&i.work_dir), "/opt/ml");
+        for (dir, placeholder) in [
+            (&self.config.python_shims, "<clary>"),
+            (&self.config.runtimes_dir, "<runtime>"),
+            (&self.config.data_dir, "<data dir>"),
+        ] {
+            out = out.replace(&shown(dir), placeholder);
+        }
+        out
     }
 
     fn launch(&self, ep: &mut Endpoint, id: &str, now: f64) {
