@@ -11,7 +11,7 @@ use clary_control::ControlError;
 use clary_control::domain::job::{JobState, JobStatus, Transition};
 use clary_control::domain::training::{
     Channel as DomainChannel, Checkpoints, InputMode, ListTrainingJobs, S3Location, SortBy,
-    TrainingJob, TrainingJobSpec,
+    TrainingJob, TrainingJobSpec, TrainingJobSummary,
 };
 use clary_control::training::NewTrainingJob;
 use serde::Deserialize;
@@ -312,10 +312,9 @@ pub fn describe_json(job: &TrainingJob) -> Value {
     out
 }
 
-fn summary_json(job: &TrainingJob) -> Value {
-    let s = &job.state;
+fn summary_json(s: &TrainingJobSummary) -> Value {
     let mut v = json!({
-        "TrainingJobName": job.name, "TrainingJobArn": job.arn, "CreationTime": s.creation_time,
+        "TrainingJobName": s.name, "TrainingJobArn": s.arn, "CreationTime": s.creation_time,
         "LastModifiedTime": s.last_modified_time, "TrainingJobStatus": s.status.as_str(),
         "SecondaryStatus": s.secondary.as_str(),
     });

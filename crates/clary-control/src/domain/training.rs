@@ -110,6 +110,18 @@ pub struct TrainingJob {
     pub state: JobState,
 }
 
+/// A training job as listings show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingJobSummary {
+    pub name: String,
+    pub arn: String,
+    pub status: JobStatus,
+    pub secondary: super::job::SecondaryStatus,
+    pub creation_time: f64,
+    pub last_modified_time: f64,
+    pub end_time: Option<f64>,
+}
+
 /// Filters and order of `ListTrainingJobs`.
 #[derive(Debug, Default, Clone)]
 pub struct ListTrainingJobs {

@@ -5,7 +5,9 @@ use super::Db;
 use crate::domain::job::{
     Host, HostResult, JobState, JobStatus, Outcome, SecondaryStatus, Transition,
 };
-use crate::domain::training::{ListTrainingJobs, Page, SortBy, TrainingJob, TrainingJobSpec};
+use crate::domain::training::{
+    ListTrainingJobs, Page, SortBy, TrainingJob, TrainingJobSpec, TrainingJobSummary,
+};
 use crate::error::ControlError;
 use clary_exec::{ExecHandle, HostProcess};
 use rusqlite::{OptionalExtension, params};
@@ -225,6 +227,21 @@ fn hosts_json(state: &JobState) -> String {
 }
 
 /// The `training_jobs` table.
+fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TrainingJobSummary> {
+    let status: String = r.get(2)?;
+    let secondary: String = r.get(3)?;
+    Ok(TrainingJobSummary {
+        name: r.get(0)?,
+        arn: r.get(1)?,
+        status: JobStatus::parse(&status).ok_or_else(|| bad_value(2, "status"))?,
+        secondary: SecondaryStatus::parse(&secondary)
+            .ok_or_else(|| bad_value(3, "secondary status"))?,
+        creation_time: r.get(4)?,
+        last_modified_time: r.get(5)?,
+        end_time: r.get(6)?,
+    })
+}
+
 #[derive(Clone)]
 pub struct TrainingJobStore {
     db: Db,
@@ -323,7 +340,9 @@ impl TrainingJobStore {
         Ok(rows)
     }
 
-    pub fn list(&self, q: &ListTrainingJobs) -> Result<Page<TrainingJob>, ControlError> {
+    /// One page of summaries: only the columns a listing shows are read, so a page costs no
+    /// JSON decoding.
+    pub fn list(&self, q: &ListTrainingJobs) -> Result<Page<TrainingJobSummary>, ControlError> {
         let order = match q.sort_by {
             SortBy::Name => "name",
             SortBy::Status => "status",
@@ -331,7 +350,8 @@ impl TrainingJobStore {
         };
         let dir = if q.ascending { "ASC" } else { "DESC" };
         let sql = format!(
-            "SELECT {COLUMNS} FROM training_jobs
+            "SELECT name, arn, status, secondary_status, creation_time, last_modified_time, training_end_time
+             FROM training_jobs
              WHERE (?1 IS NULL OR instr(lower(name), lower(?1)) > 0)
                AND (?2 IS NULL OR status = ?2)
                AND (?3 IS NULL OR creation_time > ?3) AND (?4 IS NULL OR creation_time < ?4)
@@ -341,7 +361,7 @@ impl TrainingJobStore {
         let conn = self.db.lock();
         let mut stmt = conn.prepare_cached(&sql)?;
         let max = i64::from(q.max_results);
-        let mut items: Vec<TrainingJob> = stmt
+        let mut items: Vec<TrainingJobSummary> = stmt
             .query_map(
                 params![
                     q.name_contains,
@@ -353,7 +373,7 @@ impl TrainingJobStore {
                     max + 1,
                     q.offset as i64,
                 ],
-                row,
+                summary_row,
             )?
             .collect::<Result<_, _>>()?;
         let more = items.len() as i64 > max;

@@ -10,7 +10,9 @@ use crate::credentials::Credentials;
 use crate::domain::job::{
     HostResult, JobState, ResultEffect, SecondaryStatus, StopEffect, TransitionError,
 };
-use crate::domain::training::{ListTrainingJobs, Page, TRAINING, TrainingJob, TrainingJobSpec};
+use crate::domain::training::{
+    ListTrainingJobs, Page, TRAINING, TrainingJob, TrainingJobSpec, TrainingJobSummary,
+};
 use crate::error::ControlError;
 use crate::logs::{Logs, TRAINING_LOG_GROUP};
 use crate::now_secs;
@@ -120,7 +122,7 @@ impl TrainingJobs {
         self.require(name)
     }
 
-    pub fn list(&self, q: &ListTrainingJobs) -> Result<Page<TrainingJob>, ControlError> {
+    pub fn list(&self, q: &ListTrainingJobs) -> Result<Page<TrainingJobSummary>, ControlError> {
         self.store.list(q)
     }
 
