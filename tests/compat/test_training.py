@@ -295,6 +295,31 @@ def test_queue_holds_jobs_until_capacity_frees(tmp_path):
         srv.stop()
 
 
+def test_a_freed_slot_starts_the_next_queued_job_at_once(tmp_path):
+    """Capacity for one job at a time: each job must start as soon as the one before it ends,
+    not at the scheduler's next poll (it used to wait up to 500 ms)."""
+    import statistics
+    srv = Server(tmp_path / "drain", extra_args=["--capacity-cpus", "4"]).start()
+    try:
+        sm, s3 = srv.client("sagemaker"), srv.client("s3")
+        s3.create_bucket(Bucket="drain")
+        jobs = [unique("drain") for _ in range(5)]
+        source = upload_code(s3, "drain", jobs[0], {"train.py": "import time\ntime.sleep(0.2)\n"})
+        started = time.time()
+        for job in jobs:
+            sm.create_training_job(**job_request(job, "drain", source))
+        done = [wait_for(sm, job, timeout=120) for job in jobs]
+        elapsed = time.time() - started
+        assert all(d["TrainingJobStatus"] == "Completed" for d in done)
+        gaps = [b["TrainingStartTime"].timestamp() - a["TrainingEndTime"].timestamp()
+                for a, b in zip(done, done[1:])]
+        print("5 queued jobs drained at %.1f jobs/s; gaps %s" % (len(jobs) / elapsed, ["%.3f" % g for g in gaps]))
+        assert all(g >= 0 for g in gaps), gaps
+        assert statistics.median(gaps) < 0.2, gaps
+    finally:
+        srv.stop()
+
+
 def test_requirements_txt_installs_into_the_job_not_the_runtime(sm, s3, logs, bucket):
     job = unique("reqs")
     script = ("import tabulate, sys, mxnet\n"
