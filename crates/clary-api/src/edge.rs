@@ -70,7 +70,7 @@ impl Route {
         {
             return Route::Runtime;
         }
-        if matches!(claimed, Some("sts") | Some("iam")) {
+        if matches!(claimed, Some("sts") | Some("iam") | Some("monitoring")) {
             return Route::Query;
         }
         // A form posted to the root is the query protocol; S3's browser uploads post

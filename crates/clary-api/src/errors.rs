@@ -15,6 +15,10 @@ pub enum ApiError {
         operation: String,
         served: &'static str,
     },
+    /// A CloudWatch parameter that is missing or wrong (`MissingParameter`,
+    /// `InvalidParameterValue`, `InvalidParameterCombination`: CloudWatch's own codes).
+    #[error("{message}")]
+    CloudWatchParameter { code: &'static str, message: String },
 }
 
 impl ApiError {
@@ -24,6 +28,7 @@ impl ApiError {
             ApiError::UnknownOperation { .. } => {
                 (StatusCode::BAD_REQUEST, "UnknownOperationException")
             }
+            ApiError::CloudWatchParameter { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Control(e) => match e {
                 ControlError::Validation(_) => (StatusCode::BAD_REQUEST, "ValidationException"),
                 // SageMaker's "not found" for the resource a call names is a

@@ -8,6 +8,7 @@
 pub mod access;
 #[cfg(test)]
 mod botocore_model_tests;
+pub mod cloudwatch_api;
 pub mod edge;
 pub mod errors;
 pub mod hosting_api;
@@ -236,6 +237,7 @@ async fn json_call(
     let expected_scope = match service.as_str() {
         "SageMaker" => "sagemaker",
         "Logs_20140328" => "logs",
+        cloudwatch_api::TARGET_PREFIX => "monitoring",
         _ if target.starts_with(AGENT_TARGET_PREFIX) => AGENT_SIGNING_SERVICE,
         _ => "",
     };
@@ -265,6 +267,7 @@ async fn json_call(
     let result = tokio::task::spawn_blocking(move || match service.as_str() {
         "SageMaker" => sagemaker_api::handle(&st, &op, parsed),
         "Logs_20140328" => logs_api::handle(&st, &op, parsed),
+        cloudwatch_api::TARGET_PREFIX => cloudwatch_api::handle(&st, &op, &parsed),
         _ => json_api::agent(&st, &op, parsed),
     })
     .await;

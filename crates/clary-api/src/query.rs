@@ -64,6 +64,9 @@ pub fn handle(state: &ApiState, service: &str, body: &[u8]) -> Response<Body> {
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let action = get("Action").unwrap_or("");
     let rid = request_id();
+    if service == "monitoring" {
+        return crate::cloudwatch_api::handle_query(state, &params);
+    }
     match (service, action) {
         ("sts", "GetCallerIdentity") => xml(
             StatusCode::OK,

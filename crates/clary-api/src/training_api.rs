@@ -9,6 +9,7 @@ use crate::validate;
 use crate::wire::{required, str_field, tag_pairs, time_field};
 use clary_control::ControlError;
 use clary_control::domain::job::{JobState, JobStatus, Transition};
+use clary_control::domain::metrics::{FinalMetric, MetricDefinition};
 use clary_control::domain::training::{
     Channel as DomainChannel, Checkpoints, InputMode, ListTrainingJobs, S3Location, SortBy,
     TrainingJob, TrainingJobSpec, TrainingJobSummary,
@@ -47,6 +48,16 @@ pub struct AlgorithmSpecification {
     #[serde(default)]
     pub training_image: Option<String>,
     pub training_input_mode: String,
+    #[serde(default)]
+    pub metric_definitions: Vec<MetricDefinitionShape>,
+}
+
+/// `MetricDefinition`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MetricDefinitionShape {
+    pub name: String,
+    pub regex: String,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +219,15 @@ impl CreateTrainingJobRequest {
                 .retry_strategy
                 .as_ref()
                 .map_or(0, |r| r.maximum_retry_attempts),
+            metric_definitions: self
+                .algorithm_specification
+                .metric_definitions
+                .iter()
+                .map(|d| MetricDefinition {
+                    name: d.name.clone(),
+                    regex: d.regex.clone(),
+                })
+                .collect(),
         })
     }
 }
@@ -254,7 +274,7 @@ fn transitions_json(transitions: &[Transition]) -> Value {
 }
 
 /// `DescribeTrainingJobResponse`.
-pub fn describe_json(job: &TrainingJob) -> Value {
+pub fn describe_json(job: &TrainingJob, finals: &[FinalMetric]) -> Value {
     let req: Value = serde_json::from_str(&job.echo).unwrap_or(Value::Null);
     let s: &JobState = &job.state;
     let mut output = req["OutputDataConfig"].clone();
@@ -297,6 +317,12 @@ pub fn describe_json(job: &TrainingJob) -> Value {
         }
     }
     out["ModelArtifacts"] = json!({"S3ModelArtifacts": s.artifacts.clone().unwrap_or_default()});
+    if !finals.is_empty() {
+        out["FinalMetricDataList"] = finals
+            .iter()
+            .map(|f| json!({"MetricName": f.metric, "Value": f.value, "Timestamp": f.timestamp}))
+            .collect();
+    }
     if let Some(t) = s.start_time {
         out["TrainingStartTime"] = json!(t);
     }
@@ -387,9 +413,10 @@ pub fn handle(state: &ApiState, op: &str, body: &Value) -> Option<Result<Value, 
     };
     let result = match op {
         "CreateTrainingJob" => create(state, body.clone()),
-        "DescribeTrainingJob" => named(body)
-            .and_then(|n| training.get(&n))
-            .map(|job| describe_json(&job)),
+        "DescribeTrainingJob" => named(body).and_then(|n| training.get(&n)).and_then(|job| {
+            let finals = state.control.metrics.final_values(&job.name)?;
+            Ok(describe_json(&job, &finals))
+        }),
         "ListTrainingJobs" => list(state, body),
         "StopTrainingJob" => named(body)
             .and_then(|n| training.stop(&n))

@@ -71,6 +71,59 @@ pub fn channel_name(name: &str, at: &str) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// `AlgorithmSpecification.MetricDefinitions`: at most 40, each a `Name` (1 to 255
+/// characters) and a `Regex` (1 to 500) that compiles.
+fn metric_definitions(defs: &Value) -> Result<(), ControlError> {
+    const AT: &str = "algorithmSpecification.metricDefinitions";
+    let list = defs
+        .as_array()
+        .ok_or_else(|| fail(&defs.to_string(), AT, "Member must be a list"))?;
+    if list.len() > 40 {
+        return Err(fail(
+            &format!("{} definitions", list.len()),
+            AT,
+            "Member must have length less than or equal to 40",
+        ));
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, d) in list.iter().enumerate() {
+        let at = format!("{AT}.{}.member", i + 1);
+        let name = string(
+            need(d, "Name", &format!("{at}.name"))?,
+            &format!("{at}.name"),
+        )?;
+        let regex = string(
+            need(d, "Regex", &format!("{at}.regex"))?,
+            &format!("{at}.regex"),
+        )?;
+        if !(1..=255).contains(&name.chars().count()) {
+            return Err(fail(
+                name,
+                &format!("{at}.name"),
+                "Member must have length between 1 and 255",
+            ));
+        }
+        if !(1..=500).contains(&regex.chars().count()) {
+            return Err(fail(
+                regex,
+                &format!("{at}.regex"),
+                "Member must have length between 1 and 500",
+            ));
+        }
+        if !names.insert(name) {
+            return Err(ControlError::Validation(format!(
+                "Metric name {name} is defined more than once in MetricDefinitions; give each metric its own name"
+            )));
+        }
+        if let Err(e) = regex_lite::Regex::new(regex) {
+            return Err(ControlError::Validation(format!(
+                "The regex {regex:?} of metric {name} is not a valid regular expression: {e}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A page size (`MaxResults`, Logs' `limit`): `None` when absent, else within `1..=max` or
 /// AWS's ValidationException (boto3 with parameter validation off, and the AWS CLI's
 /// `--max-items`, send `-1` as is).
@@ -162,6 +215,9 @@ pub fn create_training_job(
         &["Pipe", "File", "FastFile"],
         "algorithmSpecification.trainingInputMode",
     )?;
+    if let Some(defs) = algo.get("MetricDefinitions") {
+        metric_definitions(defs)?;
+    }
     if let Some(img) = algo.get("TrainingImage") {
         let img = string(img, "algorithmSpecification.trainingImage")?;
         if img.len() > 255 {

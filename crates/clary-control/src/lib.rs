@@ -10,6 +10,7 @@ pub mod error;
 pub mod failpoint;
 pub mod hosting;
 pub mod logs;
+pub mod metrics;
 pub mod routes;
 pub mod store;
 pub mod tags;
@@ -29,6 +30,7 @@ pub struct ControlPlane {
     pub training: Arc<training::TrainingJobs>,
     pub hosting: Arc<hosting::Hosting>,
     pub credentials: Arc<credentials::Credentials>,
+    pub metrics: Arc<metrics::Metrics>,
     pub tags: tags::Tags,
     /// Where `InvokeEndpoint` goes: the healthy instances of each in-service endpoint.
     pub routes: Arc<routes::Routes>,
@@ -49,12 +51,16 @@ impl ControlPlane {
         let credentials = Arc::new(credentials::Credentials::new(
             store::credentials::CredentialStore::new(db.clone()),
         ));
+        let metrics = Arc::new(metrics::Metrics::new(store::metrics::MetricStore::new(
+            db.clone(),
+        )));
         let training = Arc::new(training::TrainingJobs::new(
             store::TrainingJobStore::new(db.clone()),
             logs.clone(),
             executor.clone(),
             config.clone(),
             credentials.clone(),
+            metrics.clone(),
         ));
         let hosting = Arc::new(hosting::Hosting::new(
             store::HostingStore::new(db.clone()),
@@ -70,6 +76,7 @@ impl ControlPlane {
             training,
             hosting,
             credentials,
+            metrics,
             tags: tags::Tags::new(store::TagStore::new(db)),
             routes,
         }))

@@ -7,4 +7,5 @@ pub mod endpoint;
 pub mod hosting;
 pub mod job;
 pub mod logs;
+pub mod metrics;
 pub mod training;

@@ -94,6 +94,9 @@ pub struct TrainingJobSpec {
     pub checkpoints: Option<Checkpoints>,
     /// `RetryStrategy.MaximumRetryAttempts` (0 without one).
     pub max_retries: u32,
+    /// `AlgorithmSpecification.MetricDefinitions`.
+    #[serde(default)]
+    pub metric_definitions: Vec<super::metrics::MetricDefinition>,
 }
 
 /// A training job.

@@ -83,6 +83,16 @@ const MIGRATIONS: &[&str] = &[
         issued_at REAL NOT NULL
      );
      CREATE INDEX scoped_keys_by_holder ON scoped_keys(holder);",
+    // 6: metric samples read from training logs.
+    "CREATE TABLE metric_samples (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        host TEXT NOT NULL,
+        timestamp REAL NOT NULL,
+        value REAL NOT NULL
+     );
+     CREATE INDEX metric_samples_by_series ON metric_samples(job, metric, timestamp);",
 ];
 
 #[derive(Clone)]

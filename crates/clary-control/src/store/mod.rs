@@ -4,6 +4,7 @@ pub mod credentials;
 mod db;
 pub mod hosting;
 pub mod logs;
+pub mod metrics;
 pub mod tags;
 pub mod training_jobs;
 

@@ -204,6 +204,7 @@ fn placeholder_spec() -> TrainingJobSpec {
         max_runtime_secs: 86_400,
         checkpoints: None,
         max_retries: 0,
+        metric_definitions: Vec::new(),
     }
 }
 

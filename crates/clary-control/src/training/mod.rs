@@ -15,6 +15,7 @@ use crate::domain::training::{
 };
 use crate::error::ControlError;
 use crate::logs::{Logs, TRAINING_LOG_GROUP};
+use crate::metrics::Metrics;
 use crate::now_secs;
 use crate::store::TrainingJobStore;
 use clary_exec::runtimes::Runtimes;
@@ -40,6 +41,7 @@ pub struct TrainingJobs {
     /// Wakes the scheduler: a job was queued, or a slot freed.
     wake: Notify,
     credentials: Arc<Credentials>,
+    metrics: Arc<Metrics>,
 }
 
 impl TrainingJobs {
@@ -49,6 +51,7 @@ impl TrainingJobs {
         executor: Arc<dyn Executor>,
         config: Arc<ControlConfig>,
         credentials: Arc<Credentials>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let runtimes = Runtimes::new(config.runtimes_dir.clone());
         TrainingJobs {
@@ -59,6 +62,7 @@ impl TrainingJobs {
             runtimes,
             wake: Notify::new(),
             credentials,
+            metrics,
         }
     }
 
@@ -171,8 +175,30 @@ impl TrainingJobs {
         stream: &str,
         events: &[(i64, String)],
     ) -> Result<(), ControlError> {
-        self.require(job)?;
-        self.logs.append(TRAINING_LOG_GROUP, stream, events)
+        let found = self.require(job)?;
+        self.logs.append(TRAINING_LOG_GROUP, stream, events)?;
+        let definitions = &found.spec.metric_definitions;
+        if definitions.is_empty() {
+            return Ok(());
+        }
+        let host = found
+            .state
+            .hosts
+            .iter()
+            .find(|h| h.log_stream == stream)
+            .map_or_else(|| host_of_stream(stream), |h| h.name.clone());
+        let notes = self.metrics.ingest(job, definitions, &host, events)?;
+        self.note(stream, notes)
+    }
+
+    /// Appends Clary's own lines to a job's log stream.
+    fn note(&self, stream: &str, lines: Vec<String>) -> Result<(), ControlError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let now = crate::now_millis();
+        let events: Vec<(i64, String)> = lines.into_iter().map(|l| (now, l)).collect();
+        self.logs.append(TRAINING_LOG_GROUP, stream, &events)
     }
 
     /// How a host's part ended (`ClaryAgent.ReportResult`).
@@ -209,6 +235,14 @@ impl TrainingJobs {
             // A freed slot or a requeued job: the queue moves at once.
             self.wake.notify_one();
         }
+        if job.state.status.is_terminal()
+            && let Some(first) = job.state.hosts.first()
+        {
+            let silent = self
+                .metrics
+                .never_matched(job_name, &job.spec.metric_definitions)?;
+            self.note(&first.log_stream, silent)?;
+        }
         Ok(())
     }
 
@@ -241,6 +275,12 @@ impl TrainingJobs {
         }
         Ok((filled, undecodable))
     }
+}
+
+/// The host of a log stream named `<job>/<host>-<epoch>`.
+fn host_of_stream(stream: &str) -> String {
+    let tail = stream.rsplit_once('/').map_or(stream, |(_, t)| t);
+    tail.rsplit_once('-').map_or(tail, |(h, _)| h).to_string()
 }
 
 /// The units of hosts still running (without a result), each once; `except` leaves one host out.
