@@ -122,3 +122,18 @@ def test_the_sdks_training_job_analytics(server):
     assert names == {"validation:accuracy", "train:loss"}
     [accuracy] = [r for r in out["direct"] if r["metric_name"] == "validation:accuracy"]
     assert accuracy["value"] == pytest.approx(0.65)
+
+
+def test_clary_jobs_metrics_prints_latest_values_and_a_chart(metric_job, server):
+    import subprocess
+    from conftest import CLARY
+    job, _ = metric_job
+    out = subprocess.run([CLARY, "jobs", "metrics", job], env=dict(os.environ, **server.env()),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:] if line.strip()}
+    assert rows["validation:accuracy"][1] == "0.800000"
+    assert rows["validation:accuracy"][2:5] == ["0.500000", "0.800000", "4"]
+    assert rows["never"][1] == "-"
+    assert any(c in out.stdout for c in "▁▂▃▄▅▆▇█")
+    assert "Training job %s: Completed" % job in out.stdout

@@ -34,6 +34,11 @@ const LOGS: JsonApi = JsonApi {
     signing_service: "logs",
     target_prefix: "Logs_20140328.",
 };
+/// CloudWatch metrics (its JSON 1.0 protocol).
+const CLOUDWATCH: JsonApi = JsonApi {
+    signing_service: "monitoring",
+    target_prefix: "GraniteServiceVersion20100801.",
+};
 
 impl Client {
     /// Credentials from the AWS variables `clary env` exports, falling back to the data dir.
@@ -109,6 +114,10 @@ impl Client {
 
     pub async fn logs(&self, op: &str, body: &Value) -> Result<Value> {
         self.json(LOGS, op, body).await
+    }
+
+    pub async fn cloudwatch(&self, op: &str, body: &Value) -> Result<Value> {
+        self.json(CLOUDWATCH, op, body).await
     }
 
     /// PUT of a file, streamed from disk; `progress` gets each chunk's size.

@@ -2,6 +2,7 @@
 
 mod client;
 mod hosting_cli;
+mod metrics_cli;
 mod model_server;
 mod runtimes_cli;
 mod server;
@@ -149,6 +150,13 @@ enum JobsCommand {
     },
     Stop {
         name: String,
+    },
+    /// A job's metrics (its MetricDefinitions): latest values and a chart of each.
+    Metrics {
+        name: String,
+        /// Keep printing as new values arrive, until the job ends.
+        #[arg(long)]
+        follow: bool,
     },
 }
 
@@ -385,6 +393,7 @@ async fn jobs(client: &Client, command: JobsCommand) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
+        JobsCommand::Metrics { name, follow } => metrics_cli::show(client, &name, follow).await,
         JobsCommand::Stop { name } => {
             client
                 .sagemaker("StopTrainingJob", &json!({"TrainingJobName": name}))
