@@ -2,6 +2,7 @@
 
 use crate::checkpoints::{self, CheckpointSync};
 use crate::contract::{Layout, TrainingContract, check_channel_name};
+use crate::input_overlay::{self, InputOverlay};
 use crate::job_log::JobLog;
 use crate::network::HostIdentity;
 use crate::objects::{self, Objects};
@@ -12,8 +13,10 @@ use crate::runner::{EntryPoint, RunContext, RunEnd, run_user_process};
 use crate::staging;
 use clary_exec::protocol::{HostSpec, Outcome, ResultReport};
 use clary_exec::runtimes::Runtimes;
+use clary_store::LocalStore;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The first this many characters of the failure file become `FailureReason` (as on AWS).
 const FAILURE_REASON_CHARS: usize = 1024;
@@ -98,10 +101,10 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
     let _ = reporter
         .status(&spec.current_host, "Downloading", "Downloading input data")
         .await;
-    let store = match objects::for_host(spec, tokio::runtime::Handle::current()) {
-        Ok((store, how)) => {
-            log.info(&how);
-            store
+    let (store, local) = match objects::for_host(spec, tokio::runtime::Handle::current()) {
+        Ok(s) => {
+            log.info(&s.how);
+            (s.objects, s.local)
         }
         Err(e) => return failed(spec, format!("InternalServerError: {e}")),
     };
@@ -124,7 +127,7 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
             ),
         );
     }
-    let identity = match HostIdentity::prepare(spec) {
+    let mut identity = match HostIdentity::prepare(spec) {
         Ok(i) => i,
         Err(e) => {
             return failed(
@@ -148,10 +151,33 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
         let inputs = {
             let (spec, store, layout, log) =
                 (spec.clone(), store.clone(), layout.clone(), log.clone());
-            blocking(move || present_inputs(&spec, &store, &layout, &log)).await
+            blocking(move || {
+                let link = link_inputs_from(&spec, local, &log);
+                present_inputs(&spec, &store, link.as_deref(), &layout, &log)
+            })
+            .await
         };
-        if let Err(reason) = inputs {
-            return failed(spec, reason);
+        match inputs {
+            Ok(linked) if !linked.is_empty() => {
+                let dirs: Vec<(String, PathBuf)> = linked
+                    .into_iter()
+                    .map(|name| {
+                        let dir = layout.channel(&name);
+                        (name, dir)
+                    })
+                    .collect();
+                match InputOverlay::prepare(&input_overlay::state_dir(&spec.base_dir), &dirs) {
+                    Ok(overlay) => identity.protect_inputs(overlay),
+                    Err(e) => {
+                        return failed(
+                            spec,
+                            format!("InternalServerError: preparing the input overlays: {e}"),
+                        );
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(reason) => return failed(spec, reason),
         }
         match ensure.await {
             Ok(Ok(p)) => p,
@@ -191,7 +217,7 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
     let python = if spec.legacy {
         python
     } else {
-        match staging::install_requirements(&entry, &python, &layout, log).await {
+        match staging::install_requirements(&entry, &python, &layout, &identity, log).await {
             Ok(p) => p,
             Err(e) => return failed_with_file(spec, &layout.output(), e),
         }
@@ -369,14 +395,41 @@ fn outcome_of(
     }
 }
 
+/// The local store to link File-mode channels from, when there is one and this agent can
+/// keep the job's writes from the links (the probe of [`input_overlay`]); the job's log says
+/// which way its inputs come and why.
+fn link_inputs_from(
+    spec: &HostSpec,
+    local: Option<Arc<LocalStore>>,
+    log: &JobLog,
+) -> Option<Arc<LocalStore>> {
+    let local = local?;
+    if spec.channels.iter().all(|c| c.input_mode == "Pipe") {
+        return None;
+    }
+    match input_overlay::probe(&input_overlay::state_dir(&spec.base_dir)) {
+        Ok(()) => {
+            log.info("File-mode inputs are linked from the store and seen by the job through an overlay in its own mount namespace: the script may write to them, its writes go to this host's own copies, never to the store");
+            Some(local)
+        }
+        Err(why) => {
+            log.info(&format!("File-mode inputs are cloned or copied from the store: it cannot be linked safely here ({why})"));
+            None
+        }
+    }
+}
+
 /// Makes every channel appear (files, or the first FIFO with its feeder running) and seeds
-/// the checkpoint directory; `Err` is the job's failure reason.
+/// the checkpoint directory; returns the channels with files linked from `link`, which the
+/// job may see only through an overlay. `Err` is the job's failure reason.
 fn present_inputs(
     spec: &HostSpec,
     store: &Objects,
+    link: Option<&LocalStore>,
     layout: &Layout,
     log: &JobLog,
-) -> Result<(), String> {
+) -> Result<Vec<String>, String> {
+    let mut linked = Vec::new();
     let host_index = spec
         .hosts
         .iter()
@@ -417,15 +470,20 @@ fn present_inputs(
             ));
             continue;
         }
-        match staging::stage_channel(store, ch, &objects, &layout.channel(&ch.name)) {
-            Ok(staged) => log.info(&format!(
-                "Channel {}: {} objects from s3://{}/{}{share} ready: {}",
-                ch.name,
-                staged.files(),
-                ch.bucket,
-                ch.prefix,
-                staged.method()
-            )),
+        match staging::stage_channel(store, link, ch, &objects, &layout.channel(&ch.name)) {
+            Ok(staged) => {
+                if staged.linked > 0 {
+                    linked.push(ch.name.clone());
+                }
+                log.info(&format!(
+                    "Channel {}: {} objects from s3://{}/{}{share} ready: {}",
+                    ch.name,
+                    staged.files(),
+                    ch.bucket,
+                    ch.prefix,
+                    staged.method()
+                ))
+            }
             Err(e) => return Err(format!("ClientError: {e}")),
         }
     }
@@ -440,7 +498,7 @@ fn present_inputs(
             Err(e) => return Err(format!("ClientError: checkpoints: {e}")),
         }
     }
-    Ok(())
+    Ok(linked)
 }
 
 /// Writes the toolkit's failure text unless the script left its own (TT 5.1.4 keeps an

@@ -6,6 +6,7 @@ pub mod checkpoints;
 pub mod contract;
 pub mod from_control;
 pub mod host;
+pub mod input_overlay;
 pub mod job_log;
 pub mod network;
 pub mod objects;

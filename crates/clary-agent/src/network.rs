@@ -3,10 +3,12 @@
 //! namespace (root, or CAP_SYS_ADMIN), the user's processes see that file as `/etc/hosts` and
 //! `algo-i` as their hostname, so every resolver (Python, ps-lite, a shell) agrees; elsewhere
 //! Python's resolver is taught the file by the `sitecustomize` shim (`CLARY_HOSTS_FILE`).
+//! The same namespace carries the protected view of linked channels ([`crate::input_overlay`]).
 
 // Unsafe: a pre-exec hook (unshare, mount, sethostname) between fork and exec has no safe API.
 #![allow(unsafe_code)]
 
+use crate::input_overlay::{InputOverlay, InputView, JOB_NAMESPACES, enter_private_namespace};
 use clary_exec::protocol::HostSpec;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ pub struct HostIdentity {
     pub hosts_file: PathBuf,
     hosts_file_c: CString,
     hostname: CString,
+    inputs: Option<InputOverlay>,
 }
 
 /// The hosts file's text: the machine's own entries (so `localhost` and the rest still
@@ -51,31 +54,39 @@ impl HostIdentity {
             hosts_file_c: to_c(&hosts_file.display().to_string())?,
             hostname: to_c(&spec.current_host)?,
             hosts_file,
+            inputs: None,
         })
+    }
+
+    /// From now on every process started with [`apply`](Self::apply) sees the linked
+    /// channels through `overlay`, or is not started.
+    pub fn protect_inputs(&mut self, overlay: InputOverlay) {
+        self.inputs = Some(overlay);
     }
 
     /// Makes the command's process see the hosts file as `/etc/hosts` and the host's name as
     /// its hostname, when the kernel lets this agent make namespaces; otherwise the process
-    /// runs as it would have, and the `sitecustomize` shim covers Python.
-    pub fn apply(&self, cmd: &mut tokio::process::Command) {
+    /// runs as it would have, and the `sitecustomize` shim covers Python. Where channels are
+    /// linked from the store, the process also gets `view` of them, and fails to start
+    /// rather than run without it.
+    pub fn apply(&self, cmd: &mut tokio::process::Command, view: InputView) {
         let hosts = self.hosts_file_c.clone();
         let name = self.hostname.clone();
+        let inputs = self.inputs.clone();
         // SAFETY: between fork and exec only async-signal-safe system calls run, on strings
         // prepared before the fork; nothing allocates.
         unsafe {
             cmd.pre_exec(move || {
                 use nix::libc;
-                if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS) != 0 {
-                    return Ok(());
+                if let Err(e) = enter_private_namespace(JOB_NAMESPACES) {
+                    return match inputs {
+                        Some(_) => Err(e),
+                        None => Ok(()),
+                    };
                 }
-                // Keep the bind mount inside this namespace.
-                libc::mount(
-                    c"none".as_ptr(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                );
+                if let Some(inputs) = &inputs {
+                    inputs.mount_in_child(view)?;
+                }
                 libc::mount(
                     hosts.as_ptr(),
                     c"/etc/hosts".as_ptr(),

@@ -1,6 +1,7 @@
 //! Where a host gets its objects (channels, code, checkpoints) and puts its artifacts: its
-//! spec's `object_access` picks the store, and the rest of the agent sees only the
-//! [`ObjectStore`] trait. Every store method blocks; call them from blocking threads.
+//! spec's `object_access` picks the store, and the rest of the agent sees the [`ObjectStore`]
+//! trait (and the local store itself only to link File-mode channels, see
+//! [`crate::input_overlay`]). Every store method blocks; call them from blocking threads.
 
 use clary_client::SignedClient;
 use clary_exec::protocol::HostSpec;
@@ -12,11 +13,19 @@ use tokio::runtime::Handle;
 /// The host's object store, shared by the stages, the Pipe feeders and the checkpoint sync.
 pub type Objects = Arc<dyn ObjectStore>;
 
-/// The store `spec` asks for and a line for the job's log saying which it is: the embedded
-/// store's directory when the host shares the server's disk (`local`: files are cloned in
-/// where the filesystem can, copied where not), or the server's S3 API over HTTP when it does not (`http`: a cluster
-/// node). `handle` runs the HTTP requests.
-pub fn for_host(spec: &HostSpec, handle: Handle) -> Result<(Objects, String), String> {
+/// A host's store: the objects, the local store itself when the host shares its disk (so
+/// channels may be linked from it, see [`crate::input_overlay`]), and a line for the job's
+/// log saying which it is.
+pub struct HostStore {
+    pub objects: Objects,
+    pub local: Option<Arc<LocalStore>>,
+    pub how: String,
+}
+
+/// The store `spec` asks for: the embedded store's directory when the host shares the
+/// server's disk (`local`), or the server's S3 API over HTTP when it does not (`http`: a
+/// cluster node). `handle` runs the HTTP requests.
+pub fn for_host(spec: &HostSpec, handle: Handle) -> Result<HostStore, String> {
     if spec.object_access == "http" {
         let signer = Signer {
             access_key: spec.access_key.clone(),
@@ -28,14 +37,21 @@ pub fn for_host(spec: &HostSpec, handle: Handle) -> Result<(Objects, String), St
             "Objects travel over the S3 API at {} (this host does not share the store's disk)",
             spec.control_url
         );
-        return Ok((Arc::new(store), how));
+        return Ok(HostStore {
+            objects: Arc::new(store),
+            local: None,
+            how,
+        });
     }
     let root = &spec.store_root;
-    let store = LocalStore::open(root)
-        .map_err(|e| format!("opening the object store at {}: {e}", root.display()))?;
-    let how = format!(
-        "Objects are cloned or copied from the store at {}",
-        root.display()
+    let store = Arc::new(
+        LocalStore::open(root)
+            .map_err(|e| format!("opening the object store at {}: {e}", root.display()))?,
     );
-    Ok((Arc::new(store), how))
+    let how = format!("Objects come from the store at {}", root.display());
+    Ok(HostStore {
+        objects: store.clone(),
+        local: Some(store),
+        how,
+    })
 }

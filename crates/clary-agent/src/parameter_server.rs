@@ -4,6 +4,7 @@
 //! with a reason instead of a hang) and killed when the job ends, and `DMLC_NODE_HOST` pins
 //! every node to its host's own address so ps-lite never binds another interface.
 
+use crate::input_overlay::InputView;
 use crate::job_log::JobLog;
 use crate::network::HostIdentity;
 use crate::pyvalue::{Py, decode_hyperparameter};
@@ -139,7 +140,7 @@ impl PsProcesses {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .process_group(0);
-            identity.apply(&mut cmd);
+            identity.apply(&mut cmd, InputView::ReadOnly);
             let mut child = cmd.spawn().map_err(|e| {
                 format!(
                     "could not start the parameter server {role}: {} -c 'import mxnet': {e}",

@@ -1,6 +1,7 @@
 //! Running the user's entry point: classification (TT `_entry_point_type`), the process group,
 //! output streaming, SIGTERM forwarding with a SIGKILL grace period, and `MaxRuntimeInSeconds`.
 
+use crate::input_overlay::InputView;
 use crate::job_log::JobLog;
 use crate::network::HostIdentity;
 use clary_exec::protocol::{HostSpec, LogLine};
@@ -119,19 +120,23 @@ fn forward_lines<R: AsyncRead + Unpin + Send + 'static>(
     })
 }
 
-/// Runs a helper command (pip) with its output in the job log; returns its exit code.
+/// Runs a helper command (pip, which runs the job's `setup.py`) with its output in the job
+/// log, in the host's namespaces with the channels read-only; returns its exit code.
 pub async fn stream_command(
     program: &Path,
     args: &[String],
     cwd: &Path,
+    identity: &HostIdentity,
     log: &JobLog,
 ) -> Result<i32, String> {
-    let mut child = Command::new(program)
-        .args(args)
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    identity.apply(&mut cmd, InputView::ReadOnly);
+    let mut child = cmd
         .spawn()
         .map_err(|e| format!("could not run {}: {e}", program.display()))?;
     let out = forward_lines(child.stdout.take().expect("piped"), log.sender());
@@ -195,7 +200,7 @@ pub async fn run_user_process(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    identity.apply(&mut cmd);
+    identity.apply(&mut cmd, InputView::Writable);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return RunEnd::SpawnFailed(format!("could not start {shown}: {e}")),

@@ -2,11 +2,12 @@
 
 use crate::contract::Layout;
 use crate::job_log::JobLog;
+use crate::network::HostIdentity;
 use crate::objects::Objects;
 use crate::runner::{EntryPoint, stream_command};
 use clary_exec::protocol::{ChannelSpec, HostSpec};
-use clary_store::Fetched;
 use clary_store::archive::{DEFAULT_GZIP_LEVEL, extract_tar_gz, pack_dir};
+use clary_store::{Fetched, LocalStore};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -123,6 +124,8 @@ pub fn channel_objects(
 /// How many files a channel got, by the way each was made (see [`Fetched`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Staged {
+    /// Hard links to the store's files, seen by the job only through an overlay.
+    pub linked: usize,
     pub reflinked: usize,
     pub copied: usize,
     pub downloaded: usize,
@@ -130,12 +133,18 @@ pub struct Staged {
 
 impl Staged {
     pub fn files(&self) -> usize {
-        self.reflinked + self.copied + self.downloaded
+        self.linked + self.reflinked + self.copied + self.downloaded
     }
 
     /// For the job's log: how the files were made, and so why the store is safe from the job.
     pub fn method(&self) -> String {
         let mut ways = Vec::new();
+        if self.linked > 0 {
+            ways.push(format!(
+                "{} linked from the store, read-only under an overlay (the script's writes go to this host's own copies)",
+                self.linked
+            ));
+        }
         if self.reflinked > 0 {
             ways.push(format!(
                 "{} cloned copy-on-write from the store (reflinks: no bytes copied)",
@@ -158,11 +167,14 @@ impl Staged {
     }
 }
 
-/// File mode: the channel's objects appear under `dest` as files of the job's own (clones or
-/// copies of the local store's files, downloads when the store is remote): a script writing
+/// File mode: the channel's objects appear under `dest`. With `link` (a local store, and an
+/// agent that can put an overlay over `dest` for the job, see [`crate::input_overlay`]) as
+/// hard links to the stored files; otherwise as files of the job's own (clones or copies of
+/// the local store's files, downloads when the store is remote). Either way a script writing
 /// to its input never changes a stored object.
 pub fn stage_channel(
     store: &Objects,
+    link: Option<&LocalStore>,
     ch: &ChannelSpec,
     objects: &[ChannelObject],
     dest: &Path,
@@ -181,6 +193,11 @@ pub fn stage_channel(
             fs::create_dir_all(parent)
                 .map_err(|e| format!("creating {}: {e}", parent.display()))?;
         }
+        // A store on another filesystem cannot be linked: that file is fetched instead.
+        if link.is_some_and(|local| link_object(local, &obj.bucket, &obj.key, &target)) {
+            n.linked += 1;
+            continue;
+        }
         let how = store
             .fetch_to(&obj.bucket, &obj.key, &target)
             .map_err(|e| format!("channel {}: {e}", ch.name))?;
@@ -191,6 +208,17 @@ pub fn stage_channel(
         }
     }
     Ok(n)
+}
+
+/// Hard-links the stored file of `bucket/key` at `target`; false if it cannot.
+fn link_object(local: &LocalStore, bucket: &str, key: &str, target: &Path) -> bool {
+    let _ = fs::remove_file(target);
+    // A failed link may mean the object was replaced since the lookup: look again.
+    (0..3).any(|_| {
+        local
+            .data_path(bucket, key)
+            .is_ok_and(|(_, source)| fs::hard_link(source, target).is_ok())
+    })
 }
 
 /// `dest/rel` if `rel` stays inside `dest`.
@@ -264,6 +292,7 @@ pub async fn install_requirements(
     entry: &EntryPoint,
     runtime_python: &Path,
     layout: &Layout,
+    identity: &HostIdentity,
     log: &JobLog,
 ) -> Result<PathBuf, String> {
     let code = layout.code();
@@ -295,7 +324,7 @@ pub async fn install_requirements(
         job_python.display(),
         cmd.join(" ")
     ));
-    let code_status = stream_command(&job_python, &cmd, &code, log).await?;
+    let code_status = stream_command(&job_python, &cmd, &code, identity, log).await?;
     if code_status != 0 {
         let kind = if is_package {
             "InstallModuleError"
@@ -385,6 +414,65 @@ mod tests {
         assert_eq!(objs[1].bucket, "bkt");
         assert!(parse_manifest(r#"["a"]"#).is_err());
         assert!(parse_manifest("{}").is_err());
+    }
+
+    fn one_object_store() -> (tempfile::TempDir, std::sync::Arc<clary_store::LocalStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let local = clary_store::LocalStore::open(dir.path().join("store")).unwrap();
+        local.create_bucket("bkt").unwrap();
+        local
+            .put_bytes("bkt", "d/a", b"stored", clary_store::PutOptions::default())
+            .unwrap();
+        (dir, std::sync::Arc::new(local))
+    }
+
+    fn file_channel() -> ChannelSpec {
+        ChannelSpec {
+            name: "train".into(),
+            bucket: "bkt".into(),
+            prefix: "d/".into(),
+            config: serde_json::json!({}),
+            input_mode: "File".into(),
+            data_type: "S3Prefix".into(),
+            sharded: false,
+            gzip: false,
+            record_io: false,
+        }
+    }
+
+    /// Linking (only ever under an overlay): the staged file is the stored inode.
+    #[test]
+    fn linked_channels_share_the_stored_files() {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, local) = one_object_store();
+        let store: Objects = local.clone();
+        let objects = channel_objects(&store, &file_channel(), 0, 1).unwrap();
+        let dest = dir.path().join("train");
+        let n = stage_channel(&store, Some(&local), &file_channel(), &objects, &dest).unwrap();
+        assert_eq!((n.linked, n.files()), (1, 1), "{n:?}");
+        assert!(
+            n.method()
+                .contains("1 linked from the store, read-only under an overlay")
+        );
+        let (_, stored) = local.data_path("bkt", "d/a").unwrap();
+        assert_eq!(
+            fs::metadata(dest.join("a")).unwrap().ino(),
+            fs::metadata(stored).unwrap().ino()
+        );
+    }
+
+    /// The fallback where no overlay can be made: the job's own file, and writing to it
+    /// leaves the stored object as it was.
+    #[test]
+    fn without_an_overlay_channels_are_the_jobs_own_files() {
+        let (dir, local) = one_object_store();
+        let store: Objects = local.clone();
+        let objects = channel_objects(&store, &file_channel(), 0, 1).unwrap();
+        let dest = dir.path().join("train");
+        let n = stage_channel(&store, None, &file_channel(), &objects, &dest).unwrap();
+        assert_eq!((n.linked, n.reflinked + n.copied), (0, 1), "{n:?}");
+        fs::write(dest.join("a"), "changed").unwrap();
+        assert_eq!(local.get_bytes("bkt", "d/a").unwrap(), b"stored");
     }
 
     #[test]
