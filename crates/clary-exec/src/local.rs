@@ -200,7 +200,15 @@ mod tests {
             .spawn()
             .unwrap();
         let exec = LocalExecutor;
-        let found = exec.find_by_spec("agent", &spec);
+        // Between fork and exec the child's command line is still this test's: wait for exec.
+        let mut found = Vec::new();
+        for _ in 0..200 {
+            found = exec.find_by_spec("agent", &spec);
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].pid, child.id() as i32);
         assert!(exec.find_by_spec("model-server", &spec).is_empty());
