@@ -9,3 +9,4 @@ pub mod job;
 pub mod logs;
 pub mod metrics;
 pub mod training;
+pub mod tuning;
