@@ -256,6 +256,8 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
         )
         .await;
     let code_dir = layout.code();
+    let monitor =
+        crate::monitor::Monitor::start(spec, store.clone(), reporter.clone(), log.clone());
     let ctx = RunContext {
         code_dir: &code_dir,
         spec,
@@ -264,6 +266,9 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
         abort: ps.as_mut().map(|p| &mut p.failures),
     };
     let end = run_user_process(&entry, &python, &args, &env, ctx).await;
+    if let Some(m) = monitor {
+        m.finish().await;
+    }
     if let Some(p) = ps {
         p.stop();
     }

@@ -8,6 +8,7 @@ pub mod from_control;
 pub mod host;
 pub mod input_overlay;
 pub mod job_log;
+pub mod monitor;
 pub mod network;
 pub mod objects;
 pub mod parameter_server;

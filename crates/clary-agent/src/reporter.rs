@@ -3,7 +3,10 @@
 //! server loses nothing: the agent keeps its lines until the server answers again.
 
 use clary_client::{Retry, SignedClient};
-use clary_exec::protocol::{AGENT_API, HostSpec, LogBatch, LogLine, ResultReport, StatusReport};
+use clary_exec::protocol::{
+    AGENT_API, HostSpec, LogBatch, LogLine, MonitorSettings, ResultReport, StatusReport,
+    SystemMetricsReport, SystemSample,
+};
 use clary_sigv4::Signer;
 use serde::Serialize;
 use std::time::Duration;
@@ -14,6 +17,12 @@ const RETRY: Retry = Retry::CONTROL_PLANE;
 /// Log lines are sent when this many are waiting, or after [`FLUSH_EVERY`].
 const BATCH_LINES: usize = 500;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// The system monitor's reports are retried briefly: the next one carries fresh samples.
+const MONITOR_RETRY: Retry = Retry {
+    first_delay: Duration::from_millis(100),
+    max_delay: Duration::from_secs(1),
+    give_up_after: Duration::from_secs(5),
+};
 
 #[derive(Clone)]
 pub struct Reporter {
@@ -72,6 +81,26 @@ impl Reporter {
         let body = serde_json::json!({"JobName": self.job_name, "Host": host});
         let answer = self.call_for("GetHostSpec", &body).await?;
         serde_json::from_value(answer).map_err(|e| format!("the host spec is not valid: {e}"))
+    }
+
+    /// A batch of the system monitor's samples; answers with the monitor's settings now.
+    pub async fn system_metrics(
+        &self,
+        host: &str,
+        samples: Vec<SystemSample>,
+    ) -> Result<MonitorSettings, String> {
+        let r = SystemMetricsReport {
+            job_name: self.job_name.clone(),
+            host: host.into(),
+            samples,
+        };
+        let answer = self
+            .client
+            .call_json_retrying(AGENT_API, "ReportSystemMetrics", &r, &MONITOR_RETRY)
+            .await
+            .map_err(|e| format!("ReportSystemMetrics: {e}"))?;
+        serde_json::from_value(answer)
+            .map_err(|e| format!("the monitor settings are not valid: {e}"))
     }
 
     pub async fn result(&self, r: &ResultReport) -> Result<(), String> {

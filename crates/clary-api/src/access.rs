@@ -58,7 +58,7 @@ pub fn denied(key: &ScopedKey, what: &str) -> String {
 pub fn may_call_agent_api(key: &ScopedKey, op: &str, body: &Value) -> bool {
     let field = |k: &str| body.get(k).and_then(Value::as_str);
     match op {
-        "ReportStatus" | "PutLogLines" | "ReportResult" | "GetHostSpec" => {
+        "ReportStatus" | "PutLogLines" | "ReportResult" | "GetHostSpec" | "ReportSystemMetrics" => {
             key.may_report(field("JobName"), None)
         }
         "GetModelServerSpec" | "ReportInstance" => key.may_report(None, field("InstanceId")),

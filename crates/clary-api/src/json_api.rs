@@ -5,7 +5,7 @@ use crate::ApiState;
 use crate::errors::ApiError;
 use clary_control::ControlError;
 use clary_control::domain::job::{HostResult, Outcome};
-use clary_exec::protocol::{self, LogBatch, ResultReport, StatusReport};
+use clary_exec::protocol::{self, LogBatch, ResultReport, StatusReport, SystemMetricsReport};
 use serde_json::{Value, json};
 
 fn host_result(r: &ResultReport) -> HostResult {
@@ -55,6 +55,21 @@ pub fn agent(state: &ApiState, op: &str, body: Value) -> Result<Value, ApiError>
         return Ok(state.control.training.host_spec(job, host)?);
     }
     let training = &state.control.training;
+    if op == "ReportSystemMetrics" {
+        let r: SystemMetricsReport = serde_json::from_value(body).map_err(bad)?;
+        let samples = r
+            .samples
+            .into_iter()
+            .map(|s| (s.metric, s.timestamp, s.value))
+            .collect();
+        let now = training.report_system_metrics(&r.job_name, &r.host, samples)?;
+        let wire = protocol::MonitorSettings {
+            interval_ms: now.interval_ms,
+            bucket: now.output.as_ref().map(|o| o.bucket.clone()),
+            prefix: now.output.map(|o| o.prefix),
+        };
+        return Ok(serde_json::to_value(wire).map_err(|e| ControlError::Internal(e.to_string()))?);
+    }
     match op {
         "ReportStatus" => {
             let r: StatusReport = serde_json::from_value(body).map_err(bad)?;

@@ -16,6 +16,7 @@ pub const SERVED_OPERATIONS: &[&str] = &[
     "DescribeTrainingJob",
     "ListTrainingJobs",
     "StopTrainingJob",
+    "UpdateTrainingJob",
     "CreateModel",
     "DescribeModel",
     "ListModels",

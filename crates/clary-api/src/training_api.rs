@@ -228,6 +228,9 @@ impl CreateTrainingJobRequest {
                     regex: d.regex.clone(),
                 })
                 .collect(),
+            // Filled in by `create` (it needs the account's default output path).
+            profiler: Default::default(),
+            debug_rules: Vec::new(),
         })
     }
 }
@@ -244,7 +247,10 @@ fn create(state: &ApiState, body: Value) -> Result<Value, ControlError> {
     validate::create_training_job(&body, &|b| store.head_bucket(b).is_ok())?;
     let req: CreateTrainingJobRequest = serde_json::from_value(body.clone())
         .map_err(|e| ControlError::Validation(format!("1 validation error detected: {e}")))?;
-    let spec = req.spec().map_err(ControlError::Validation)?;
+    let mut spec = req.spec().map_err(ControlError::Validation)?;
+    let default_output = state.control.training.default_profiler_output();
+    (spec.profiler, spec.debug_rules) =
+        crate::profiler_api::create_settings(&body, &default_output, clary_control::now_secs())?;
     let arn = state.control.training.create(NewTrainingJob {
         name: req.training_job_name,
         spec,
@@ -305,7 +311,6 @@ pub fn describe_json(job: &TrainingJob, finals: &[FinalMetric]) -> Value {
         "VpcConfig",
         "CheckpointConfig",
         "DebugHookConfig",
-        "ProfilerConfig",
         "Environment",
         "RetryStrategy",
         "TensorBoardOutputConfig",
@@ -316,10 +321,19 @@ pub fn describe_json(job: &TrainingJob, finals: &[FinalMetric]) -> Value {
             out[key] = v.clone();
         }
     }
+    crate::profiler_api::describe_into(&mut out, job);
     out["ModelArtifacts"] = json!({"S3ModelArtifacts": s.artifacts.clone().unwrap_or_default()});
-    if !finals.is_empty() {
+    // The system monitor's samples are metrics of the job too; the final ones are the defined.
+    let defined = |f: &&FinalMetric| {
+        job.spec
+            .metric_definitions
+            .iter()
+            .any(|d| d.name == f.metric)
+    };
+    if finals.iter().any(|f| defined(&f)) {
         out["FinalMetricDataList"] = finals
             .iter()
+            .filter(defined)
             .map(|f| json!({"MetricName": f.metric, "Value": f.value, "Timestamp": f.timestamp}))
             .collect();
     }
@@ -418,6 +432,7 @@ pub fn handle(state: &ApiState, op: &str, body: &Value) -> Option<Result<Value, 
             Ok(describe_json(&job, &finals))
         }),
         "ListTrainingJobs" => list(state, body),
+        "UpdateTrainingJob" => crate::profiler_api::update(state, body),
         "StopTrainingJob" => named(body)
             .and_then(|n| training.stop(&n))
             .map(|()| json!({})),

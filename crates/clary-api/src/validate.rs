@@ -4,7 +4,7 @@
 use clary_control::ControlError;
 use serde_json::Value;
 
-fn fail(value: &str, at: &str, constraint: &str) -> ControlError {
+pub(crate) fn fail(value: &str, at: &str, constraint: &str) -> ControlError {
     let shown: String = value.chars().take(100).collect();
     ControlError::Validation(format!(
         "1 validation error detected: Value '{shown}' at '{at}' failed to satisfy constraint: {constraint}"

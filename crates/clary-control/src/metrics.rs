@@ -2,7 +2,7 @@
 //! they arrive and the samples stored; CloudWatch's reads and `FinalMetricDataList` come from
 //! here.
 
-use crate::domain::metrics::{FinalMetric, MetricDefinition, MetricMatcher};
+use crate::domain::metrics::{FinalMetric, MetricDefinition, MetricMatcher, MetricSample};
 use crate::error::ControlError;
 use crate::store::metrics::{MetricStore, SampleQuery};
 use std::collections::{HashMap, HashSet};
@@ -117,6 +117,11 @@ impl Metrics {
                 )
             })
             .collect())
+    }
+
+    /// Samples measured rather than read from the log (the system monitor's), kept as they are.
+    pub fn record(&self, job: &str, samples: &[MetricSample]) -> Result<(), ControlError> {
+        self.store.insert(job, samples)
     }
 
     pub fn final_values(&self, job: &str) -> Result<Vec<FinalMetric>, ControlError> {

@@ -122,6 +122,40 @@ pub struct HostSpec {
     /// 0 for the first run of the job, then one more for each restart (`RetryStrategy`).
     #[serde(default)]
     pub attempt: u32,
+    /// Debugger's system monitor as the job starts; the agent follows later changes through
+    /// `ReportSystemMetrics`' answers. `None` from a control plane without one.
+    #[serde(default)]
+    pub monitor: Option<MonitorSettings>,
+}
+
+/// What a host's system monitor does: sample every `interval_ms` (none while profiling is off)
+/// and write under `s3://<bucket>/<prefix>` (the job's `profiler-output/`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct MonitorSettings {
+    pub interval_ms: Option<u64>,
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+}
+
+/// One measured value of a host (`Metric` as CloudWatch names it, e.g. `CPUUtilization`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct SystemSample {
+    pub metric: String,
+    /// Epoch seconds.
+    pub timestamp: f64,
+    pub value: f64,
+}
+
+/// A batch of a host's system-monitor samples (`ClaryAgent.ReportSystemMetrics`), answered
+/// with the [`MonitorSettings`] in force.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct SystemMetricsReport {
+    pub job_name: String,
+    pub host: String,
+    pub samples: Vec<SystemSample>,
 }
 
 impl HostSpec {

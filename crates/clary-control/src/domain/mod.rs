@@ -8,5 +8,6 @@ pub mod hosting;
 pub mod job;
 pub mod logs;
 pub mod metrics;
+pub mod profiler;
 pub mod training;
 pub mod tuning;

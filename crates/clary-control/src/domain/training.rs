@@ -97,6 +97,12 @@ pub struct TrainingJobSpec {
     /// `AlgorithmSpecification.MetricDefinitions`.
     #[serde(default)]
     pub metric_definitions: Vec<super::metrics::MetricDefinition>,
+    /// `ProfilerConfig` with its defaults and `ProfilerRuleConfigurations`.
+    #[serde(default)]
+    pub profiler: super::profiler::ProfilerSettings,
+    /// `DebugRuleConfigurations`.
+    #[serde(default)]
+    pub debug_rules: Vec<super::profiler::ConfiguredRule>,
 }
 
 /// A training job.

@@ -205,6 +205,8 @@ fn placeholder_spec() -> TrainingJobSpec {
         checkpoints: None,
         max_retries: 0,
         metric_definitions: Vec::new(),
+        profiler: Default::default(),
+        debug_rules: Vec::new(),
     }
 }
 
@@ -394,6 +396,24 @@ impl TrainingJobStore {
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
         Ok(rows)
+    }
+
+    /// Writes a changed spec of a job still `InProgress` (`UpdateTrainingJob`); false when the
+    /// job has left that status meanwhile.
+    pub fn update_running_spec(
+        &self,
+        name: &str,
+        spec: &TrainingJobSpec,
+        last_modified_time: f64,
+    ) -> Result<bool, ControlError> {
+        let text =
+            serde_json::to_string(spec).map_err(|e| ControlError::Internal(e.to_string()))?;
+        let changed = self.db.lock().execute(
+            "UPDATE training_jobs SET spec = ?2, last_modified_time = ?3
+             WHERE name = ?1 AND status = 'InProgress'",
+            params![name, text, last_modified_time],
+        )?;
+        Ok(changed == 1)
     }
 
     pub fn set_spec(&self, name: &str, spec: &TrainingJobSpec) -> Result<(), ControlError> {

@@ -2,13 +2,14 @@
 //! contract, `HostSpec`), then all hosts at once through the executor.
 
 use super::TrainingJobs;
+use super::profiler::PROFILER_OUTPUT_DIR;
 use crate::domain::credentials::{Holder, ScopedKey, WriteGrant};
 use crate::domain::job::Host;
-use crate::domain::training::{Channel, InputMode, TrainingJob};
+use crate::domain::training::{Channel, InputMode, S3Location, TrainingJob};
 use crate::logs::TRAINING_LOG_GROUP;
 use crate::now_secs;
 use clary_exec::executor::{HostLaunch, JobLaunch, UnitCredentials};
-use clary_exec::protocol::{ChannelSpec, CheckpointSpec, HostSpec};
+use clary_exec::protocol::{ChannelSpec, CheckpointSpec, HostSpec, MonitorSettings};
 use clary_exec::runtimes::{MXNET_TRAINING_MODULE, Mode};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
@@ -61,6 +62,15 @@ fn channel_spec(ch: &Channel, job_mode: InputMode) -> ChannelSpec {
         sharded: ch.distribution == "ShardedByS3Key",
         gzip: ch.compression.as_deref() == Some("Gzip"),
         record_io: ch.record_wrapper.as_deref() == Some("RecordIO"),
+    }
+}
+
+/// The monitor settings as the agent wire carries them.
+pub(super) fn agent_monitor(m: &super::profiler::MonitorSettings) -> MonitorSettings {
+    MonitorSettings {
+        interval_ms: m.interval_ms,
+        bucket: m.output.as_ref().map(|o| o.bucket.clone()),
+        prefix: m.output.as_ref().map(|o| o.prefix.clone()),
     }
 }
 
@@ -123,6 +133,7 @@ impl TrainingJobs {
             .map(|c| channel_spec(c, spec.input_mode))
             .collect();
         let epoch = chrono::Utc::now().timestamp();
+        let monitor = agent_monitor(&super::profiler::monitor_settings(job));
         let mut hosts = Vec::with_capacity(count);
         let mut paths = Vec::with_capacity(count);
         for (host, address) in names.iter().zip(&addresses) {
@@ -168,6 +179,7 @@ impl TrainingJobs {
                 device: image.device.clone(),
                 legacy: image.mode == Mode::Legacy,
                 attempt: job.state.attempt(),
+                monitor: Some(monitor.clone()),
                 checkpoint: spec.checkpoints.as_ref().map(|c| CheckpointSpec {
                     bucket: c.destination.bucket.clone(),
                     prefix: c.destination.prefix.clone(),
@@ -296,6 +308,22 @@ impl TrainingJobs {
                 format!("{output}/{}/", job.name)
             },
         }];
+        // Debugger's output: where the profiler writes now, and where enabling it later with
+        // the SDK's default path would.
+        let default_output =
+            S3Location::parse(&self.default_profiler_output()).map(|d| S3Location {
+                bucket: d.bucket,
+                prefix: format!("{}/{PROFILER_OUTPUT_DIR}/", job.name),
+            });
+        for out in [super::profiler::profiler_output(job), default_output]
+            .into_iter()
+            .flatten()
+        {
+            writes.push(WriteGrant {
+                bucket: out.bucket,
+                prefix: out.prefix,
+            });
+        }
         if let Some(c) = &spec.checkpoints {
             writes.push(WriteGrant {
                 bucket: c.destination.bucket.clone(),

@@ -3,6 +3,7 @@
 //! executor and the watch over them.
 
 mod launch;
+pub mod profiler;
 mod scheduler;
 
 use crate::config::ControlConfig;
