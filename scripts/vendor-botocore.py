@@ -18,6 +18,8 @@ OPERATIONS = [
     "CreateEndpointConfig", "DescribeEndpointConfig", "ListEndpointConfigs", "DeleteEndpointConfig",
     "CreateEndpoint", "UpdateEndpoint", "DescribeEndpoint", "ListEndpoints", "DeleteEndpoint",
     "AddTags", "ListTags", "DeleteTags", "ListMonitoringSchedules",
+    "CreateHyperParameterTuningJob", "DescribeHyperParameterTuningJob", "ListHyperParameterTuningJobs",
+    "ListTrainingJobsForHyperParameterTuningJob", "StopHyperParameterTuningJob",
 ]
 
 

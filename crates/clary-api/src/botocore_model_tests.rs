@@ -113,3 +113,21 @@ fn page_sizes_follow_the_model() {
     assert!(crate::validate::page_size(&body(max + 1), "MaxResults", "maxResults", 100).is_err());
     assert!(crate::validate::page_size(&body(0), "MaxResults", "maxResults", 100).is_err());
 }
+
+#[test]
+fn tuning_statuses_and_strategies_are_the_models() {
+    use clary_control::domain::tuning_job::TuningStatus;
+    let domain = set(TuningStatus::ALL.map(TuningStatus::as_str));
+    assert!(
+        domain.is_subset(&enum_of("HyperParameterTuningJobStatus")),
+        "{domain:?}"
+    );
+    assert_eq!(
+        enum_of("HyperParameterTuningJobStrategyType"),
+        set(["Bayesian", "Random", "Hyperband", "Grid"])
+    );
+    assert_eq!(
+        enum_of("TrainingJobEarlyStoppingType"),
+        set(["Off", "Auto"])
+    );
+}

@@ -38,6 +38,7 @@ impl ApiError {
                     (StatusCode::BAD_REQUEST, "ResourceNotFoundException")
                 }
                 ControlError::ResourceInUse(_) => (StatusCode::BAD_REQUEST, "ResourceInUse"),
+                ControlError::Missing(_) => (StatusCode::BAD_REQUEST, "ResourceNotFound"),
                 ControlError::ResourceLimitExceeded(_) => {
                     (StatusCode::BAD_REQUEST, "ResourceLimitExceeded")
                 }

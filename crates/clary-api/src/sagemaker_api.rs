@@ -7,7 +7,8 @@ use crate::wire::{required, tag_pairs, tags_json};
 use clary_control::ControlError;
 use serde_json::{Value, json};
 
-const SERVED: &str = "the training job, tag, model, endpoint configuration and endpoint operations";
+const SERVED: &str =
+    "the training job, tuning job, tag, model, endpoint configuration and endpoint operations";
 
 /// Every SageMaker operation Clary answers (the ones `scripts/vendor-botocore.py` vendors the
 /// model of).
@@ -34,6 +35,11 @@ pub const SERVED_OPERATIONS: &[&str] = &[
     "ListTags",
     "DeleteTags",
     "ListMonitoringSchedules",
+    "CreateHyperParameterTuningJob",
+    "DescribeHyperParameterTuningJob",
+    "ListHyperParameterTuningJobs",
+    "ListTrainingJobsForHyperParameterTuningJob",
+    "StopHyperParameterTuningJob",
 ];
 
 fn tags(state: &ApiState, op: &str, body: &Value) -> Option<Result<Value, ControlError>> {
@@ -77,6 +83,9 @@ fn empty_listing(op: &str) -> Option<Value> {
 pub fn handle(state: &ApiState, op: &str, body: Value) -> Result<Value, ApiError> {
     if let Some(result) = crate::training_api::handle(state, op, &body) {
         return result;
+    }
+    if let Some(result) = crate::tuning_api::handle(state, op, &body) {
+        return result.map_err(ApiError::from);
     }
     if let Some(result) = tags(state, op, &body) {
         return result.map_err(ApiError::from);

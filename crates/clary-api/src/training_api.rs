@@ -316,6 +316,7 @@ pub fn describe_json(job: &TrainingJob, finals: &[FinalMetric]) -> Value {
         "TensorBoardOutputConfig",
         "ExperimentConfig",
         "DebugRuleConfigurations",
+        "TuningJobArn",
     ] {
         if let Some(v) = req.get(key) {
             out[key] = v.clone();

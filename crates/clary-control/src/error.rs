@@ -16,6 +16,10 @@ pub enum ControlError {
     /// (`ResourceNotFoundException`).
     #[error("{0}")]
     ResourceNotFound(String),
+    /// A SageMaker resource that does not exist, where SageMaker answers with its own
+    /// `ResourceNotFound` (tuning jobs).
+    #[error("{0}")]
+    Missing(String),
     #[error("{0}")]
     ResourceLimitExceeded(String),
     #[error("{0}")]

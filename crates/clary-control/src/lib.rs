@@ -15,6 +15,7 @@ pub mod routes;
 pub mod store;
 pub mod tags;
 pub mod training;
+pub mod tuning;
 
 pub use config::ControlConfig;
 pub use domain::capacity;
@@ -29,6 +30,7 @@ pub struct ControlPlane {
     pub logs: logs::Logs,
     pub training: Arc<training::TrainingJobs>,
     pub hosting: Arc<hosting::Hosting>,
+    pub tuning: Arc<tuning::Tuning>,
     pub credentials: Arc<credentials::Credentials>,
     pub metrics: Arc<metrics::Metrics>,
     pub tags: tags::Tags,
@@ -62,6 +64,12 @@ impl ControlPlane {
             credentials.clone(),
             metrics.clone(),
         ));
+        let tuning = Arc::new(tuning::Tuning::new(
+            store::tuning::TuningStore::new(db.clone()),
+            training.clone(),
+            metrics.clone(),
+            config.clone(),
+        ));
         let hosting = Arc::new(hosting::Hosting::new(
             store::HostingStore::new(db.clone()),
             logs.clone(),
@@ -75,6 +83,7 @@ impl ControlPlane {
             logs,
             training,
             hosting,
+            tuning,
             credentials,
             metrics,
             tags: tags::Tags::new(store::TagStore::new(db)),

@@ -8,6 +8,7 @@ mod runtimes_cli;
 mod server;
 mod settings;
 mod train;
+mod tuning_cli;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -54,6 +55,13 @@ enum Command {
         command: JobsCommand,
     },
     /// Print a training job's log (every host), optionally following it to the end.
+    /// Hyperparameter tuning jobs.
+    Tuning {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: tuning_cli::TuningCommand,
+    },
     Logs {
         #[command(flatten)]
         client: ClientArgs,
@@ -236,6 +244,9 @@ async fn run(command: Command) -> Result<()> {
         } => env(data_dir, endpoint_url),
         Command::Train { client, args } => train::run(&Client::from_env(&client)?, args).await,
         Command::Jobs { client, command } => jobs(&Client::from_env(&client)?, command).await,
+        Command::Tuning { client, command } => {
+            tuning_cli::run(&Client::from_env(&client)?, command).await
+        }
         Command::Logs {
             client,
             name,

@@ -225,6 +225,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     )?;
     tokio::spawn(control.training.clone().run_scheduler());
     tokio::spawn(control.hosting.clone().run());
+    control
+        .tuning
+        .set_trial_echo(clary_api::tuning_api::trial_echo);
+    tokio::spawn(control.tuning.clone().run());
     println!(
         "clary server listening on {url} (data dir {})",
         data_dir.display()

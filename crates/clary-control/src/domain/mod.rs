@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod profiler;
 pub mod training;
 pub mod tuning;
+pub mod tuning_job;

@@ -93,6 +93,26 @@ const MIGRATIONS: &[&str] = &[
         value REAL NOT NULL
      );
      CREATE INDEX metric_samples_by_series ON metric_samples(job, metric, timestamp);",
+    // 7: hyperparameter tuning jobs and their trials.
+    "CREATE TABLE tuning_jobs (
+        name TEXT PRIMARY KEY,
+        arn TEXT NOT NULL,
+        request TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        status TEXT NOT NULL,
+        failure_reason TEXT,
+        creation_time REAL NOT NULL,
+        last_modified_time REAL NOT NULL,
+        end_time REAL
+     );
+     CREATE TABLE tuning_trials (
+        tuning_job TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        name TEXT NOT NULL UNIQUE,
+        hyperparameters TEXT NOT NULL,
+        early_stopped INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tuning_job, idx)
+     );",
 ];
 
 #[derive(Clone)]

@@ -7,6 +7,7 @@ pub mod logs;
 pub mod metrics;
 pub mod tags;
 pub mod training_jobs;
+pub mod tuning;
 
 pub use db::Db;
 pub use hosting::HostingStore;

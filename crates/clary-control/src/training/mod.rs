@@ -89,28 +89,34 @@ impl TrainingJobs {
     }
 
     /// `CreateTrainingJob`, for a spec the API built from a validated request.
-    pub fn create(&self, new: NewTrainingJob) -> Result<String, ControlError> {
-        if new.spec.image.is_empty() {
+    /// Whether Clary can run `spec` (its image and instance type); the runtime it maps to.
+    pub fn check_spec(&self, spec: &TrainingJobSpec) -> Result<String, ControlError> {
+        if spec.image.is_empty() {
             return Err(ControlError::Validation(
                 "AlgorithmSpecification.TrainingImage is required: Clary runs MXNet training images (AlgorithmName is not supported)".into(),
             ));
         }
         let image = self
             .runtimes
-            .training_image(&new.spec.image)
+            .training_image(&spec.image)
             .map_err(ControlError::Validation)?;
-        let instance_type = &new.spec.instance_type;
+        let instance_type = &spec.instance_type;
         if self.config.capacity.demand(instance_type).is_none() {
             return Err(ControlError::Validation(format!(
                 "Value {instance_type:?} at 'resourceConfig.instanceType' is not an ml.<family>.<size> instance type Clary can size; use e.g. ml.c5.xlarge or add it to the capacity table"
             )));
         }
+        Ok(image.runtime.name)
+    }
+
+    pub fn create(&self, new: NewTrainingJob) -> Result<String, ControlError> {
+        let runtime = self.check_spec(&new.spec)?;
         let arn = self.arn(&new.name);
         let job = TrainingJob {
             name: new.name,
             arn: arn.clone(),
             spec: new.spec,
-            runtime: image.runtime.name,
+            runtime,
             echo: new.echo,
             state: JobState::queued(now_secs()),
         };

@@ -1,0 +1,633 @@
+//! The hyperparameter tuning operations: `CreateHyperParameterTuningJob`, `Describe…`,
+//! `List…`, `ListTrainingJobsForHyperParameterTuningJob` and `Stop…`. A request's
+//! `TrainingJobDefinition` is read as the `CreateTrainingJob` request its trials are, so the
+//! trials get the same validation and spec as any training job.
+
+use crate::ApiState;
+use crate::training_api::CreateTrainingJobRequest;
+use crate::validate;
+use crate::wire::{required, str_field, tag_pairs, time_field};
+use clary_control::ControlError;
+use clary_control::domain::job::JobStatus;
+use clary_control::domain::tuning::{
+    ObjectiveType, ParameterRange, Scaling, StopRule, StrategyKind,
+};
+use clary_control::domain::tuning_job::{
+    OBJECTIVE_HYPERPARAMETER, Trial, TuningJob, TuningJobSpec, TuningStatus,
+};
+use clary_control::tuning::NewTuningJob;
+use serde_json::{Map, Value, json};
+
+fn invalid(message: String) -> ControlError {
+    ControlError::Validation(message)
+}
+
+fn field<'a>(v: &'a Value, k: &str, at: &str) -> Result<&'a Value, ControlError> {
+    v.get(k).filter(|x| !x.is_null()).ok_or_else(|| {
+        invalid(format!(
+            "1 validation error detected: Value null at '{at}' failed to satisfy constraint: Member must not be null"
+        ))
+    })
+}
+
+fn scaling(v: &Value) -> Result<Scaling, ControlError> {
+    Ok(match str_field(v, "ScalingType").unwrap_or("Auto") {
+        "Auto" => Scaling::Auto,
+        "Linear" => Scaling::Linear,
+        "Logarithmic" => Scaling::Logarithmic,
+        "ReverseLogarithmic" => Scaling::ReverseLogarithmic,
+        other => {
+            return Err(invalid(format!(
+                "1 validation error detected: Value '{other}' at 'scalingType' failed to satisfy constraint: Member must satisfy enum value set: [Auto, Linear, Logarithmic, ReverseLogarithmic]"
+            )));
+        }
+    })
+}
+
+fn bound<T: std::str::FromStr>(v: &Value, k: &str, name: &str) -> Result<T, ControlError> {
+    let text =
+        str_field(v, k).ok_or_else(|| invalid(format!("Parameter range {name} needs {k}")))?;
+    text.parse().map_err(|_| {
+        invalid(format!(
+            "{k} {text:?} of parameter range {name} is not a number"
+        ))
+    })
+}
+
+/// `ParameterRanges` in the domain's terms, checked as SageMaker checks them.
+fn ranges(config: &Value) -> Result<Vec<ParameterRange>, ControlError> {
+    let r = config.get("ParameterRanges").cloned().unwrap_or(json!({}));
+    let list = |k: &str| {
+        r.get(k)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for v in list("IntegerParameterRanges") {
+        let name = str_field(&v, "Name").unwrap_or_default().to_string();
+        let (min, max): (i64, i64) = (bound(&v, "MinValue", &name)?, bound(&v, "MaxValue", &name)?);
+        if min > max {
+            return Err(invalid(format!(
+                "The MinValue of parameter range {name} is greater than its MaxValue"
+            )));
+        }
+        let scaling = scaling(&v)?;
+        if scaling == Scaling::Logarithmic && min <= 0 {
+            return Err(invalid(format!(
+                "Parameter range {name}: Logarithmic scaling needs MinValue above 0"
+            )));
+        }
+        out.push(ParameterRange::Integer {
+            name,
+            min,
+            max,
+            scaling,
+        });
+    }
+    for v in list("ContinuousParameterRanges") {
+        let name = str_field(&v, "Name").unwrap_or_default().to_string();
+        let (min, max): (f64, f64) = (bound(&v, "MinValue", &name)?, bound(&v, "MaxValue", &name)?);
+        if min > max {
+            return Err(invalid(format!(
+                "The MinValue of parameter range {name} is greater than its MaxValue"
+            )));
+        }
+        let scaling = scaling(&v)?;
+        if scaling == Scaling::Logarithmic && min <= 0.0 {
+            return Err(invalid(format!(
+                "Parameter range {name}: Logarithmic scaling needs MinValue above 0"
+            )));
+        }
+        if scaling == Scaling::ReverseLogarithmic && (!(0.0..1.0).contains(&min) || max >= 1.0) {
+            return Err(invalid(format!(
+                "Parameter range {name}: ReverseLogarithmic scaling needs values in [0, 1)"
+            )));
+        }
+        out.push(ParameterRange::Continuous {
+            name,
+            min,
+            max,
+            scaling,
+        });
+    }
+    for v in list("CategoricalParameterRanges") {
+        let name = str_field(&v, "Name").unwrap_or_default().to_string();
+        let values: Vec<String> = v
+            .get("Values")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if values.is_empty() {
+            return Err(invalid(format!(
+                "Categorical parameter range {name} needs at least one value"
+            )));
+        }
+        out.push(ParameterRange::Categorical { name, values });
+    }
+    let mut names = std::collections::HashSet::new();
+    for r in &out {
+        if r.name().is_empty() || !names.insert(r.name().to_string()) {
+            return Err(invalid(format!(
+                "Parameter range names must be given and distinct; {:?} is not",
+                r.name()
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// The `CreateTrainingJob` request a trial named `name` is, from the tuning request.
+fn trial_request(tuning: &Value, name: &str, hyperparameters: Value) -> Value {
+    let def = tuning
+        .get("TrainingJobDefinition")
+        .cloned()
+        .unwrap_or(json!({}));
+    let mut req = Map::new();
+    req.insert("TrainingJobName".into(), json!(name));
+    req.insert("HyperParameters".into(), hyperparameters);
+    for (k, v) in def.as_object().into_iter().flatten() {
+        match k.as_str() {
+            "StaticHyperParameters"
+            | "DefinitionName"
+            | "TuningObjective"
+            | "HyperParameterRanges"
+            | "HyperParameterTuningResourceConfig" => {}
+            _ => {
+                req.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    // The SDK sends the trials' instances as HyperParameterTuningResourceConfig (with
+    // InstanceConfigs when several instance types are allowed; the first is used).
+    if let Some(hpo) = def.get("HyperParameterTuningResourceConfig")
+        && !req.contains_key("ResourceConfig")
+    {
+        let first = hpo
+            .get("InstanceConfigs")
+            .and_then(|c| c.get(0))
+            .unwrap_or(hpo);
+        let mut rc = Map::new();
+        for k in ["InstanceType", "InstanceCount", "VolumeSizeInGB"] {
+            if let Some(v) = first.get(k).or_else(|| hpo.get(k)) {
+                rc.insert(k.into(), v.clone());
+            }
+        }
+        req.insert("ResourceConfig".into(), Value::Object(rc));
+    }
+    Value::Object(req)
+}
+
+/// A trial's request as `DescribeTrainingJob` echoes it (the control plane calls this).
+pub fn trial_echo(
+    tuning_echo: &str,
+    trial: &str,
+    tuning_arn: &str,
+    hps: &[(String, String)],
+) -> String {
+    let tuning: Value = serde_json::from_str(tuning_echo).unwrap_or(json!({}));
+    let map: Map<String, Value> = hps.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let mut req = trial_request(&tuning, trial, Value::Object(map));
+    req["TuningJobArn"] = json!(tuning_arn);
+    req.to_string()
+}
+
+fn create(state: &ApiState, body: &Value) -> Result<Value, ControlError> {
+    let name = required(body, "HyperParameterTuningJobName")?;
+    let name_ok = (1..=32).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && !name.ends_with('-');
+    if !name_ok {
+        return Err(invalid(format!(
+            "1 validation error detected: Value '{name}' at 'hyperParameterTuningJobName' failed to satisfy constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){{0,31}}"
+        )));
+    }
+    if body.get("TrainingJobDefinitions").is_some() {
+        return Err(invalid(
+            "Clary runs tuning jobs with one TrainingJobDefinition; several (TrainingJobDefinitions) are not served yet".into(),
+        ));
+    }
+    if body.get("WarmStartConfig").is_some() {
+        return Err(invalid(
+            "WarmStartConfig is not served by Clary yet; create the tuning job without it".into(),
+        ));
+    }
+    if body.get("Autotune").is_some() {
+        return Err(invalid(
+            "Autotune is not served by Clary yet; give HyperParameterTuningJobConfig".into(),
+        ));
+    }
+    let config = field(
+        body,
+        "HyperParameterTuningJobConfig",
+        "hyperParameterTuningJobConfig",
+    )?;
+    let strategy = match str_field(config, "Strategy").unwrap_or("Bayesian") {
+        "Random" => StrategyKind::Random,
+        "Grid" => StrategyKind::Grid,
+        "Bayesian" => StrategyKind::Bayesian,
+        "Hyperband" => StrategyKind::Hyperband,
+        other => {
+            return Err(invalid(format!(
+                "1 validation error detected: Value '{other}' at 'hyperParameterTuningJobConfig.strategy' failed to satisfy constraint: Member must satisfy enum value set: [Bayesian, Random, Hyperband, Grid]"
+            )));
+        }
+    };
+    let objective = field(
+        config,
+        "HyperParameterTuningJobObjective",
+        "hyperParameterTuningJobConfig.hyperParameterTuningJobObjective",
+    )?;
+    let metric = required(objective, "MetricName")?.to_string();
+    let objective_type = match str_field(objective, "Type") {
+        Some("Maximize") => ObjectiveType::Maximize,
+        Some("Minimize") => ObjectiveType::Minimize,
+        other => {
+            return Err(invalid(format!(
+                "1 validation error detected: Value '{}' at 'hyperParameterTuningJobConfig.hyperParameterTuningJobObjective.type' failed to satisfy constraint: Member must satisfy enum value set: [Maximize, Minimize]",
+                other.unwrap_or("null")
+            )));
+        }
+    };
+    let limits = field(
+        config,
+        "ResourceLimits",
+        "hyperParameterTuningJobConfig.resourceLimits",
+    )?;
+    let limit = |k: &str| limits.get(k).and_then(Value::as_u64);
+    let max_parallel = limit("MaxParallelTrainingJobs").unwrap_or(0);
+    if max_parallel < 1 {
+        return Err(invalid(
+            "ResourceLimits.MaxParallelTrainingJobs must be 1 or more".into(),
+        ));
+    }
+    let ranges = ranges(config)?;
+    let max_trials = match (limit("MaxNumberOfTrainingJobs"), strategy) {
+        (Some(n), _) if n >= 1 => n,
+        (None, StrategyKind::Grid) => u64::MAX,
+        _ => {
+            return Err(invalid(
+                "ResourceLimits.MaxNumberOfTrainingJobs must be 1 or more".into(),
+            ));
+        }
+    };
+    if strategy == StrategyKind::Grid
+        && ranges
+            .iter()
+            .any(|r| matches!(r, ParameterRange::Continuous { .. }))
+    {
+        return Err(invalid(
+            "The Grid strategy takes categorical (and integer) parameter ranges only; use Random, Bayesian or Hyperband for continuous ranges".into(),
+        ));
+    }
+    let stop_rule = match (
+        strategy,
+        str_field(config, "TrainingJobEarlyStoppingType").unwrap_or("Off"),
+    ) {
+        (StrategyKind::Hyperband, "Auto") => {
+            return Err(invalid(
+                "TrainingJobEarlyStoppingType Auto cannot be combined with the Hyperband strategy, which stops trials itself".into(),
+            ));
+        }
+        (StrategyKind::Hyperband, _) => StopRule::Hyperband,
+        (_, "Auto") => StopRule::Median,
+        (_, "Off") => StopRule::Off,
+        (_, other) => {
+            return Err(invalid(format!(
+                "1 validation error detected: Value '{other}' at 'hyperParameterTuningJobConfig.trainingJobEarlyStoppingType' failed to satisfy constraint: Member must satisfy enum value set: [Off, Auto]"
+            )));
+        }
+    };
+    let def = field(body, "TrainingJobDefinition", "trainingJobDefinition")?;
+    let statics = def
+        .get("StaticHyperParameters")
+        .cloned()
+        .unwrap_or(json!({}));
+    let template = trial_request(body, name, statics);
+    let store = state.store.clone();
+    validate::create_training_job(&template, &|b| store.head_bucket(b).is_ok())?;
+    let req: CreateTrainingJobRequest = serde_json::from_value(template)
+        .map_err(|e| invalid(format!("1 validation error detected: {e}")))?;
+    let training = req.spec().map_err(invalid)?;
+    let defined: Vec<&str> = training
+        .metric_definitions
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect();
+    if !defined.contains(&metric.as_str()) {
+        return Err(invalid(format!(
+            "The objective metric {metric} is not one of the metric definitions of the training job definition ({}); add a MetricDefinition named {metric} whose regex captures it",
+            if defined.is_empty() {
+                "there are none".to_string()
+            } else {
+                defined.join(", ")
+            }
+        )));
+    }
+    let ranged: Vec<&str> = ranges.iter().map(ParameterRange::name).collect();
+    if let Some((k, _)) = training
+        .hyperparameters
+        .iter()
+        .find(|(k, _)| ranged.contains(&k.as_str()))
+    {
+        return Err(invalid(format!(
+            "Hyperparameter {k} is both static and tuned; remove it from StaticHyperParameters or from ParameterRanges"
+        )));
+    }
+    let spec = TuningJobSpec {
+        strategy,
+        objective_metric: metric,
+        objective_type,
+        ranges,
+        max_trials: max_trials.min(u64::from(u32::MAX)) as u32,
+        max_parallel: max_parallel.min(100) as u32,
+        max_runtime_secs: limit("MaxRuntimeInSeconds"),
+        stop_rule,
+        seed: config
+            .get("RandomSeed")
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| {
+                // No seed asked for: a fresh one, kept with the job.
+                u64::from_le_bytes(
+                    uuid::Uuid::new_v4().as_bytes()[..8]
+                        .try_into()
+                        .expect("8 bytes"),
+                )
+            }),
+        target_objective: config
+            .get("TuningJobCompletionCriteria")
+            .and_then(|c| c.get("TargetObjectiveMetricValue"))
+            .and_then(Value::as_f64),
+        training,
+    };
+    let arn = state.control.tuning.create(NewTuningJob {
+        name: name.to_string(),
+        spec,
+        echo: body.to_string(),
+        tags: tag_pairs(body),
+    })?;
+    Ok(json!({"HyperParameterTuningJobArn": arn}))
+}
+
+fn counters(trials: &[Trial]) -> (Value, Value) {
+    let mut t = [0u32; 5]; // Completed, InProgress, RetryableError, NonRetryableError, Stopped
+    let mut o = [0u32; 3]; // Succeeded, Pending, Failed
+    for trial in trials {
+        match trial.status {
+            Some(JobStatus::Completed) => t[0] += 1,
+            None | Some(JobStatus::InProgress | JobStatus::Stopping) => t[1] += 1,
+            Some(JobStatus::Failed) => t[3] += 1,
+            Some(JobStatus::Stopped) => t[4] += 1,
+        }
+        if trial.objective().is_some() {
+            o[0] += 1;
+        } else if trial.running() {
+            o[1] += 1;
+        } else {
+            o[2] += 1;
+        }
+    }
+    (
+        json!({"Completed": t[0], "InProgress": t[1], "RetryableError": t[2], "NonRetryableError": t[3], "Stopped": t[4]}),
+        json!({"Succeeded": o[0], "Pending": o[1], "Failed": o[2]}),
+    )
+}
+
+fn objective_status(t: &Trial) -> &'static str {
+    if t.objective().is_some() {
+        "Succeeded"
+    } else if t.running() {
+        "Pending"
+    } else {
+        "Failed"
+    }
+}
+
+fn trial_summary(state: &ApiState, job: &TuningJob, t: &Trial) -> Value {
+    let training = state.control.training.get(&t.name).ok();
+    let mut v = json!({
+        "TrainingJobName": t.name,
+        "TrainingJobArn": state.control.training.arn(&t.name),
+        "TuningJobName": job.name,
+        "TrainingJobStatus": t.status.unwrap_or(JobStatus::InProgress).as_str(),
+        "TunedHyperParameters": t.values,
+        "ObjectiveStatus": objective_status(t),
+        "CreationTime": training.as_ref().map_or(job.creation_time, |j| j.state.creation_time),
+    });
+    if let Some(j) = &training {
+        if let Some(s) = j.state.start_time {
+            v["TrainingStartTime"] = json!(s);
+        }
+        if let Some(e) = j.state.end_time {
+            v["TrainingEndTime"] = json!(e);
+        }
+        if let Some(r) = &j.state.failure_reason {
+            v["FailureReason"] = json!(r);
+        }
+    }
+    if let Some(value) = t.objective() {
+        v["FinalHyperParameterTuningJobObjectiveMetric"] = json!({
+            "Type": match job.spec.objective_type { ObjectiveType::Maximize => "Maximize", ObjectiveType::Minimize => "Minimize" },
+            "MetricName": job.spec.objective_metric, "Value": value,
+        });
+    }
+    v
+}
+
+fn describe(state: &ApiState, name: &str) -> Result<Value, ControlError> {
+    let job = state.control.tuning.get(name)?;
+    let trials = state.control.tuning.trials(&job)?;
+    let req: Value = serde_json::from_str(&job.echo).unwrap_or(json!({}));
+    let (training_counters, objective_counters) = counters(&trials);
+    let mut out = json!({
+        "HyperParameterTuningJobName": job.name,
+        "HyperParameterTuningJobArn": job.arn,
+        "HyperParameterTuningJobConfig": req["HyperParameterTuningJobConfig"],
+        "HyperParameterTuningJobStatus": job.status.as_str(),
+        "CreationTime": job.creation_time,
+        "LastModifiedTime": job.last_modified_time,
+        "TrainingJobStatusCounters": training_counters,
+        "ObjectiveStatusCounters": objective_counters,
+    });
+    if let Some(d) = req.get("TrainingJobDefinition") {
+        // The static hyperparameters as sent, plus the objective's name as SageMaker adds it
+        // (the SDK's attach removes it, and fails when it is missing).
+        let mut d = d.clone();
+        if let Some(statics) = d
+            .get_mut("StaticHyperParameters")
+            .and_then(Value::as_object_mut)
+        {
+            statics.insert(
+                OBJECTIVE_HYPERPARAMETER.into(),
+                json!(job.spec.objective_metric),
+            );
+        }
+        // The instances the trials ran on, as ResourceConfig too when the request gave them
+        // as HyperParameterTuningResourceConfig (the SDK's attach reads ResourceConfig).
+        if d.get("ResourceConfig").is_none()
+            && let Some(rc) = trial_request(&req, &job.name, json!({})).get("ResourceConfig")
+        {
+            d["ResourceConfig"] = rc.clone();
+        }
+        out["TrainingJobDefinition"] = d;
+    }
+    if let Some(t) = job.end_time {
+        out["HyperParameterTuningEndTime"] = json!(t);
+    }
+    if let Some(r) = &job.failure_reason {
+        out["FailureReason"] = json!(r);
+    }
+    if let Some(best) = job.best(&trials) {
+        out["BestTrainingJob"] = trial_summary(state, &job, best);
+    }
+    Ok(out)
+}
+
+/// The page `MaxResults`/`NextToken` ask for, and the next token.
+fn page<T>(items: Vec<T>, body: &Value) -> Result<(Vec<T>, Option<String>), ControlError> {
+    let max = validate::page_size(body, "MaxResults", "maxResults", 100)?.unwrap_or(10) as usize;
+    let offset: usize = match str_field(body, "NextToken") {
+        Some(t) => t.parse().map_err(|_| {
+            invalid(format!(
+                "Invalid pagination token {t:?}; pass the NextToken of the previous response"
+            ))
+        })?,
+        None => 0,
+    };
+    let total = items.len();
+    let items: Vec<T> = items.into_iter().skip(offset).take(max).collect();
+    Ok((
+        items,
+        (total > offset + max).then(|| (offset + max).to_string()),
+    ))
+}
+
+fn list(state: &ApiState, body: &Value) -> Result<Value, ControlError> {
+    let status = match str_field(body, "StatusEquals") {
+        None => None,
+        Some(s) => Some(TuningStatus::parse(s).ok_or_else(|| invalid(format!(
+            "1 validation error detected: Value '{s}' at 'statusEquals' failed to satisfy constraint: Member must satisfy enum value set: [Completed, InProgress, Failed, Stopped, Stopping, Deleting, DeleteFailed]"
+        )))?),
+    };
+    let contains = str_field(body, "NameContains").map(str::to_lowercase);
+    let mut jobs: Vec<TuningJob> = state
+        .control
+        .tuning
+        .all()?
+        .into_iter()
+        .filter(|j| {
+            status.is_none_or(|s| j.status == s)
+                && contains
+                    .as_deref()
+                    .is_none_or(|c| j.name.to_lowercase().contains(c))
+                && time_field(body, "CreationTimeAfter").is_none_or(|t| j.creation_time > t)
+                && time_field(body, "CreationTimeBefore").is_none_or(|t| j.creation_time < t)
+        })
+        .collect();
+    let ascending = str_field(body, "SortOrder") == Some("Ascending");
+    jobs.sort_by(|a, b| {
+        let by = match str_field(body, "SortBy") {
+            Some("Name") => a.name.cmp(&b.name),
+            Some("Status") => a.status.as_str().cmp(b.status.as_str()),
+            _ => a.creation_time.total_cmp(&b.creation_time),
+        };
+        if ascending { by } else { by.reverse() }
+    });
+    let (jobs, next) = page(jobs, body)?;
+    let mut summaries = Vec::new();
+    for j in &jobs {
+        let trials = state.control.tuning.trials(j)?;
+        let (t, o) = counters(&trials);
+        let req: Value = serde_json::from_str(&j.echo).unwrap_or(json!({}));
+        let mut s = json!({
+            "HyperParameterTuningJobName": j.name, "HyperParameterTuningJobArn": j.arn,
+            "HyperParameterTuningJobStatus": j.status.as_str(),
+            "Strategy": req["HyperParameterTuningJobConfig"]["Strategy"],
+            "CreationTime": j.creation_time, "LastModifiedTime": j.last_modified_time,
+            "TrainingJobStatusCounters": t, "ObjectiveStatusCounters": o,
+            "ResourceLimits": req["HyperParameterTuningJobConfig"]["ResourceLimits"],
+        });
+        if let Some(e) = j.end_time {
+            s["HyperParameterTuningEndTime"] = json!(e);
+        }
+        summaries.push(s);
+    }
+    let mut out = json!({"HyperParameterTuningJobSummaries": summaries});
+    if let Some(n) = next {
+        out["NextToken"] = json!(n);
+    }
+    Ok(out)
+}
+
+fn list_trials(state: &ApiState, body: &Value) -> Result<Value, ControlError> {
+    let job = state
+        .control
+        .tuning
+        .get(required(body, "HyperParameterTuningJobName")?)?;
+    let status = str_field(body, "StatusEquals");
+    let mut trials: Vec<Trial> = state
+        .control
+        .tuning
+        .trials(&job)?
+        .into_iter()
+        .filter(|t| status.is_none_or(|s| t.status.unwrap_or(JobStatus::InProgress).as_str() == s))
+        .collect();
+    let ascending = str_field(body, "SortOrder") == Some("Ascending");
+    let kind = job.spec.objective_type;
+    trials.sort_by(|a, b| {
+        let by = match str_field(body, "SortBy") {
+            Some("Name") => a.name.cmp(&b.name),
+            Some("Status") => a
+                .status
+                .map(JobStatus::as_str)
+                .cmp(&b.status.map(JobStatus::as_str)),
+            Some("FinalObjectiveMetricValue") => {
+                // Best first when descending; trials without an objective last either way.
+                match (a.objective(), b.objective()) {
+                    (Some(x), Some(y)) => {
+                        let ord = x.total_cmp(&y);
+                        if kind == ObjectiveType::Minimize {
+                            ord.reverse()
+                        } else {
+                            ord
+                        }
+                    }
+                    (Some(_), None) => std::cmp::Ordering::Greater,
+                    (None, Some(_)) => std::cmp::Ordering::Less,
+                    (None, None) => std::cmp::Ordering::Equal,
+                }
+            }
+            _ => a.index.cmp(&b.index),
+        };
+        if ascending { by } else { by.reverse() }
+    });
+    let (trials, next) = page(trials, body)?;
+    let mut out = json!({
+        "TrainingJobSummaries": trials.iter().map(|t| trial_summary(state, &job, t)).collect::<Vec<_>>()
+    });
+    if let Some(n) = next {
+        out["NextToken"] = json!(n);
+    }
+    Ok(out)
+}
+
+/// The tuning operations; `None` for any other.
+pub fn handle(state: &ApiState, op: &str, body: &Value) -> Option<Result<Value, ControlError>> {
+    Some(match op {
+        "CreateHyperParameterTuningJob" => create(state, body),
+        "DescribeHyperParameterTuningJob" => {
+            required(body, "HyperParameterTuningJobName").and_then(|n| describe(state, n))
+        }
+        "ListHyperParameterTuningJobs" => list(state, body),
+        "ListTrainingJobsForHyperParameterTuningJob" => list_trials(state, body),
+        "StopHyperParameterTuningJob" => required(body, "HyperParameterTuningJobName")
+            .and_then(|n| state.control.tuning.stop(n))
+            .map(|()| json!({})),
+        _ => return None,
+    })
+}

@@ -1,0 +1,140 @@
+//! A tuning job's step, without processes or a database.
+
+use super::*;
+use crate::domain::metrics::MetricDefinition;
+use crate::domain::training::{InputMode, S3Location};
+
+fn job(max_trials: u32, max_parallel: u32) -> TuningJob {
+    TuningJob {
+        name: "t".into(),
+        arn: "arn:t".into(),
+        spec: TuningJobSpec {
+            strategy: StrategyKind::Random,
+            objective_metric: "acc".into(),
+            objective_type: ObjectiveType::Maximize,
+            ranges: vec![ParameterRange::Continuous {
+                name: "lr".into(),
+                min: 0.001,
+                max: 0.1,
+                scaling: crate::domain::tuning::Scaling::Linear,
+            }],
+            max_trials,
+            max_parallel,
+            max_runtime_secs: None,
+            stop_rule: StopRule::Off,
+            seed: 1,
+            target_objective: None,
+            training: TrainingJobSpec {
+                image: "img".into(),
+                input_mode: InputMode::File,
+                instance_type: "ml.c5.xlarge".into(),
+                instance_count: 1,
+                channels: Vec::new(),
+                output: S3Location {
+                    bucket: "b".into(),
+                    prefix: "o".into(),
+                },
+                hyperparameters: Vec::new(),
+                environment: Vec::new(),
+                max_runtime_secs: 60,
+                checkpoints: None,
+                max_retries: 0,
+                metric_definitions: vec![MetricDefinition {
+                    name: "acc".into(),
+                    regex: "acc=(.*)".into(),
+                }],
+                profiler: Default::default(),
+                debug_rules: Vec::new(),
+            },
+        },
+        echo: "{}".into(),
+        status: TuningStatus::InProgress,
+        failure_reason: None,
+        creation_time: 0.0,
+        last_modified_time: 0.0,
+        end_time: None,
+    }
+}
+
+fn trial(index: u32, status: Option<JobStatus>, reports: &[f64]) -> Trial {
+    Trial {
+        name: format!("t-{index:03}"),
+        index,
+        values: [("lr".to_string(), "0.01".to_string())].into(),
+        status,
+        reports: reports.to_vec(),
+        early_stopped: false,
+    }
+}
+
+#[test]
+fn trials_launch_up_to_the_parallel_limit() {
+    let plan = job(5, 2).step(&[], 1.0);
+    assert_eq!(plan.launch.len(), 2);
+    assert_eq!(plan.launch[0].0, 0);
+    assert_eq!(plan.launch[1].0, 1);
+    let running = [trial(0, Some(JobStatus::InProgress), &[])];
+    let plan = job(5, 2).step(&running, 1.0);
+    assert_eq!(plan.launch.len(), 1);
+    assert_eq!(plan.launch[0].0, 1);
+    assert!(plan.status.is_none());
+}
+
+#[test]
+fn the_job_completes_with_its_best_trial_once_every_trial_ended() {
+    let t = [
+        trial(0, Some(JobStatus::Completed), &[0.3, 0.5]),
+        trial(1, Some(JobStatus::Completed), &[0.2, 0.9]),
+        trial(2, Some(JobStatus::Failed), &[]),
+    ];
+    let j = job(3, 2);
+    let plan = j.step(&t, 5.0);
+    assert!(plan.launch.is_empty());
+    assert_eq!(plan.status, Some((TuningStatus::Completed, None)));
+    assert_eq!(j.best(&t).unwrap().index, 1);
+}
+
+#[test]
+fn a_job_whose_trials_all_failed_fails_and_says_why() {
+    let t = [trial(0, Some(JobStatus::Failed), &[])];
+    let (status, reason) = job(1, 1).step(&t, 5.0).status.unwrap();
+    assert_eq!(status, TuningStatus::Failed);
+    assert!(reason.unwrap().contains("objective metric acc"));
+}
+
+#[test]
+fn stopping_stops_running_trials_then_the_job() {
+    let mut j = job(5, 2);
+    j.status = TuningStatus::Stopping;
+    let t = [trial(0, Some(JobStatus::InProgress), &[0.1])];
+    let plan = j.step(&t, 1.0);
+    assert_eq!(plan.stop, vec!["t-000".to_string()]);
+    assert!(plan.launch.is_empty() && plan.status.is_none());
+    let done = [trial(0, Some(JobStatus::Stopped), &[0.1])];
+    assert_eq!(
+        j.step(&done, 2.0).status,
+        Some((TuningStatus::Stopped, None))
+    );
+}
+
+#[test]
+fn reaching_the_target_objective_ends_the_search() {
+    let mut j = job(10, 2);
+    j.spec.target_objective = Some(0.8);
+    let t = [
+        trial(0, Some(JobStatus::Completed), &[0.85]),
+        trial(1, Some(JobStatus::InProgress), &[0.1]),
+    ];
+    let plan = j.step(&t, 1.0);
+    assert!(plan.launch.is_empty());
+    assert_eq!(plan.stop, vec!["t-001".to_string()]);
+}
+
+#[test]
+fn an_early_stopped_trial_keeps_its_last_report_as_objective() {
+    let mut t = trial(0, Some(JobStatus::Stopped), &[0.2, 0.4]);
+    assert_eq!(t.objective(), None);
+    t.early_stopped = true;
+    assert_eq!(t.objective(), Some(0.4));
+    assert_eq!(trial_name("tune", 0, "abcdef12"), "tune-001-abcdef12");
+}

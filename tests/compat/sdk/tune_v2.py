@@ -1,0 +1,45 @@
+"""The SDK v2's HyperparameterTuner, unchanged, against Clary: tune an MXNet estimator, wait,
+read the best training job and the analytics dataframe, attach. argv[1] is the strategy.
+Prints one JSON line of findings last."""
+import json
+import os
+import sys
+import uuid
+
+import sagemaker
+from sagemaker.mxnet import MXNet
+from sagemaker.tuner import CategoricalParameter, ContinuousParameter, HyperparameterTuner, IntegerParameter
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+strategy = sys.argv[1]
+session = sagemaker.Session()
+estimator = MXNet(
+    entry_point="tune.py", source_dir=os.path.join(HERE, "tuning"), role="SageMakerRole",
+    instance_count=1, instance_type="ml.c5.xlarge", framework_version="1.9.0", py_version="py38",
+    sagemaker_session=session, hyperparameters={"epochs": 3, "epoch-seconds": 0.2})
+ranges = {"act": CategoricalParameter(["relu", "tanh"]), "layers": IntegerParameter(1, 4)}
+if strategy != "Grid":
+    ranges["lr"] = ContinuousParameter(0.0001, 1.0, scaling_type="Logarithmic")
+tuner = HyperparameterTuner(
+    estimator, objective_metric_name="validation:accuracy", hyperparameter_ranges=ranges,
+    metric_definitions=[{"Name": "validation:accuracy", "Regex": r"Validation-accuracy=([0-9\.\-]+)"}],
+    max_jobs=6 if strategy != "Grid" else 8, max_parallel_jobs=2, strategy=strategy,
+    objective_type="Maximize")
+# The SDK names tuning jobs by the minute; two in one minute would collide (on AWS as well).
+tuner.fit(job_name="%s-%s" % (strategy.lower()[:5], uuid.uuid4().hex[:12]), wait=False)
+tuner.wait()
+name = tuner.latest_tuning_job.name
+best = tuner.best_training_job()
+frame = tuner.analytics().dataframe()
+attached = HyperparameterTuner.attach(name, sagemaker_session=session)
+describe = session.sagemaker_client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+print(json.dumps({
+    "name": name,
+    "best": best,
+    "status": describe["HyperParameterTuningJobStatus"],
+    "counters": describe["TrainingJobStatusCounters"],
+    "best_value": describe["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["Value"],
+    "rows": frame.to_dict(orient="records"),
+    "attached_objective": attached.objective_metric_name,
+    "attached_ranges": sorted(r["Name"] for rs in attached.hyperparameter_ranges().values() for r in rs),
+}, default=str))

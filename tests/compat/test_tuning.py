@@ -1,0 +1,204 @@
+"""Hyperparameter tuning jobs end to end: real trials (training jobs) on the training
+lifecycle, objective metrics read from their logs, each strategy, early stopping, stop, the
+SDK's HyperparameterTuner unchanged, and AWS-shaped refusals."""
+import os
+import sys
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import IMAGE, ROLE, unique, upload_code
+from test_sdk_training import HERE, Run
+
+SCRIPT = open(os.path.join(HERE, "tuning", "tune.py")).read()
+METRIC = {"Name": "validation:accuracy", "Regex": r"Validation-accuracy=([0-9\.\-]+)"}
+
+
+@pytest.fixture(scope="module")
+def source(s3, bucket):
+    return upload_code(s3, bucket, unique("tune-code"), {"tune.py": SCRIPT})
+
+
+def tuning_request(name, bucket, source, strategy="Random", max_jobs=4, parallel=2, ranges=None,
+                   early="Off", seed=None, statics=None, metric="validation:accuracy"):
+    static = {"sagemaker_program": '"tune.py"', "sagemaker_submit_directory": '"%s"' % source,
+              "sagemaker_region": '"us-east-1"', "epochs": "3", "epoch-seconds": "0.2"}
+    static.update(statics or {})
+    config = {
+        "Strategy": strategy,
+        "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": metric},
+        "ResourceLimits": {"MaxNumberOfTrainingJobs": max_jobs, "MaxParallelTrainingJobs": parallel},
+        "ParameterRanges": ranges or {
+            "ContinuousParameterRanges": [{"Name": "lr", "MinValue": "0.0001", "MaxValue": "1", "ScalingType": "Logarithmic"}],
+            "IntegerParameterRanges": [{"Name": "layers", "MinValue": "1", "MaxValue": "4"}],
+            "CategoricalParameterRanges": [{"Name": "act", "Values": ["relu", "tanh"]}],
+        },
+        "TrainingJobEarlyStoppingType": early,
+    }
+    if seed is not None:
+        config["RandomSeed"] = seed
+    return dict(
+        HyperParameterTuningJobName=name,
+        HyperParameterTuningJobConfig=config,
+        TrainingJobDefinition={
+            "StaticHyperParameters": static,
+            "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File", "MetricDefinitions": [METRIC]},
+            "RoleArn": ROLE,
+            "OutputDataConfig": {"S3OutputPath": "s3://%s/tuning" % bucket},
+            "ResourceConfig": {"InstanceType": "ml.c5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 300},
+        })
+
+
+def wait_tuning(sm, name, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        d = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+        if d["HyperParameterTuningJobStatus"] in ("Completed", "Failed", "Stopped"):
+            return d
+        time.sleep(0.5)
+    raise AssertionError("tuning job %s did not end: %s" % (name, d))
+
+
+def trials(sm, name):
+    return sm.list_training_jobs_for_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name, MaxResults=100)["TrainingJobSummaries"]
+
+
+def test_random_search_runs_real_trials_and_finds_the_best(sm, bucket, source):
+    name = unique("tune")[:32]
+    sm.create_hyper_parameter_tuning_job(**tuning_request(name, bucket, source, max_jobs=5, seed=7))
+    d = wait_tuning(sm, name)
+    assert d["HyperParameterTuningJobStatus"] == "Completed", d.get("FailureReason")
+    assert d["TrainingJobStatusCounters"]["Completed"] == 5
+    assert d["ObjectiveStatusCounters"]["Succeeded"] == 5
+    ts = trials(sm, name)
+    assert len(ts) == 5
+    values = [t["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] for t in ts]
+    best = d["BestTrainingJob"]
+    assert best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] == max(values)
+    for t in ts:
+        assert t["TrainingJobName"].startswith(name + "-")
+        hp = t["TunedHyperParameters"]
+        assert 0.0001 <= float(hp["lr"]) <= 1 and hp["layers"] in {"1", "2", "3", "4"} and hp["act"] in {"relu", "tanh"}
+        job = sm.describe_training_job(TrainingJobName=t["TrainingJobName"])
+        assert job["HyperParameters"]["_tuning_objective_metric"] == "validation:accuracy"
+        assert job["HyperParameters"]["lr"] == hp["lr"] and job["HyperParameters"]["epochs"] == "3"
+        assert job["TuningJobArn"] == d["HyperParameterTuningJobArn"]
+    # Sorted by objective, best first.
+    by_objective = sm.list_training_jobs_for_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name, SortBy="FinalObjectiveMetricValue", SortOrder="Descending")["TrainingJobSummaries"]
+    assert by_objective[0]["TrainingJobName"] == best["TrainingJobName"]
+    # The static hyperparameters come back exactly as sent.
+    statics = d["TrainingJobDefinition"]["StaticHyperParameters"]
+    assert statics["sagemaker_program"] == '"tune.py"' and statics["_tuning_objective_metric"] == "validation:accuracy"
+    listed = sm.list_hyper_parameter_tuning_jobs(NameContains=name)["HyperParameterTuningJobSummaries"]
+    assert [j["HyperParameterTuningJobName"] for j in listed] == [name]
+
+
+def test_the_same_seed_gives_the_same_trials(sm, bucket, source):
+    picked = []
+    for _ in range(2):
+        name = unique("seed")[:32]
+        sm.create_hyper_parameter_tuning_job(**tuning_request(name, bucket, source, max_jobs=3, parallel=3, seed=42,
+                                                              statics={"epoch-seconds": "0.01", "epochs": "1"}))
+        wait_tuning(sm, name)
+        picked.append(sorted(tuple(sorted(t["TunedHyperParameters"].items())) for t in trials(sm, name)))
+    assert picked[0] == picked[1]
+
+
+def test_grid_search_tries_every_combination_once(sm, bucket, source):
+    name = unique("grid")[:32]
+    ranges = {"IntegerParameterRanges": [{"Name": "layers", "MinValue": "2", "MaxValue": "4"}],
+              "CategoricalParameterRanges": [{"Name": "act", "Values": ["relu", "tanh"]}]}
+    sm.create_hyper_parameter_tuning_job(**tuning_request(name, bucket, source, strategy="Grid", max_jobs=20, parallel=3,
+                                                          ranges=ranges, statics={"epoch-seconds": "0.01", "epochs": "1"}))
+    d = wait_tuning(sm, name)
+    assert d["HyperParameterTuningJobStatus"] == "Completed"
+    combos = sorted((t["TunedHyperParameters"]["layers"], t["TunedHyperParameters"]["act"]) for t in trials(sm, name))
+    assert combos == sorted((str(l), a) for l in (2, 3, 4) for a in ("relu", "tanh"))
+
+
+def test_early_stopping_stops_weak_trials(sm, bucket, source):
+    """Auto early stopping: once a few trials have reported, a trial whose accuracy at an epoch
+    is below the median of the earlier ones at that epoch is stopped."""
+    name = unique("early")[:32]
+    sm.create_hyper_parameter_tuning_job(**tuning_request(
+        name, bucket, source, max_jobs=10, parallel=2, early="Auto", seed=3,
+        statics={"epochs": "8", "epoch-seconds": "0.4"}))
+    d = wait_tuning(sm, name, timeout=400)
+    assert d["HyperParameterTuningJobStatus"] == "Completed", d.get("FailureReason")
+    ts = trials(sm, name)
+    stopped = [t for t in ts if t["TrainingJobStatus"] == "Stopped"]
+    assert stopped, [(t["TrainingJobStatus"], t.get("FinalHyperParameterTuningJobObjectiveMetric")) for t in ts]
+    best = d["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
+    for t in stopped:
+        assert t["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] < best
+
+
+def test_stopping_a_tuning_job_stops_its_trials(sm, bucket, source):
+    name = unique("stop")[:32]
+    sm.create_hyper_parameter_tuning_job(**tuning_request(name, bucket, source, max_jobs=6, parallel=2,
+                                                          statics={"epochs": "30", "epoch-seconds": "1"}))
+    deadline = time.time() + 60
+    while not trials(sm, name) and time.time() < deadline:
+        time.sleep(0.2)
+    sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    d = wait_tuning(sm, name, timeout=120)
+    assert d["HyperParameterTuningJobStatus"] == "Stopped"
+    assert all(t["TrainingJobStatus"] in ("Stopped", "Completed", "Failed") for t in trials(sm, name))
+    assert len(trials(sm, name)) <= 2
+    with pytest.raises(ClientError) as e:
+        sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_bad_requests_are_refused_as_aws_does(sm, bucket, source):
+    with pytest.raises(ClientError) as e:
+        sm.create_hyper_parameter_tuning_job(**tuning_request(unique("bad")[:32], bucket, source, metric="loss"))
+    assert "The objective metric loss is not one of the metric definitions" in str(e.value)
+    req = tuning_request(unique("bad")[:32], bucket, source)
+    req["TrainingJobDefinition"]["AlgorithmSpecification"]["MetricDefinitions"] = [{"Name": "validation:accuracy", "Regex": "acc=("}]
+    with pytest.raises(ClientError) as e:
+        sm.create_hyper_parameter_tuning_job(**req)
+    assert "is not a valid regular expression" in str(e.value)
+    with pytest.raises(ClientError) as e:
+        sm.create_hyper_parameter_tuning_job(**tuning_request(unique("bad")[:32], bucket, source, strategy="Grid"))
+    assert "The Grid strategy takes categorical" in str(e.value)
+    with pytest.raises(ClientError) as e:
+        sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="nope")
+    assert e.value.response["Error"]["Code"] == "ResourceNotFound"
+
+
+@pytest.mark.parametrize("strategy", ["Bayesian", "Hyperband"])
+def test_the_sdks_hyperparameter_tuner(server, strategy):
+    out, _ = Run(server, sys.executable, os.path.join(HERE, "tune_v2.py"), strategy).result(timeout=600)
+    assert out["status"] == "Completed"
+    assert out["best"].startswith(out["name"] + "-")
+    values = [r["FinalObjectiveValue"] for r in out["rows"]]
+    assert len(out["rows"]) == 6 and out["best_value"] == max(v for v in values if v == v)
+    assert out["attached_objective"] == "validation:accuracy"
+    assert out["attached_ranges"] == ["act", "layers", "lr"]
+
+
+def test_clary_tuning_describe_lists_trials_best_first(server, sm, bucket, source):
+    import subprocess
+    from conftest import CLARY
+    name = unique("cli")[:32]
+    sm.create_hyper_parameter_tuning_job(**tuning_request(name, bucket, source, max_jobs=3, parallel=3, seed=1,
+                                                          statics={"epoch-seconds": "0.01", "epochs": "1"}))
+    d = wait_tuning(sm, name)
+    out = subprocess.run([CLARY, "tuning", "describe", name], env=dict(os.environ, **server.env()),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("%s: Completed (Maximize validation:accuracy" % name)
+    rows = [l.split() for l in lines[2:]]
+    assert len(rows) == 3
+    assert rows[0][0] == d["BestTrainingJob"]["TrainingJobName"]
+    objectives = [float(r[2]) for r in rows]
+    assert objectives == sorted(objectives, reverse=True)
+    listed = subprocess.run([CLARY, "tuning", "list"], env=dict(os.environ, **server.env()),
+                            capture_output=True, text=True, timeout=60)
+    assert name in listed.stdout
