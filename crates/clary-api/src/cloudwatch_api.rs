@@ -348,7 +348,8 @@ fn to_xml(name: &str, v: &Value, out: &mut String) {
 }
 
 /// A query-protocol call (`Action=GetMetricStatistics&...`), answered in XML.
-pub fn handle_query(state: &ApiState, params: &[(String, String)]) -> Response<Body> {
+pub fn handle_query(state: &ApiState, body: &[u8]) -> Response<Body> {
+    let params = &crate::query::form(body);
     let action = params
         .iter()
         .find(|(k, _)| k == "Action")

@@ -184,6 +184,7 @@ async fn signed_call(
         );
     }
     match route {
+        Route::Query if auth.service == "monitoring" => cloudwatch_api::handle_query(&state, &body),
         Route::Query => query::handle(&state, &auth.service, &body),
         Route::Runtime => {
             let name = parts

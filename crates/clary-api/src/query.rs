@@ -12,7 +12,8 @@ fn xml_escape(s: &str) -> String {
         .replace('\'', "&apos;")
 }
 
-fn form(body: &[u8]) -> Vec<(String, String)> {
+/// A query-protocol form body as its `(name, value)` pairs.
+pub(crate) fn form(body: &[u8]) -> Vec<(String, String)> {
     String::from_utf8_lossy(body)
         .split('&')
         .filter(|p| !p.is_empty())
@@ -64,9 +65,6 @@ pub fn handle(state: &ApiState, service: &str, body: &[u8]) -> Response<Body> {
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let action = get("Action").unwrap_or("");
     let rid = request_id();
-    if service == "monitoring" {
-        return crate::cloudwatch_api::handle_query(state, &params);
-    }
     match (service, action) {
         ("sts", "GetCallerIdentity") => xml(
             StatusCode::OK,
