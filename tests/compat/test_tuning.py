@@ -202,3 +202,37 @@ def test_clary_tuning_describe_lists_trials_best_first(server, sm, bucket, sourc
     listed = subprocess.run([CLARY, "tuning", "list"], env=dict(os.environ, **server.env()),
                             capture_output=True, text=True, timeout=60)
     assert name in listed.stdout
+
+
+def test_a_warm_start_builds_on_its_parents(sm, bucket, source):
+    parent = unique("parent")[:32]
+    sm.create_hyper_parameter_tuning_job(**tuning_request(parent, bucket, source, max_jobs=4, parallel=4, seed=5,
+                                                          statics={"epoch-seconds": "0.01", "epochs": "1"}))
+    running_child = tuning_request(unique("child")[:32], bucket, source, strategy="Bayesian", max_jobs=2)
+    running_child["WarmStartConfig"] = {"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": parent}],
+                                        "WarmStartType": "IdenticalDataAndAlgorithm"}
+    with pytest.raises(ClientError) as e:
+        sm.create_hyper_parameter_tuning_job(**running_child)
+    assert "must have ended" in str(e.value)
+    parent_best = wait_tuning(sm, parent)["BestTrainingJob"]
+    child = unique("child")[:32]
+    req = tuning_request(child, bucket, source, strategy="Bayesian", max_jobs=2, parallel=1, seed=5,
+                         statics={"epoch-seconds": "0.01", "epochs": "1"})
+    req["WarmStartConfig"] = {"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": parent}],
+                              "WarmStartType": "TransferLearning"}
+    sm.create_hyper_parameter_tuning_job(**req)
+    d = wait_tuning(sm, child)
+    assert d["HyperParameterTuningJobStatus"] == "Completed"
+    assert d["WarmStartConfig"]["WarmStartType"] == "TransferLearning"
+    assert len(trials(sm, child)) == 2, "the parent's trials count toward no limit of the child"
+    overall = d["OverallBestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
+    assert overall >= parent_best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
+    assert overall >= d["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
+    other_metric = tuning_request(unique("child")[:32], bucket, source)
+    other_metric["TrainingJobDefinition"]["AlgorithmSpecification"]["MetricDefinitions"] = [
+        {"Name": "loss", "Regex": "loss=(\\S+)"}]
+    other_metric["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]["MetricName"] = "loss"
+    other_metric["WarmStartConfig"] = req["WarmStartConfig"]
+    with pytest.raises(ClientError) as e:
+        sm.create_hyper_parameter_tuning_job(**other_metric)
+    assert "must share its objective metric" in str(e.value)

@@ -212,11 +212,6 @@ fn create(state: &ApiState, body: &Value) -> Result<Value, ControlError> {
             "Clary runs tuning jobs with one TrainingJobDefinition; several (TrainingJobDefinitions) are not served yet".into(),
         ));
     }
-    if body.get("WarmStartConfig").is_some() {
-        return Err(invalid(
-            "WarmStartConfig is not served by Clary yet; create the tuning job without it".into(),
-        ));
-    }
     if body.get("Autotune").is_some() {
         return Err(invalid(
             "Autotune is not served by Clary yet; give HyperParameterTuningJobConfig".into(),
@@ -339,6 +334,7 @@ fn create(state: &ApiState, body: &Value) -> Result<Value, ControlError> {
             "Hyperparameter {k} is both static and tuned; remove it from StaticHyperParameters or from ParameterRanges"
         )));
     }
+    let parents = warm_start_parents(state, body, &metric)?;
     let spec = TuningJobSpec {
         strategy,
         objective_metric: metric,
@@ -364,6 +360,7 @@ fn create(state: &ApiState, body: &Value) -> Result<Value, ControlError> {
             .and_then(|c| c.get("TargetObjectiveMetricValue"))
             .and_then(Value::as_f64),
         training,
+        parents,
     };
     let arn = state.control.tuning.create(NewTuningJob {
         name: name.to_string(),
@@ -372,6 +369,58 @@ fn create(state: &ApiState, body: &Value) -> Result<Value, ControlError> {
         tags: tag_pairs(body),
     })?;
     Ok(json!({"HyperParameterTuningJobArn": arn}))
+}
+
+/// `WarmStartConfig`: one to five parent tuning jobs that have ended, optimising the same
+/// objective metric; their trials seed the search.
+fn warm_start_parents(
+    state: &ApiState,
+    body: &Value,
+    metric: &str,
+) -> Result<Vec<String>, ControlError> {
+    let Some(warm) = body.get("WarmStartConfig") else {
+        return Ok(Vec::new());
+    };
+    match str_field(warm, "WarmStartType") {
+        Some("IdenticalDataAndAlgorithm" | "TransferLearning") => {}
+        other => {
+            return Err(invalid(format!(
+                "1 validation error detected: Value '{}' at 'warmStartConfig.warmStartType' failed to satisfy constraint: Member must satisfy enum value set: [IdenticalDataAndAlgorithm, TransferLearning]",
+                other.unwrap_or("null")
+            )));
+        }
+    }
+    let parents: Vec<String> = warm
+        .get("ParentHyperParameterTuningJobs")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| str_field(p, "HyperParameterTuningJobName").map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !(1..=5).contains(&parents.len()) {
+        return Err(invalid(
+            "WarmStartConfig.ParentHyperParameterTuningJobs must name between 1 and 5 tuning jobs"
+                .into(),
+        ));
+    }
+    for name in &parents {
+        let parent = state.control.tuning.get(name)?;
+        if !parent.status.is_terminal() {
+            return Err(invalid(format!(
+                "Parent tuning job {name} is {}: a warm start's parents must have ended (Completed, Stopped or Failed)",
+                parent.status.as_str()
+            )));
+        }
+        if parent.spec.objective_metric != metric {
+            return Err(invalid(format!(
+                "Parent tuning job {name} optimizes {}, not {metric}: a warm start's parents must share its objective metric",
+                parent.spec.objective_metric
+            )));
+        }
+    }
+    Ok(parents)
 }
 
 fn counters(trials: &[Trial]) -> (Value, Value) {
@@ -484,6 +533,12 @@ fn describe(state: &ApiState, name: &str) -> Result<Value, ControlError> {
     }
     if let Some(best) = job.best(&trials) {
         out["BestTrainingJob"] = trial_summary(state, &job, best);
+    }
+    if let Some(warm) = req.get("WarmStartConfig") {
+        out["WarmStartConfig"] = warm.clone();
+        if let Some((owner, best)) = state.control.tuning.overall_best(&job)? {
+            out["OverallBestTrainingJob"] = trial_summary(state, &owner, &best);
+        }
     }
     Ok(out)
 }

@@ -4,6 +4,7 @@
 //! stop trials, end the job).
 
 use crate::config::ControlConfig;
+use crate::domain::tuning::TrialOutcome;
 use crate::domain::tuning_job::{
     OBJECTIVE_HYPERPARAMETER, Plan, Trial, TuningJob, TuningJobSpec, TuningStatus, trial_name,
 };
@@ -177,7 +178,8 @@ impl Tuning {
         for t in trials.iter().filter(|t| t.status.is_none()) {
             self.create_trial(&job, t.index, &t.name, &t.values)?;
         }
-        let plan: Plan = job.step(&trials, now_secs());
+        let prior = self.parent_outcomes(&job)?;
+        let plan: Plan = job.step(&trials, &prior, now_secs());
         for name in &plan.stop_early {
             self.store.mark_early_stopped(name)?;
             self.stop_trial(name);
@@ -210,6 +212,51 @@ impl Tuning {
             self.store.save_state(&job)?;
         }
         Ok(())
+    }
+
+    /// The trials of the job's warm-start parents, as the strategy sees them.
+    fn parent_outcomes(&self, job: &TuningJob) -> Result<Vec<TrialOutcome>, ControlError> {
+        let mut out = Vec::new();
+        for parent in &job.spec.parents {
+            let Some(p) = self.store.get(parent)? else {
+                continue;
+            };
+            out.extend(self.trials(&p)?.iter().map(|t| TrialOutcome {
+                values: t.values.clone(),
+                reports: t.reports.clone(),
+                objective: t.objective(),
+                running: false,
+            }));
+        }
+        Ok(out)
+    }
+
+    /// The best trial of the job and its warm-start parents (`OverallBestTrainingJob`), with
+    /// the job it belongs to.
+    pub fn overall_best(
+        &self,
+        job: &TuningJob,
+    ) -> Result<Option<(TuningJob, Trial)>, ControlError> {
+        let mut best: Option<(TuningJob, Trial)> = None;
+        let mut jobs = vec![job.clone()];
+        for parent in &job.spec.parents {
+            jobs.extend(self.store.get(parent)?);
+        }
+        for j in jobs {
+            let trials = self.trials(&j)?;
+            if let Some(t) = j.best(&trials).cloned() {
+                let better = best.as_ref().is_none_or(|(_, b)| {
+                    b.objective().is_none_or(|bv| {
+                        t.objective()
+                            .is_some_and(|tv| job.spec.objective_type.better(tv, bv))
+                    })
+                });
+                if better {
+                    best = Some((j.clone(), t));
+                }
+            }
+        }
+        Ok(best)
     }
 
     fn stop_trial(&self, name: &str) {

@@ -28,6 +28,9 @@ pub struct TuningJobSpec {
     pub target_objective: Option<f64>,
     /// The trials' training spec; its hyperparameters are the static ones.
     pub training: TrainingJobSpec,
+    /// `WarmStartConfig.ParentHyperParameterTuningJobs`: their trials inform the search.
+    #[serde(default)]
+    pub parents: Vec<String>,
 }
 
 /// `HyperParameterTuningJobStatus`.
@@ -153,7 +156,9 @@ impl TuningJob {
     }
 
     /// One step: stop what should stop, launch what fits, and end the job when it is done.
-    pub fn step(&self, trials: &[Trial], now: f64) -> Plan {
+    /// `prior` are the trials of the parent jobs a warm start names: the strategy learns from
+    /// them, and they count toward no limit of this job.
+    pub fn step(&self, trials: &[Trial], prior: &[TrialOutcome], now: f64) -> Plan {
         let mut plan = Plan::default();
         let running: Vec<&Trial> = trials.iter().filter(|t| t.running()).collect();
         let stopping = self.status == TuningStatus::Stopping;
@@ -197,7 +202,8 @@ impl TuningJob {
                 plan.stop_early.push(t.name.clone());
             }
         }
-        let mut history = outcomes;
+        let mut history: Vec<TrialOutcome> = prior.to_vec();
+        history.extend(outcomes);
         let mut launched = trials.len() as u32;
         let mut busy = running.len() as u32;
         while launched < self.spec.max_trials && busy < self.spec.max_parallel.max(1) {

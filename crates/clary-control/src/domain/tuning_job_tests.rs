@@ -46,6 +46,7 @@ fn job(max_trials: u32, max_parallel: u32) -> TuningJob {
                 profiler: Default::default(),
                 debug_rules: Vec::new(),
             },
+            parents: Vec::new(),
         },
         echo: "{}".into(),
         status: TuningStatus::InProgress,
@@ -69,12 +70,12 @@ fn trial(index: u32, status: Option<JobStatus>, reports: &[f64]) -> Trial {
 
 #[test]
 fn trials_launch_up_to_the_parallel_limit() {
-    let plan = job(5, 2).step(&[], 1.0);
+    let plan = job(5, 2).step(&[], &[], 1.0);
     assert_eq!(plan.launch.len(), 2);
     assert_eq!(plan.launch[0].0, 0);
     assert_eq!(plan.launch[1].0, 1);
     let running = [trial(0, Some(JobStatus::InProgress), &[])];
-    let plan = job(5, 2).step(&running, 1.0);
+    let plan = job(5, 2).step(&running, &[], 1.0);
     assert_eq!(plan.launch.len(), 1);
     assert_eq!(plan.launch[0].0, 1);
     assert!(plan.status.is_none());
@@ -88,7 +89,7 @@ fn the_job_completes_with_its_best_trial_once_every_trial_ended() {
         trial(2, Some(JobStatus::Failed), &[]),
     ];
     let j = job(3, 2);
-    let plan = j.step(&t, 5.0);
+    let plan = j.step(&t, &[], 5.0);
     assert!(plan.launch.is_empty());
     assert_eq!(plan.status, Some((TuningStatus::Completed, None)));
     assert_eq!(j.best(&t).unwrap().index, 1);
@@ -97,7 +98,7 @@ fn the_job_completes_with_its_best_trial_once_every_trial_ended() {
 #[test]
 fn a_job_whose_trials_all_failed_fails_and_says_why() {
     let t = [trial(0, Some(JobStatus::Failed), &[])];
-    let (status, reason) = job(1, 1).step(&t, 5.0).status.unwrap();
+    let (status, reason) = job(1, 1).step(&t, &[], 5.0).status.unwrap();
     assert_eq!(status, TuningStatus::Failed);
     assert!(reason.unwrap().contains("objective metric acc"));
 }
@@ -107,12 +108,12 @@ fn stopping_stops_running_trials_then_the_job() {
     let mut j = job(5, 2);
     j.status = TuningStatus::Stopping;
     let t = [trial(0, Some(JobStatus::InProgress), &[0.1])];
-    let plan = j.step(&t, 1.0);
+    let plan = j.step(&t, &[], 1.0);
     assert_eq!(plan.stop, vec!["t-000".to_string()]);
     assert!(plan.launch.is_empty() && plan.status.is_none());
     let done = [trial(0, Some(JobStatus::Stopped), &[0.1])];
     assert_eq!(
-        j.step(&done, 2.0).status,
+        j.step(&done, &[], 2.0).status,
         Some((TuningStatus::Stopped, None))
     );
 }
@@ -125,7 +126,7 @@ fn reaching_the_target_objective_ends_the_search() {
         trial(0, Some(JobStatus::Completed), &[0.85]),
         trial(1, Some(JobStatus::InProgress), &[0.1]),
     ];
-    let plan = j.step(&t, 1.0);
+    let plan = j.step(&t, &[], 1.0);
     assert!(plan.launch.is_empty());
     assert_eq!(plan.stop, vec!["t-001".to_string()]);
 }
@@ -137,4 +138,24 @@ fn an_early_stopped_trial_keeps_its_last_report_as_objective() {
     t.early_stopped = true;
     assert_eq!(t.objective(), Some(0.4));
     assert_eq!(trial_name("tune", 0, "abcdef12"), "tune-001-abcdef12");
+}
+
+#[test]
+fn a_warm_start_learns_from_its_parents_trials_without_counting_them() {
+    let mut j = job(4, 1);
+    j.spec.strategy = StrategyKind::Bayesian;
+    let prior: Vec<TrialOutcome> = [0.002, 0.02, 0.05, 0.08, 0.095]
+        .iter()
+        .map(|lr| TrialOutcome {
+            values: [("lr".to_string(), lr.to_string())].into(),
+            reports: vec![1.0 - (lr - 0.05f64).abs()],
+            objective: Some(1.0 - (lr - 0.05f64).abs()),
+            running: false,
+        })
+        .collect();
+    let cold = j.step(&[], &[], 1.0);
+    let warm = j.step(&[], &prior, 1.0);
+    assert_eq!(warm.launch.len(), 1, "the parents' trials count toward no limit");
+    assert_eq!(warm.launch[0].0, 0);
+    assert_ne!(cold.launch[0].1, warm.launch[0].1, "the model saw the parents");
 }

@@ -36,7 +36,9 @@ pub(super) fn propose(
     index: u32,
     seen: &[Vec<f64>],
 ) -> Option<Vec<f64>> {
-    if (index as usize) < initial_trials(space) {
+    // The first trials explore at random; a warm start's parents' trials count toward them
+    // (in a cold start the history holds exactly the `index` earlier trials).
+    if history.len() < initial_trials(space) {
         return None;
     }
     // Lower is better inside: maximised objectives are negated.
