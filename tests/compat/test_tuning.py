@@ -236,3 +236,11 @@ def test_a_warm_start_builds_on_its_parents(sm, bucket, source):
     with pytest.raises(ClientError) as e:
         sm.create_hyper_parameter_tuning_job(**other_metric)
     assert "must share its objective metric" in str(e.value)
+
+
+def test_the_sdks_tuner_create_with_two_estimators(server):
+    out, _ = Run(server, sys.executable, os.path.join(HERE, "tune_v2.py"), "multi").result(timeout=600)
+    assert out["status"] == "Completed"
+    assert out["definitions"] == ["relu", "tanh"], "trials took the definitions in turn"
+    assert len(out["rows"]) == 4
+    assert out["attached_ranges"] == ["relu", "tanh"]

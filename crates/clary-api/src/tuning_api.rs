@@ -9,11 +9,12 @@ use crate::validate;
 use crate::wire::{required, str_field, tag_pairs, time_field};
 use clary_control::ControlError;
 use clary_control::domain::job::JobStatus;
+use clary_control::domain::training::TrainingJobSpec;
 use clary_control::domain::tuning::{
     ObjectiveType, ParameterRange, Scaling, StopRule, StrategyKind,
 };
 use clary_control::domain::tuning_job::{
-    OBJECTIVE_HYPERPARAMETER, Trial, TuningJob, TuningJobSpec, TuningStatus,
+    Definition, OBJECTIVE_HYPERPARAMETER, Trial, TuningJob, TuningJobSpec, TuningStatus,
 };
 use clary_control::tuning::NewTuningJob;
 use serde_json::{Map, Value, json};
@@ -55,8 +56,8 @@ fn bound<T: std::str::FromStr>(v: &Value, k: &str, name: &str) -> Result<T, Cont
 }
 
 /// `ParameterRanges` in the domain's terms, checked as SageMaker checks them.
-fn ranges(config: &Value) -> Result<Vec<ParameterRange>, ControlError> {
-    let r = config.get("ParameterRanges").cloned().unwrap_or(json!({}));
+fn ranges_of(r: Option<&Value>) -> Result<Vec<ParameterRange>, ControlError> {
+    let r = r.cloned().unwrap_or(json!({}));
     let list = |k: &str| {
         r.get(k)
             .and_then(Value::as_array)
@@ -141,12 +142,25 @@ fn ranges(config: &Value) -> Result<Vec<ParameterRange>, ControlError> {
     Ok(out)
 }
 
-/// The `CreateTrainingJob` request a trial named `name` is, from the tuning request.
-fn trial_request(tuning: &Value, name: &str, hyperparameters: Value) -> Value {
-    let def = tuning
-        .get("TrainingJobDefinition")
-        .cloned()
-        .unwrap_or(json!({}));
+/// The training job definition `definition` names (the one `TrainingJobDefinition` when
+/// `None`).
+fn definition_of(tuning: &Value, definition: Option<&str>) -> Value {
+    match definition {
+        Some(d) => tuning
+            .get("TrainingJobDefinitions")
+            .and_then(Value::as_array)
+            .and_then(|l| l.iter().find(|x| str_field(x, "DefinitionName") == Some(d)))
+            .cloned()
+            .unwrap_or(json!({})),
+        None => tuning
+            .get("TrainingJobDefinition")
+            .cloned()
+            .unwrap_or(json!({})),
+    }
+}
+
+/// The `CreateTrainingJob` request a trial named `name` is, from its training job definition.
+fn request_from_definition(def: &Value, name: &str, hyperparameters: Value) -> Value {
     let mut req = Map::new();
     req.insert("TrainingJobName".into(), json!(name));
     req.insert("HyperParameters".into(), hyperparameters);
@@ -185,15 +199,181 @@ fn trial_request(tuning: &Value, name: &str, hyperparameters: Value) -> Value {
 /// A trial's request as `DescribeTrainingJob` echoes it (the control plane calls this).
 pub fn trial_echo(
     tuning_echo: &str,
+    definition: Option<&str>,
     trial: &str,
     tuning_arn: &str,
     hps: &[(String, String)],
 ) -> String {
     let tuning: Value = serde_json::from_str(tuning_echo).unwrap_or(json!({}));
     let map: Map<String, Value> = hps.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-    let mut req = trial_request(&tuning, trial, Value::Object(map));
+    let mut req = request_from_definition(
+        &definition_of(&tuning, definition),
+        trial,
+        Value::Object(map),
+    );
     req["TuningJobArn"] = json!(tuning_arn);
     req.to_string()
+}
+
+/// `(MetricName, Type)` of an objective.
+fn objective_of(objective: &Value, at: &str) -> Result<(String, ObjectiveType), ControlError> {
+    let metric = required(objective, "MetricName")?.to_string();
+    let kind = match str_field(objective, "Type") {
+        Some("Maximize") => ObjectiveType::Maximize,
+        Some("Minimize") => ObjectiveType::Minimize,
+        other => {
+            return Err(invalid(format!(
+                "1 validation error detected: Value '{}' at '{at}.type' failed to satisfy constraint: Member must satisfy enum value set: [Maximize, Minimize]",
+                other.unwrap_or("null")
+            )));
+        }
+    };
+    Ok((metric, kind))
+}
+
+/// The trials' training spec from one training job definition, checked as `CreateTrainingJob`
+/// checks a request; its metric definitions must include `metric`, and no hyperparameter may
+/// be both static and tuned.
+fn definition_spec(
+    state: &ApiState,
+    def: &Value,
+    name: &str,
+    metric: &str,
+    ranges: &[ParameterRange],
+) -> Result<TrainingJobSpec, ControlError> {
+    let statics = def
+        .get("StaticHyperParameters")
+        .cloned()
+        .unwrap_or(json!({}));
+    let template = request_from_definition(def, name, statics);
+    let store = state.store.clone();
+    validate::create_training_job(&template, &|b| store.head_bucket(b).is_ok())?;
+    let req: CreateTrainingJobRequest = serde_json::from_value(template)
+        .map_err(|e| invalid(format!("1 validation error detected: {e}")))?;
+    let training = req.spec().map_err(invalid)?;
+    let defined: Vec<&str> = training
+        .metric_definitions
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect();
+    if !defined.contains(&metric) {
+        return Err(invalid(format!(
+            "The objective metric {metric} is not one of the metric definitions of the training job definition ({}); add a MetricDefinition named {metric} whose regex captures it",
+            if defined.is_empty() {
+                "there are none".to_string()
+            } else {
+                defined.join(", ")
+            }
+        )));
+    }
+    let ranged: Vec<&str> = ranges.iter().map(ParameterRange::name).collect();
+    if let Some((k, _)) = training
+        .hyperparameters
+        .iter()
+        .find(|(k, _)| ranged.contains(&k.as_str()))
+    {
+        return Err(invalid(format!(
+            "Hyperparameter {k} is both static and tuned; remove it from StaticHyperParameters or from ParameterRanges"
+        )));
+    }
+    Ok(training)
+}
+
+/// What a tuning job searches: one `TrainingJobDefinition` with the config's objective and
+/// ranges, or several `TrainingJobDefinitions`, each with its own.
+struct Searched {
+    metric: String,
+    objective_type: ObjectiveType,
+    ranges: Vec<ParameterRange>,
+    training: TrainingJobSpec,
+    definitions: Vec<Definition>,
+}
+
+impl Searched {
+    fn all_ranges(&self) -> impl Iterator<Item = &ParameterRange> {
+        self.ranges
+            .iter()
+            .chain(self.definitions.iter().flat_map(|d| d.ranges.iter()))
+    }
+}
+
+fn searched(
+    state: &ApiState,
+    body: &Value,
+    config: &Value,
+    name: &str,
+) -> Result<Searched, ControlError> {
+    let Some(list) = body.get("TrainingJobDefinitions").and_then(Value::as_array) else {
+        let (metric, objective_type) = objective_of(
+            field(
+                config,
+                "HyperParameterTuningJobObjective",
+                "hyperParameterTuningJobConfig.hyperParameterTuningJobObjective",
+            )?,
+            "hyperParameterTuningJobConfig.hyperParameterTuningJobObjective",
+        )?;
+        let ranges = ranges_of(config.get("ParameterRanges"))?;
+        let def = field(body, "TrainingJobDefinition", "trainingJobDefinition")?;
+        let training = definition_spec(state, def, name, &metric, &ranges)?;
+        return Ok(Searched {
+            metric,
+            objective_type,
+            ranges,
+            training,
+            definitions: Vec::new(),
+        });
+    };
+    if body.get("TrainingJobDefinition").is_some() {
+        return Err(invalid(
+            "Give either TrainingJobDefinition or TrainingJobDefinitions, not both".into(),
+        ));
+    }
+    if !(1..=10).contains(&list.len()) {
+        return Err(invalid(
+            "TrainingJobDefinitions must list between 1 and 10 training job definitions".into(),
+        ));
+    }
+    let mut definitions: Vec<Definition> = Vec::new();
+    let mut kinds = Vec::new();
+    for (i, def) in list.iter().enumerate() {
+        let at = format!("trainingJobDefinitions.{}.member", i + 1);
+        let def_name = required(def, "DefinitionName")?.to_string();
+        let name_ok = (1..=64).contains(&def_name.len())
+            && def_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok || definitions.iter().any(|d| d.name == def_name) {
+            return Err(invalid(format!(
+                "DefinitionName {def_name:?} must be 1 to 64 letters, digits, - or _, and distinct"
+            )));
+        }
+        let (metric, kind) = objective_of(
+            field(def, "TuningObjective", &format!("{at}.tuningObjective"))?,
+            &format!("{at}.tuningObjective"),
+        )?;
+        let ranges = ranges_of(def.get("HyperParameterRanges"))?;
+        let training = definition_spec(state, def, name, &metric, &ranges)?;
+        kinds.push(kind);
+        definitions.push(Definition {
+            name: def_name,
+            objective_metric: metric,
+            ranges,
+            training,
+        });
+    }
+    if kinds.windows(2).any(|w| w[0] != w[1]) {
+        return Err(invalid(
+            "Every TuningObjective of TrainingJobDefinitions must have the same Type (Maximize or Minimize), so their trials compare".into(),
+        ));
+    }
+    let first = definitions[0].clone();
+    Ok(Searched {
+        metric: first.objective_metric,
+        objective_type: kinds[0],
+        ranges: first.ranges,
+        training: first.training,
+        definitions,
+    })
 }
 
 fn create(state: &ApiState, body: &Value) -> Result<Value, ControlError> {
@@ -206,11 +386,6 @@ fn create(state: &ApiState, body: &Value) -> Result<Value, ControlError> {
         return Err(invalid(format!(
             "1 validation error detected: Value '{name}' at 'hyperParameterTuningJobName' failed to satisfy constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){{0,31}}"
         )));
-    }
-    if body.get("TrainingJobDefinitions").is_some() {
-        return Err(invalid(
-            "Clary runs tuning jobs with one TrainingJobDefinition; several (TrainingJobDefinitions) are not served yet".into(),
-        ));
     }
     if body.get("Autotune").is_some() {
         return Err(invalid(
@@ -233,22 +408,8 @@ fn create(state: &ApiState, body: &Value) -> Result<Value, ControlError> {
             )));
         }
     };
-    let objective = field(
-        config,
-        "HyperParameterTuningJobObjective",
-        "hyperParameterTuningJobConfig.hyperParameterTuningJobObjective",
-    )?;
-    let metric = required(objective, "MetricName")?.to_string();
-    let objective_type = match str_field(objective, "Type") {
-        Some("Maximize") => ObjectiveType::Maximize,
-        Some("Minimize") => ObjectiveType::Minimize,
-        other => {
-            return Err(invalid(format!(
-                "1 validation error detected: Value '{}' at 'hyperParameterTuningJobConfig.hyperParameterTuningJobObjective.type' failed to satisfy constraint: Member must satisfy enum value set: [Maximize, Minimize]",
-                other.unwrap_or("null")
-            )));
-        }
-    };
+    let searched = searched(state, body, config, name)?;
+    let metric = searched.metric.clone();
     let limits = field(
         config,
         "ResourceLimits",
@@ -261,7 +422,6 @@ fn create(state: &ApiState, body: &Value) -> Result<Value, ControlError> {
             "ResourceLimits.MaxParallelTrainingJobs must be 1 or more".into(),
         ));
     }
-    let ranges = ranges(config)?;
     let max_trials = match (limit("MaxNumberOfTrainingJobs"), strategy) {
         (Some(n), _) if n >= 1 => n,
         (None, StrategyKind::Grid) => u64::MAX,
@@ -272,8 +432,8 @@ fn create(state: &ApiState, body: &Value) -> Result<Value, ControlError> {
         }
     };
     if strategy == StrategyKind::Grid
-        && ranges
-            .iter()
+        && searched
+            .all_ranges()
             .any(|r| matches!(r, ParameterRange::Continuous { .. }))
     {
         return Err(invalid(
@@ -298,48 +458,12 @@ fn create(state: &ApiState, body: &Value) -> Result<Value, ControlError> {
             )));
         }
     };
-    let def = field(body, "TrainingJobDefinition", "trainingJobDefinition")?;
-    let statics = def
-        .get("StaticHyperParameters")
-        .cloned()
-        .unwrap_or(json!({}));
-    let template = trial_request(body, name, statics);
-    let store = state.store.clone();
-    validate::create_training_job(&template, &|b| store.head_bucket(b).is_ok())?;
-    let req: CreateTrainingJobRequest = serde_json::from_value(template)
-        .map_err(|e| invalid(format!("1 validation error detected: {e}")))?;
-    let training = req.spec().map_err(invalid)?;
-    let defined: Vec<&str> = training
-        .metric_definitions
-        .iter()
-        .map(|d| d.name.as_str())
-        .collect();
-    if !defined.contains(&metric.as_str()) {
-        return Err(invalid(format!(
-            "The objective metric {metric} is not one of the metric definitions of the training job definition ({}); add a MetricDefinition named {metric} whose regex captures it",
-            if defined.is_empty() {
-                "there are none".to_string()
-            } else {
-                defined.join(", ")
-            }
-        )));
-    }
-    let ranged: Vec<&str> = ranges.iter().map(ParameterRange::name).collect();
-    if let Some((k, _)) = training
-        .hyperparameters
-        .iter()
-        .find(|(k, _)| ranged.contains(&k.as_str()))
-    {
-        return Err(invalid(format!(
-            "Hyperparameter {k} is both static and tuned; remove it from StaticHyperParameters or from ParameterRanges"
-        )));
-    }
     let parents = warm_start_parents(state, body, &metric)?;
     let spec = TuningJobSpec {
         strategy,
         objective_metric: metric,
-        objective_type,
-        ranges,
+        objective_type: searched.objective_type,
+        ranges: searched.ranges,
         max_trials: max_trials.min(u64::from(u32::MAX)) as u32,
         max_parallel: max_parallel.min(100) as u32,
         max_runtime_secs: limit("MaxRuntimeInSeconds"),
@@ -359,8 +483,9 @@ fn create(state: &ApiState, body: &Value) -> Result<Value, ControlError> {
             .get("TuningJobCompletionCriteria")
             .and_then(|c| c.get("TargetObjectiveMetricValue"))
             .and_then(Value::as_f64),
-        training,
+        training: searched.training,
         parents,
+        definitions: searched.definitions,
     };
     let arn = state.control.tuning.create(NewTuningJob {
         name: name.to_string(),
@@ -479,10 +604,13 @@ fn trial_summary(state: &ApiState, job: &TuningJob, t: &Trial) -> Value {
             v["FailureReason"] = json!(r);
         }
     }
+    if let Some(d) = &t.definition {
+        v["TrainingJobDefinitionName"] = json!(d);
+    }
     if let Some(value) = t.objective() {
         v["FinalHyperParameterTuningJobObjectiveMetric"] = json!({
             "Type": match job.spec.objective_type { ObjectiveType::Maximize => "Maximize", ObjectiveType::Minimize => "Minimize" },
-            "MetricName": job.spec.objective_metric, "Value": value,
+            "MetricName": job.spec.trial_parts(t.definition.as_deref()).0, "Value": value,
         });
     }
     v
@@ -503,27 +631,37 @@ fn describe(state: &ApiState, name: &str) -> Result<Value, ControlError> {
         "TrainingJobStatusCounters": training_counters,
         "ObjectiveStatusCounters": objective_counters,
     });
-    if let Some(d) = req.get("TrainingJobDefinition") {
-        // The static hyperparameters as sent, plus the objective's name as SageMaker adds it
-        // (the SDK's attach removes it, and fails when it is missing).
+    // Each definition as sent, with the objective's name among its static hyperparameters as
+    // SageMaker adds it (the SDK's attach removes it, and fails when it is missing), and its
+    // instances as ResourceConfig too when they came as HyperParameterTuningResourceConfig (the
+    // SDK's attach reads ResourceConfig).
+    let shown = |d: &Value, metric: &str| {
         let mut d = d.clone();
         if let Some(statics) = d
             .get_mut("StaticHyperParameters")
             .and_then(Value::as_object_mut)
         {
-            statics.insert(
-                OBJECTIVE_HYPERPARAMETER.into(),
-                json!(job.spec.objective_metric),
-            );
+            statics.insert(OBJECTIVE_HYPERPARAMETER.into(), json!(metric));
         }
-        // The instances the trials ran on, as ResourceConfig too when the request gave them
-        // as HyperParameterTuningResourceConfig (the SDK's attach reads ResourceConfig).
         if d.get("ResourceConfig").is_none()
-            && let Some(rc) = trial_request(&req, &job.name, json!({})).get("ResourceConfig")
+            && let Some(rc) =
+                request_from_definition(&d, &job.name, json!({})).get("ResourceConfig")
         {
             d["ResourceConfig"] = rc.clone();
         }
-        out["TrainingJobDefinition"] = d;
+        d
+    };
+    if let Some(d) = req.get("TrainingJobDefinition") {
+        out["TrainingJobDefinition"] = shown(d, &job.spec.objective_metric);
+    }
+    if let Some(list) = req.get("TrainingJobDefinitions").and_then(Value::as_array) {
+        out["TrainingJobDefinitions"] = list
+            .iter()
+            .map(|d| {
+                let name = str_field(d, "DefinitionName");
+                shown(d, job.spec.trial_parts(name).0)
+            })
+            .collect();
     }
     if let Some(t) = job.end_time {
         out["HyperParameterTuningEndTime"] = json!(t);

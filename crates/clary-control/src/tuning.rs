@@ -21,8 +21,13 @@ use tokio::sync::Notify;
 
 /// Builds a trial's request, as the edge echoes it, from the tuning job's request: the
 /// trial's name, the tuning job's ARN and the trial's hyperparameters.
-pub type TrialEcho =
-    fn(tuning_echo: &str, trial: &str, tuning_arn: &str, hps: &[(String, String)]) -> String;
+pub type TrialEcho = fn(
+    tuning_echo: &str,
+    definition: Option<&str>,
+    trial: &str,
+    tuning_arn: &str,
+    hps: &[(String, String)],
+) -> String;
 
 pub struct NewTuningJob {
     pub name: String,
@@ -124,11 +129,12 @@ impl Tuning {
             .into_iter()
             .map(|row| {
                 let status = self.training.get(&row.name).ok().map(|t| t.state.status);
+                let (metric, _) = job.spec.trial_parts(row.definition.as_deref());
                 let reports = self
                     .metrics
                     .samples(SampleQuery {
                         job: &row.name,
-                        metric: &job.spec.objective_metric,
+                        metric,
                         host: None,
                         start: f64::MIN,
                         end: f64::MAX,
@@ -139,6 +145,7 @@ impl Tuning {
                 Ok(Trial {
                     name: row.name,
                     index: row.index,
+                    definition: row.definition,
                     values: row.values,
                     status,
                     reports,
@@ -176,7 +183,7 @@ impl Tuning {
         let trials = self.trials(&job)?;
         // A trial recorded but not created (the server stopped in between) is created now.
         for t in trials.iter().filter(|t| t.status.is_none()) {
-            self.create_trial(&job, t.index, &t.name, &t.values)?;
+            self.create_trial(&job, t.index, t.definition.as_deref(), &t.name, &t.values)?;
         }
         let prior = self.parent_outcomes(&job)?;
         let plan: Plan = job.step(&trials, &prior, now_secs());
@@ -187,19 +194,26 @@ impl Tuning {
         for name in &plan.stop {
             self.stop_trial(name);
         }
-        for (index, values) in &plan.launch {
+        for launch in &plan.launch {
             let hex = uuid::Uuid::new_v4().simple().to_string();
-            let name = trial_name(&job.name, *index, &hex[..8]);
+            let name = trial_name(&job.name, launch.index, &hex[..8]);
             self.store.insert_trial(
                 &job.name,
                 &TrialRow {
                     name: name.clone(),
-                    index: *index,
-                    values: values.clone(),
+                    index: launch.index,
+                    definition: launch.definition.clone(),
+                    values: launch.values.clone(),
                     early_stopped: false,
                 },
             )?;
-            self.create_trial(&job, *index, &name, values)?;
+            self.create_trial(
+                &job,
+                launch.index,
+                launch.definition.as_deref(),
+                &name,
+                &launch.values,
+            )?;
         }
         if let Some((status, reason)) = plan.status {
             let now = now_secs();
@@ -272,20 +286,20 @@ impl Tuning {
         &self,
         job: &TuningJob,
         index: u32,
+        definition: Option<&str>,
         name: &str,
         values: &BTreeMap<String, String>,
     ) -> Result<(), ControlError> {
-        let mut spec = job.spec.training.clone();
+        let (metric, template) = job.spec.trial_parts(definition);
+        let mut spec = template.clone();
         spec.hyperparameters
             .retain(|(k, _)| !values.contains_key(k) && k != OBJECTIVE_HYPERPARAMETER);
         spec.hyperparameters
             .extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
-        spec.hyperparameters.push((
-            OBJECTIVE_HYPERPARAMETER.to_string(),
-            job.spec.objective_metric.clone(),
-        ));
+        spec.hyperparameters
+            .push((OBJECTIVE_HYPERPARAMETER.to_string(), metric.to_string()));
         let echo = match self.trial_echo.get() {
-            Some(build) => build(&job.echo, name, &job.arn, &spec.hyperparameters),
+            Some(build) => build(&job.echo, definition, name, &job.arn, &spec.hyperparameters),
             None => String::from("{}"),
         };
         match self.training.create(NewTrainingJob {

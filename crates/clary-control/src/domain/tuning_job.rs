@@ -31,6 +31,36 @@ pub struct TuningJobSpec {
     /// `WarmStartConfig.ParentHyperParameterTuningJobs`: their trials inform the search.
     #[serde(default)]
     pub parents: Vec<String>,
+    /// `TrainingJobDefinitions` (several estimators): trials take them in turn, each searching
+    /// its own ranges for its own objective metric. Empty for one `TrainingJobDefinition`
+    /// (the fields above).
+    #[serde(default)]
+    pub definitions: Vec<Definition>,
+}
+
+/// One of several `TrainingJobDefinitions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Definition {
+    pub name: String,
+    pub objective_metric: String,
+    pub ranges: Vec<ParameterRange>,
+    pub training: TrainingJobSpec,
+}
+
+impl TuningJobSpec {
+    /// The definition trial number `index` runs (`None` with a single definition).
+    pub fn definition_for(&self, index: u32) -> Option<&Definition> {
+        let n = self.definitions.len() as u32;
+        (n > 0).then(|| &self.definitions[(index % n) as usize])
+    }
+
+    /// A trial's objective metric and training spec.
+    pub fn trial_parts(&self, definition: Option<&str>) -> (&str, &TrainingJobSpec) {
+        match definition.and_then(|d| self.definitions.iter().find(|x| x.name == d)) {
+            Some(d) => (&d.objective_metric, &d.training),
+            None => (&self.objective_metric, &self.training),
+        }
+    }
 }
 
 /// `HyperParameterTuningJobStatus`.
@@ -93,6 +123,8 @@ pub struct TuningJob {
 pub struct Trial {
     pub name: String,
     pub index: u32,
+    /// Its `TrainingJobDefinitionName`, with several definitions.
+    pub definition: Option<String>,
     pub values: BTreeMap<String, String>,
     /// `None` when the training job is not created yet (a launch the server did not finish).
     pub status: Option<JobStatus>,
@@ -131,11 +163,19 @@ pub fn trial_name(tuning_job: &str, index: u32, hex8: &str) -> String {
     format!("{tuning_job}-{:03}-{hex8}", index + 1)
 }
 
+/// A trial to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Launch {
+    pub index: u32,
+    pub definition: Option<String>,
+    pub values: BTreeMap<String, String>,
+}
+
 /// What one step of a tuning job does.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Plan {
-    /// New trials: their index and tuned hyperparameters.
-    pub launch: Vec<(u32, BTreeMap<String, String>)>,
+    /// New trials.
+    pub launch: Vec<Launch>,
     /// Running trials to stop early (names).
     pub stop_early: Vec<String>,
     /// Running trials to stop because the tuning job is ending.
@@ -187,10 +227,11 @@ impl TuningJob {
             if !t.running() || t.status.is_none() {
                 continue;
             }
+            // Trials of other definitions measure another objective.
             let others: Vec<TrialOutcome> = outcomes
                 .iter()
                 .enumerate()
-                .filter(|(j, _)| *j != i)
+                .filter(|(j, _)| *j != i && trials[*j].definition == t.definition)
                 .map(|(_, o)| o.clone())
                 .collect();
             if should_stop(
@@ -202,28 +243,60 @@ impl TuningJob {
                 plan.stop_early.push(t.name.clone());
             }
         }
-        let mut history: Vec<TrialOutcome> = prior.to_vec();
-        history.extend(outcomes);
+        let mut history: Vec<(Option<String>, TrialOutcome)> =
+            prior.iter().map(|o| (None, o.clone())).collect();
+        history.extend(
+            trials
+                .iter()
+                .zip(outcomes)
+                .map(|(t, o)| (t.definition.clone(), o)),
+        );
         let mut launched = trials.len() as u32;
         let mut busy = running.len() as u32;
         while launched < self.spec.max_trials && busy < self.spec.max_parallel.max(1) {
+            let definition = self.spec.definition_for(launched);
+            let (ranges, seed, nth) = match definition {
+                Some(d) => {
+                    let n = self.spec.definitions.len() as u32;
+                    // Each definition's own seeded sequence.
+                    let salt = d
+                        .name
+                        .bytes()
+                        .fold(0u64, |h, b| h.wrapping_mul(0x100_0000_01b3) ^ u64::from(b));
+                    (&d.ranges, self.spec.seed ^ salt, launched / n)
+                }
+                None => (&self.spec.ranges, self.spec.seed, launched),
+            };
+            let name = definition.map(|d| d.name.clone());
+            let own: Vec<TrialOutcome> = history
+                .iter()
+                .filter(|(d, _)| *d == name)
+                .map(|(_, o)| o.clone())
+                .collect();
             let Some(values) = propose(
                 self.spec.strategy,
-                &self.spec.ranges,
+                ranges,
                 self.spec.objective_type,
-                &history,
-                self.spec.seed,
-                launched,
+                &own,
+                seed,
+                nth,
             ) else {
                 break;
             };
-            history.push(TrialOutcome {
-                values: values.clone(),
-                reports: Vec::new(),
-                objective: None,
-                running: true,
+            history.push((
+                name.clone(),
+                TrialOutcome {
+                    values: values.clone(),
+                    reports: Vec::new(),
+                    objective: None,
+                    running: true,
+                },
+            ));
+            plan.launch.push(Launch {
+                index: launched,
+                definition: name,
+                values,
             });
-            plan.launch.push((launched, values));
             launched += 1;
             busy += 1;
         }

@@ -47,6 +47,7 @@ fn job(max_trials: u32, max_parallel: u32) -> TuningJob {
                 debug_rules: Vec::new(),
             },
             parents: Vec::new(),
+            definitions: Vec::new(),
         },
         echo: "{}".into(),
         status: TuningStatus::InProgress,
@@ -61,6 +62,7 @@ fn trial(index: u32, status: Option<JobStatus>, reports: &[f64]) -> Trial {
     Trial {
         name: format!("t-{index:03}"),
         index,
+        definition: None,
         values: [("lr".to_string(), "0.01".to_string())].into(),
         status,
         reports: reports.to_vec(),
@@ -72,12 +74,12 @@ fn trial(index: u32, status: Option<JobStatus>, reports: &[f64]) -> Trial {
 fn trials_launch_up_to_the_parallel_limit() {
     let plan = job(5, 2).step(&[], &[], 1.0);
     assert_eq!(plan.launch.len(), 2);
-    assert_eq!(plan.launch[0].0, 0);
-    assert_eq!(plan.launch[1].0, 1);
+    assert_eq!(plan.launch[0].index, 0);
+    assert_eq!(plan.launch[1].index, 1);
     let running = [trial(0, Some(JobStatus::InProgress), &[])];
     let plan = job(5, 2).step(&running, &[], 1.0);
     assert_eq!(plan.launch.len(), 1);
-    assert_eq!(plan.launch[0].0, 1);
+    assert_eq!(plan.launch[0].index, 1);
     assert!(plan.status.is_none());
 }
 
@@ -155,7 +157,50 @@ fn a_warm_start_learns_from_its_parents_trials_without_counting_them() {
         .collect();
     let cold = j.step(&[], &[], 1.0);
     let warm = j.step(&[], &prior, 1.0);
-    assert_eq!(warm.launch.len(), 1, "the parents' trials count toward no limit");
-    assert_eq!(warm.launch[0].0, 0);
-    assert_ne!(cold.launch[0].1, warm.launch[0].1, "the model saw the parents");
+    assert_eq!(
+        warm.launch.len(),
+        1,
+        "the parents' trials count toward no limit"
+    );
+    assert_eq!(warm.launch[0].index, 0);
+    assert_ne!(
+        cold.launch[0].values, warm.launch[0].values,
+        "the model saw the parents"
+    );
+}
+
+#[test]
+fn several_definitions_take_turns_each_with_its_own_ranges() {
+    let mut j = job(4, 4);
+    let def = |name: &str, range: &str| Definition {
+        name: name.into(),
+        objective_metric: "acc".into(),
+        ranges: vec![ParameterRange::Categorical {
+            name: range.into(),
+            values: vec!["a".into(), "b".into()],
+        }],
+        training: j.spec.training.clone(),
+    };
+    j.spec.definitions = vec![def("first", "x"), def("second", "y")];
+    let plan = j.step(&[], &[], 1.0);
+    let got: Vec<(Option<&str>, Vec<&str>)> = plan
+        .launch
+        .iter()
+        .map(|l| {
+            (
+                l.definition.as_deref(),
+                l.values.keys().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some("first"), vec!["x"]),
+            (Some("second"), vec!["y"]),
+            (Some("first"), vec!["x"]),
+            (Some("second"), vec!["y"])
+        ]
+    );
+    assert_eq!(j.spec.trial_parts(Some("second")).0, "acc");
 }

@@ -113,6 +113,8 @@ const MIGRATIONS: &[&str] = &[
         early_stopped INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (tuning_job, idx)
      );",
+    // 8: the training job definition a trial runs, when a tuning job has several.
+    "ALTER TABLE tuning_trials ADD COLUMN definition TEXT;",
 ];
 
 #[derive(Clone)]

@@ -15,6 +15,7 @@ const COLUMNS: &str =
 pub struct TrialRow {
     pub name: String,
     pub index: u32,
+    pub definition: Option<String>,
     pub values: BTreeMap<String, String>,
     pub early_stopped: bool,
 }
@@ -135,14 +136,15 @@ impl TuningStore {
 
     pub fn insert_trial(&self, tuning_job: &str, trial: &TrialRow) -> Result<(), ControlError> {
         self.db.lock().execute(
-            "INSERT OR IGNORE INTO tuning_trials (tuning_job, idx, name, hyperparameters, early_stopped)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR IGNORE INTO tuning_trials (tuning_job, idx, name, hyperparameters, early_stopped, definition)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 tuning_job,
                 trial.index,
                 trial.name,
                 serde_json::to_string(&trial.values).expect("plain data serializes"),
-                trial.early_stopped
+                trial.early_stopped,
+                trial.definition
             ],
         )?;
         Ok(())
@@ -160,7 +162,7 @@ impl TuningStore {
     pub fn trials(&self, tuning_job: &str) -> Result<Vec<TrialRow>, ControlError> {
         let conn = self.db.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT name, idx, hyperparameters, early_stopped FROM tuning_trials
+            "SELECT name, idx, hyperparameters, early_stopped, definition FROM tuning_trials
              WHERE tuning_job = ?1 ORDER BY idx",
         )?;
         let rows = stmt
@@ -171,6 +173,7 @@ impl TuningStore {
                     index: r.get(1)?,
                     values: serde_json::from_str(&values).unwrap_or_default(),
                     early_stopped: r.get(3)?,
+                    definition: r.get(4)?,
                 })
             })?
             .collect::<Result<_, _>>()?;
