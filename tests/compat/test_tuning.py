@@ -1,6 +1,7 @@
 """Hyperparameter tuning jobs end to end: real trials (training jobs) on the training
 lifecycle, objective metrics read from their logs, each strategy, early stopping, stop, the
 SDK's HyperparameterTuner unchanged, and AWS-shaped refusals."""
+import json
 import os
 import sys
 import time
@@ -180,6 +181,13 @@ def test_the_sdks_hyperparameter_tuner(server, strategy):
     assert len(out["rows"]) == 6 and out["best_value"] == max(v for v in values if v == v)
     assert out["attached_objective"] == "validation:accuracy"
     assert out["attached_ranges"] == ["act", "layers", "lr"]
+    if strategy == "Bayesian":
+        # tuner.deploy() served the best trial's model.
+        trained = out["deployed"]["trained_with"]
+        assert out["deployed"]["input"] == [1, 2]
+        # The SDK sends a framework's categorical values JSON-encoded; the toolkit decodes them.
+        assert trained["act"] == json.loads(out["best_hps"]["act"])
+        assert str(trained["layers"]) == out["best_hps"]["layers"]
 
 
 def test_clary_tuning_describe_lists_trials_best_first(server, sm, bucket, source):

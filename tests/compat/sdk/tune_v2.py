@@ -51,7 +51,21 @@ best = tuner.best_training_job()
 frame = tuner.analytics().dataframe()
 attached = HyperparameterTuner.attach(name, sagemaker_session=session)
 describe = session.sagemaker_client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+deployed = None
+if strategy == "Bayesian":
+    # The best trial's model, deployed and asked.
+    from sagemaker.deserializers import JSONDeserializer
+    from sagemaker.serializers import JSONSerializer
+    predictor = tuner.deploy(initial_instance_count=1, instance_type="ml.m5.large",
+                             serializer=JSONSerializer(), deserializer=JSONDeserializer())
+    try:
+        deployed = predictor.predict([1, 2])
+    finally:
+        predictor.delete_endpoint()
+best_hps = session.sagemaker_client.describe_training_job(TrainingJobName=best)["HyperParameters"]
 print(json.dumps({
+    "deployed": deployed,
+    "best_hps": best_hps,
     "name": name,
     "best": best,
     "status": describe["HyperParameterTuningJobStatus"],
