@@ -252,3 +252,28 @@ def test_the_sdks_tuner_create_with_two_estimators(server):
     assert out["definitions"] == ["relu", "tanh"], "trials took the definitions in turn"
     assert len(out["rows"]) == 4
     assert out["attached_ranges"] == ["relu", "tanh"]
+
+
+def test_autotune_chooses_ranges_from_the_static_hyperparameters(sm, bucket, source):
+    name = unique("auto")[:32]
+    req = tuning_request(name, bucket, source, max_jobs=3, parallel=3, seed=9,
+                         statics={"epoch-seconds": "0.01", "epochs": "1", "lr": "0.01", "layers": "3"})
+    del req["HyperParameterTuningJobConfig"]["ParameterRanges"]
+    req["Autotune"] = {"Mode": "Enabled"}
+    sm.create_hyper_parameter_tuning_job(**req)
+    d = wait_tuning(sm, name)
+    assert d["HyperParameterTuningJobStatus"] == "Completed", d.get("FailureReason")
+    assert d["Autotune"] == {"Mode": "Enabled"}
+    chosen = d["HyperParameterTuningJobConfig"]["ParameterRanges"]
+    [lr] = [r for r in chosen["ContinuousParameterRanges"] if r["Name"] == "lr"]
+    assert (float(lr["MinValue"]), float(lr["MaxValue"]), lr["ScalingType"]) == (0.001, 0.1, "Logarithmic")
+    [layers] = [r for r in chosen["IntegerParameterRanges"] if r["Name"] == "layers"]
+    assert (layers["MinValue"], layers["MaxValue"]) == ("1", "6")
+    for t in trials(sm, name):
+        assert 0.001 <= float(t["TunedHyperParameters"]["lr"]) <= 0.1
+        assert 1 <= int(t["TunedHyperParameters"]["layers"]) <= 6
+    bad = tuning_request(unique("auto")[:32], bucket, source)
+    bad["Autotune"] = {"Mode": "Sometimes"}
+    with pytest.raises(ClientError) as e:
+        sm.create_hyper_parameter_tuning_job(**bad)
+    assert "autotune.mode" in str(e.value)

@@ -211,6 +211,68 @@ pub fn trial_echo(
     req.to_string()
 }
 
+/// The ranges Autotune searches when none are given: around each numeric static
+/// hyperparameter (not the toolkit's `sagemaker_*` ones), an integer from half to twice its
+/// value, a positive real from a tenth to ten times it on a log scale.
+fn autotuned_ranges(statics: Option<&Value>) -> Vec<ParameterRange> {
+    let mut out = Vec::new();
+    for (name, v) in statics.and_then(Value::as_object).into_iter().flatten() {
+        let Some(text) = v.as_str() else { continue };
+        if name.starts_with("sagemaker_") || name.starts_with('_') {
+            continue;
+        }
+        // The SDK sends framework hyperparameters JSON-encoded.
+        let text = serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|j| j.as_f64().map(|_| j.to_string()))
+            .unwrap_or_else(|| text.to_string());
+        if let Ok(n) = text.parse::<i64>() {
+            if n >= 1 {
+                out.push(ParameterRange::Integer {
+                    name: name.clone(),
+                    min: (n / 2).max(1),
+                    max: n * 2,
+                    scaling: Scaling::Auto,
+                });
+            }
+        } else if let Ok(x) = text.parse::<f64>()
+            && x > 0.0
+            && x.is_finite()
+        {
+            out.push(ParameterRange::Continuous {
+                name: name.clone(),
+                min: x / 10.0,
+                max: x * 10.0,
+                scaling: Scaling::Logarithmic,
+            });
+        }
+    }
+    out
+}
+
+/// The ranges as `ParameterRanges` (what Describe shows of an Autotune job's choice).
+pub(super) fn ranges_json(ranges: &[ParameterRange]) -> Value {
+    let scaling = |s: &Scaling| match s {
+        Scaling::Auto => "Auto",
+        Scaling::Linear => "Linear",
+        Scaling::Logarithmic => "Logarithmic",
+        Scaling::ReverseLogarithmic => "ReverseLogarithmic",
+    };
+    let (mut ints, mut conts, mut cats) = (Vec::new(), Vec::new(), Vec::new());
+    for r in ranges {
+        match r {
+            ParameterRange::Integer { name, min, max, scaling: s } => ints.push(json!({
+                "Name": name, "MinValue": min.to_string(), "MaxValue": max.to_string(), "ScalingType": scaling(s)})),
+            ParameterRange::Continuous { name, min, max, scaling: s } => conts.push(json!({
+                "Name": name, "MinValue": min.to_string(), "MaxValue": max.to_string(), "ScalingType": scaling(s)})),
+            ParameterRange::Categorical { name, values } => {
+                cats.push(json!({"Name": name, "Values": values}));
+            }
+        }
+    }
+    json!({"IntegerParameterRanges": ints, "ContinuousParameterRanges": conts, "CategoricalParameterRanges": cats})
+}
+
 /// `(MetricName, Type)` of an objective.
 fn objective_of(objective: &Value, at: &str) -> Result<(String, ObjectiveType), ControlError> {
     let metric = required(objective, "MetricName")?.to_string();
@@ -308,9 +370,27 @@ fn searched(
             )?,
             "hyperParameterTuningJobConfig.hyperParameterTuningJobObjective",
         )?;
-        let ranges = ranges_of(config.get("ParameterRanges"))?;
+        let mut ranges = ranges_of(config.get("ParameterRanges"))?;
         let def = field(body, "TrainingJobDefinition", "trainingJobDefinition")?;
-        let training = definition_spec(state, def, name, &metric, &ranges)?;
+        let mut def = def.clone();
+        if body.get("Autotune").is_some() && ranges.is_empty() {
+            // Autotune chooses the ranges: those of the numeric static hyperparameters, which
+            // then stop being static.
+            ranges = autotuned_ranges(def.get("StaticHyperParameters"));
+            if let Some(statics) = def
+                .get_mut("StaticHyperParameters")
+                .and_then(Value::as_object_mut)
+            {
+                statics.retain(|k, _| !ranges.iter().any(|r| r.name() == k));
+            }
+            if ranges.is_empty() {
+                return Err(invalid(
+                    "Autotune found no numeric static hyperparameter to tune; give ParameterRanges"
+                        .into(),
+                ));
+            }
+        }
+        let training = definition_spec(state, &def, name, &metric, &ranges)?;
         return Ok(Searched {
             metric,
             objective_type,
@@ -383,10 +463,14 @@ pub(super) fn create(state: &ApiState, body: &Value) -> Result<Value, ControlErr
             "1 validation error detected: Value '{name}' at 'hyperParameterTuningJobName' failed to satisfy constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){{0,31}}"
         )));
     }
-    if body.get("Autotune").is_some() {
-        return Err(invalid(
-            "Autotune is not served by Clary yet; give HyperParameterTuningJobConfig".into(),
-        ));
+    match body.get("Autotune").map(|a| str_field(a, "Mode")) {
+        None | Some(Some("Enabled")) => {}
+        Some(other) => {
+            return Err(invalid(format!(
+                "1 validation error detected: Value '{}' at 'autotune.mode' failed to satisfy constraint: Member must satisfy enum value set: [Enabled]",
+                other.unwrap_or("null")
+            )));
+        }
     }
     let config = field(
         body,

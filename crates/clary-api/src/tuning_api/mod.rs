@@ -140,6 +140,12 @@ fn describe(state: &ApiState, name: &str) -> Result<Value, ControlError> {
     if let Some(best) = job.best(&trials) {
         out["BestTrainingJob"] = trial_summary(state, &job, best);
     }
+    if let Some(autotune) = req.get("Autotune") {
+        out["Autotune"] = autotune.clone();
+        // What Autotune chose.
+        out["HyperParameterTuningJobConfig"]["ParameterRanges"] =
+            create::ranges_json(&job.spec.ranges);
+    }
     if let Some(warm) = req.get("WarmStartConfig") {
         out["WarmStartConfig"] = warm.clone();
         if let Some((owner, best)) = state.control.tuning.overall_best(&job)? {
