@@ -277,3 +277,19 @@ def test_autotune_chooses_ranges_from_the_static_hyperparameters(sm, bucket, sou
     with pytest.raises(ClientError) as e:
         sm.create_hyper_parameter_tuning_job(**bad)
     assert "autotune.mode" in str(e.value)
+
+
+def test_a_search_that_stops_improving_completes_early(sm, bucket, source):
+    name = unique("stall")[:32]
+    req = tuning_request(name, bucket, source, max_jobs=30, parallel=1, seed=11,
+                         statics={"epoch-seconds": "0.01", "epochs": "1"})
+    req["HyperParameterTuningJobConfig"]["TuningJobCompletionCriteria"] = {
+        "BestObjectiveNotImproving": {"MaxNumberOfTrainingJobsNotImproving": 3}}
+    sm.create_hyper_parameter_tuning_job(**req)
+    d = wait_tuning(sm, name)
+    assert d["HyperParameterTuningJobStatus"] == "Completed"
+    assert d["TuningJobCompletionDetails"]["NumberOfTrainingJobsObjectiveNotImproving"] >= 3
+    ts = sorted(trials(sm, name), key=lambda t: t["TrainingJobName"])
+    assert len(ts) < 30
+    best_index = max(range(len(ts)), key=lambda i: ts[i]["FinalHyperParameterTuningJobObjectiveMetric"]["Value"])
+    assert len(ts) - 1 - best_index >= 3, "it stopped only after three trials in a row did not improve"

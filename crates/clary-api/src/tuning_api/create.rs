@@ -538,6 +538,17 @@ pub(super) fn create(state: &ApiState, body: &Value) -> Result<Value, ControlErr
             )));
         }
     };
+    if let Some(n) = config
+        .get("TuningJobCompletionCriteria")
+        .and_then(|c| c.get("BestObjectiveNotImproving"))
+        .and_then(|b| b.get("MaxNumberOfTrainingJobsNotImproving"))
+        .and_then(Value::as_i64)
+        .filter(|n| *n < 3)
+    {
+        return Err(invalid(format!(
+            "1 validation error detected: Value '{n}' at 'hyperParameterTuningJobConfig.tuningJobCompletionCriteria.bestObjectiveNotImproving.maxNumberOfTrainingJobsNotImproving' failed to satisfy constraint: Member must have value greater than or equal to 3"
+        )));
+    }
     let parents = warm_start_parents(state, body, &metric)?;
     let spec = TuningJobSpec {
         strategy,
@@ -563,6 +574,12 @@ pub(super) fn create(state: &ApiState, body: &Value) -> Result<Value, ControlErr
             .get("TuningJobCompletionCriteria")
             .and_then(|c| c.get("TargetObjectiveMetricValue"))
             .and_then(Value::as_f64),
+        max_not_improving: config
+            .get("TuningJobCompletionCriteria")
+            .and_then(|c| c.get("BestObjectiveNotImproving"))
+            .and_then(|b| b.get("MaxNumberOfTrainingJobsNotImproving"))
+            .and_then(Value::as_u64)
+            .map(|n| n.min(u64::from(u32::MAX)) as u32),
         training: searched.training,
         parents,
         definitions: searched.definitions,

@@ -140,6 +140,10 @@ fn describe(state: &ApiState, name: &str) -> Result<Value, ControlError> {
     if let Some(best) = job.best(&trials) {
         out["BestTrainingJob"] = trial_summary(state, &job, best);
     }
+    if job.spec.max_not_improving.is_some() {
+        out["TuningJobCompletionDetails"] =
+            json!({"NumberOfTrainingJobsObjectiveNotImproving": job.not_improving(&trials)});
+    }
     if let Some(autotune) = req.get("Autotune") {
         out["Autotune"] = autotune.clone();
         // What Autotune chose.

@@ -26,6 +26,10 @@ pub struct TuningJobSpec {
     pub seed: u64,
     /// `TuningJobCompletionCriteria.TargetObjectiveMetricValue`: stop once a trial reaches it.
     pub target_objective: Option<f64>,
+    /// `TuningJobCompletionCriteria.BestObjectiveNotImproving.MaxNumberOfTrainingJobsNotImproving`:
+    /// stop once that many trials in a row ended without beating the best.
+    #[serde(default)]
+    pub max_not_improving: Option<u32>,
     /// The trials' training spec; its hyperparameters are the static ones.
     pub training: TrainingJobSpec,
     /// `WarmStartConfig.ParentHyperParameterTuningJobs`: their trials inform the search.
@@ -195,6 +199,29 @@ impl TuningJob {
             .map(|(t, _)| t)
     }
 
+    /// How many trials, in the order they were launched, ended since the best objective last
+    /// improved (`TuningJobCompletionDetails.NumberOfTrainingJobsObjectiveNotImproving`).
+    pub fn not_improving(&self, trials: &[Trial]) -> u32 {
+        let mut best: Option<f64> = None;
+        let mut since = 0;
+        let mut ended: Vec<&Trial> = trials.iter().filter(|t| !t.running()).collect();
+        ended.sort_by_key(|t| t.index);
+        for t in ended {
+            match (t.objective(), best) {
+                (Some(v), None) => {
+                    best = Some(v);
+                    since = 0;
+                }
+                (Some(v), Some(b)) if self.spec.objective_type.better(v, b) => {
+                    best = Some(v);
+                    since = 0;
+                }
+                _ => since += 1,
+            }
+        }
+        since
+    }
+
     /// One step: stop what should stop, launch what fits, and end the job when it is done.
     /// `prior` are the trials of the parent jobs a warm start names: the strategy learns from
     /// them, and they count toward no limit of this job.
@@ -211,7 +238,11 @@ impl TuningJob {
                 .and_then(Trial::objective)
                 .is_some_and(|best| best == target || self.spec.objective_type.better(best, target))
         });
-        if stopping || timed_out || target_reached {
+        let stalled = self
+            .spec
+            .max_not_improving
+            .is_some_and(|n| self.not_improving(trials) >= n);
+        if stopping || timed_out || target_reached || stalled {
             plan.stop = running.iter().map(|t| t.name.clone()).collect();
             if running.is_empty() {
                 plan.status = Some(if stopping {

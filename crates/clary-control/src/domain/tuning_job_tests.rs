@@ -24,6 +24,7 @@ fn job(max_trials: u32, max_parallel: u32) -> TuningJob {
             stop_rule: StopRule::Off,
             seed: 1,
             target_objective: None,
+            max_not_improving: None,
             training: TrainingJobSpec {
                 image: "img".into(),
                 input_mode: InputMode::File,
@@ -203,4 +204,27 @@ fn several_definitions_take_turns_each_with_its_own_ranges() {
         ]
     );
     assert_eq!(j.spec.trial_parts(Some("second")).0, "acc");
+}
+
+#[test]
+fn a_search_that_stops_improving_ends() {
+    let mut j = job(10, 1);
+    j.spec.max_not_improving = Some(2);
+    let t = [
+        trial(0, Some(JobStatus::Completed), &[0.5]),
+        trial(1, Some(JobStatus::Completed), &[0.7]),
+        trial(2, Some(JobStatus::Completed), &[0.6]),
+    ];
+    assert_eq!(j.not_improving(&t), 1);
+    assert!(!j.step(&t, &[], 1.0).launch.is_empty());
+    let more = [
+        t[0].clone(),
+        t[1].clone(),
+        t[2].clone(),
+        trial(3, Some(JobStatus::Failed), &[]),
+    ];
+    assert_eq!(j.not_improving(&more), 2);
+    let plan = j.step(&more, &[], 1.0);
+    assert!(plan.launch.is_empty());
+    assert_eq!(plan.status, Some((TuningStatus::Completed, None)));
 }
