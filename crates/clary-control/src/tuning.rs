@@ -163,8 +163,10 @@ impl Tuning {
             if let Ok(Err(e)) = pass {
                 tracing::error!("tuning: {e}");
             }
+            // A trial that ends or reports its objective moves its tuning job at once.
             tokio::select! {
                 _ = self.wake.notified() => {}
+                _ = self.training.progressed() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }

@@ -283,7 +283,8 @@ impl TuningJob {
                 .map(|(t, o)| (t.definition.clone(), o)),
         );
         let mut launched = trials.len() as u32;
-        let mut busy = running.len() as u32;
+        // A trial told to stop frees its slot for the next one.
+        let mut busy = (running.len() - plan.stop_early.len()) as u32;
         while launched < self.spec.max_trials && busy < self.spec.max_parallel.max(1) {
             let definition = self.spec.definition_for(launched);
             let (ranges, seed, nth) = match definition {

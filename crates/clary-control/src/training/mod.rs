@@ -41,6 +41,9 @@ pub struct TrainingJobs {
     runtimes: Runtimes,
     /// Wakes the scheduler: a job was queued, or a slot freed.
     wake: Notify,
+    /// Wakes whoever follows jobs' progress (the tuning loop): a job ended, or reported
+    /// metric values.
+    progressed: Notify,
     credentials: Arc<Credentials>,
     metrics: Arc<Metrics>,
 }
@@ -62,6 +65,7 @@ impl TrainingJobs {
             config,
             runtimes,
             wake: Notify::new(),
+            progressed: Notify::new(),
             credentials,
             metrics,
         }
@@ -195,7 +199,13 @@ impl TrainingJobs {
             .find(|h| h.log_stream == stream)
             .map_or_else(|| host_of_stream(stream), |h| h.name.clone());
         let notes = self.metrics.ingest(job, definitions, &host, events)?;
+        self.progressed.notify_one();
         self.note(stream, notes)
+    }
+
+    /// Resolves when a job has ended or reported metric values since the last call.
+    pub async fn progressed(&self) {
+        self.progressed.notified().await;
     }
 
     /// Appends Clary's own lines to a job's log stream.
@@ -241,6 +251,7 @@ impl TrainingJobs {
         if job.state.status.is_terminal() || job.state.is_queued() {
             // A freed slot or a requeued job: the queue moves at once.
             self.wake.notify_one();
+            self.progressed.notify_one();
         }
         if job.state.status.is_terminal()
             && let Some(first) = job.state.hosts.first()
