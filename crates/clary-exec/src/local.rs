@@ -165,10 +165,17 @@ impl LocalExecutor {
                 && let Some(start_ticks) = process_start_ticks(pid)
                 && self.is_alive(HostProcess { pid, start_ticks })
             {
-                found.push(HostProcess { pid, start_ticks });
+                found.push((HostProcess { pid, start_ticks }, parent_pid(pid)));
             }
         }
+        // A unit's own child between fork and exec still shows its command line: only the
+        // topmost process of each is the unit.
+        let pids: Vec<i32> = found.iter().map(|(p, _)| p.pid).collect();
         found
+            .into_iter()
+            .filter(|(_, parent)| parent.is_none_or(|pp| !pids.contains(&pp)))
+            .map(|(p, _)| p)
+            .collect()
     }
 }
 
@@ -178,6 +185,12 @@ fn stat_fields(stat: &str) -> Vec<&str> {
     stat.rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default()
+}
+
+/// The parent of `pid` (field 1 after the command name in `/proc/<pid>/stat`).
+fn parent_pid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_fields(&stat).get(1)?.parse().ok()
 }
 
 pub fn process_start_ticks(pid: i32) -> Option<u64> {
@@ -190,12 +203,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_forked_child_between_fork_and_exec_is_not_a_second_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("spec.json");
+        // The shell forks a child for `sleep` (`; true` keeps it from exec-ing instead); until
+        // that child execs it shows the shell's command line, spec included.
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 0.3; sleep 0.3; true", "agent", "--spec"])
+            .arg(&spec)
+            .spawn()
+            .unwrap();
+        let exec = LocalExecutor;
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_millis(500) {
+            let found = exec.find_by_spec("agent", &spec);
+            assert!(found.len() <= 1, "{found:?}");
+        }
+        child.wait().unwrap();
+    }
+
+    #[test]
     fn a_unit_is_found_again_by_the_spec_on_its_command_line() {
         let dir = tempfile::tempdir().unwrap();
         let spec = dir.path().join("spec.json");
-        // `; true` keeps the shell from exec-ing sleep, so its argv stays as given.
-        let mut child = Command::new("sh")
-            .args(["-c", "sleep 30; true", "agent", "--spec"])
+        // A process whose command line names the spec as an agent's would, and that starts no
+        // children of its own to outlive the test.
+        let mut child = Command::new("python3")
+            .args(["-c", "import time; time.sleep(30)", "agent", "--spec"])
             .arg(&spec)
             .spawn()
             .unwrap();
