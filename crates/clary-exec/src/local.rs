@@ -228,8 +228,8 @@ mod tests {
         let spec = dir.path().join("spec.json");
         // A process whose command line names the spec as an agent's would, and that starts no
         // children of its own to outlive the test.
-        let mut child = Command::new("python3")
-            .args(["-c", "import time; time.sleep(30)", "agent", "--spec"])
+        let mut child = Command::new("perl")
+            .args(["-e", "sleep 30", "agent", "--spec"])
             .arg(&spec)
             .spawn()
             .unwrap();
@@ -252,7 +252,20 @@ mod tests {
         );
         child.kill().unwrap();
         child.wait().unwrap();
-        assert!(exec.find_by_spec("agent", &spec).is_empty());
+        let left = exec.find_by_spec("agent", &spec);
+        let cmdlines: Vec<String> = left
+            .iter()
+            .map(|p| {
+                std::fs::read(format!("/proc/{}/cmdline", p.pid))
+                    .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert!(
+            left.is_empty(),
+            "{left:?} {cmdlines:?} (child was {})",
+            child.id()
+        );
     }
 
     #[test]
