@@ -167,6 +167,16 @@ def test_bad_requests_are_refused_as_aws_does(sm, bucket, source):
     with pytest.raises(ClientError) as e:
         sm.create_hyper_parameter_tuning_job(**tuning_request(unique("bad")[:32], bucket, source, strategy="Grid"))
     assert "The Grid strategy takes categorical" in str(e.value)
+    req = tuning_request(unique("bad")[:32], bucket, source, strategy="Hyperband")
+    req["HyperParameterTuningJobConfig"]["StrategyConfig"] = {"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 9}}
+    with pytest.raises(ClientError) as e:
+        sm.create_hyper_parameter_tuning_job(**req)
+    assert "StrategyConfig" in str(e.value)
+    req = tuning_request(unique("bad")[:32], bucket, source)
+    req["HyperParameterTuningJobConfig"]["TuningJobCompletionCriteria"] = {"ConvergenceDetected": {"CompleteOnConvergence": "Enabled"}}
+    with pytest.raises(ClientError) as e:
+        sm.create_hyper_parameter_tuning_job(**req)
+    assert "ConvergenceDetected" in str(e.value)
     with pytest.raises(ClientError) as e:
         sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="nope")
     assert e.value.response["Error"]["Code"] == "ResourceNotFound"

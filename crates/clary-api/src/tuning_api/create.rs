@@ -549,6 +549,22 @@ pub(super) fn create(state: &ApiState, body: &Value) -> Result<Value, ControlErr
             "1 validation error detected: Value '{n}' at 'hyperParameterTuningJobConfig.tuningJobCompletionCriteria.bestObjectiveNotImproving.maxNumberOfTrainingJobsNotImproving' failed to satisfy constraint: Member must have value greater than or equal to 3"
         )));
     }
+    // Settings Clary does not act on are refused, never dropped.
+    if config
+        .get("TuningJobCompletionCriteria")
+        .and_then(|c| c.get("ConvergenceDetected"))
+        .and_then(|c| str_field(c, "CompleteOnConvergence"))
+        == Some("Enabled")
+    {
+        return Err(invalid(
+            "TuningJobCompletionCriteria.ConvergenceDetected with CompleteOnConvergence Enabled is not served by Clary; use BestObjectiveNotImproving or TargetObjectiveMetricValue".into(),
+        ));
+    }
+    if config.get("StrategyConfig").is_some() {
+        return Err(invalid(
+            "StrategyConfig (HyperbandStrategyConfig MinResource/MaxResource) is not served by Clary: its Hyperband halves at rungs of 1, 3, 9... objective reports; leave StrategyConfig out".into(),
+        ));
+    }
     let parents = warm_start_parents(state, body, &metric)?;
     let spec = TuningJobSpec {
         strategy,
