@@ -117,6 +117,24 @@ def bucket(s3):
     return name
 
 
+def pids_of(subcommand, under):
+    """PIDs of `clary <subcommand>` processes whose command line names a path under `under`
+    (a job's or an endpoint's directory): units the servers of a test started."""
+    marker = under.encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if subcommand in argv and any(a.startswith(marker) for a in argv):
+            pids.append(int(entry))
+    return pids
+
+
 def unique(prefix):
     return "%s-%s" % (prefix, uuid.uuid4().hex[:10])
 

@@ -8,7 +8,7 @@ import time
 
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
 
-from conftest import Server, deploy, job_request, log_text, unique, upload_code, wait_endpoint, wait_for
+from conftest import Server, deploy, pids_of, job_request, log_text, unique, upload_code, wait_endpoint, wait_for
 from test_hardening_hosting import model_server_pids
 
 # Fixed, so a failure can be replayed; the window is a few milliseconds wide, so the delays
@@ -33,19 +33,7 @@ time.sleep(1)
 
 def agent_pids(data_dir, job):
     """PIDs of the host agents of `job` (children of the servers this test started)."""
-    marker = os.path.join(data_dir, "jobs", job).encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % entry, "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"agent" in argv and any(a.startswith(marker) for a in argv):
-            pids.append(int(entry))
-    return pids
+    return pids_of(b"agent", os.path.join(data_dir, "jobs", job))
 
 
 def crash_and_restart(server):

@@ -7,7 +7,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import deploy, unique, wait_endpoint
+from conftest import deploy, pids_of, unique, wait_endpoint
 
 SLOW_START = '''
 import time
@@ -23,21 +23,8 @@ def transform_fn(model, data, content_type, accept):
 
 
 def model_server_pids(data_dir, endpoint):
-    """PIDs of the model servers of `endpoint`, found by the spec path on their command line
-    (they are children of the server this test run started)."""
-    marker = os.path.join(data_dir, "endpoints", endpoint).encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % entry, "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"model-server" in argv and any(a.startswith(marker) for a in argv):
-            pids.append(int(entry))
-    return pids
+    """PIDs of the model servers of `endpoint` (children of the server this test run started)."""
+    return pids_of(b"model-server", os.path.join(data_dir, "endpoints", endpoint))
 
 
 def test_invoke_while_the_only_instance_is_replaced_answers_a_retryable_503(server, sm, s3, bucket):

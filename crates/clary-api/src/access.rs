@@ -30,12 +30,19 @@ fn holder_name(h: &Holder) -> String {
 }
 
 impl Keys {
+    /// The secret of `access_key` and, for a scoped key, the key itself (`None` for the
+    /// server's own pair); `None` for a key nobody holds.
+    pub fn resolve(&self, access_key: &str) -> Option<(String, Option<ScopedKey>)> {
+        if access_key == self.access_key {
+            return Some((self.secret_key.clone(), None));
+        }
+        let key = self.control.scoped_key(access_key)?;
+        Some((key.secret_key.clone(), Some(key)))
+    }
+
     /// The secret of `access_key`: the server's own, or a live scoped key's.
     pub fn secret_for(&self, access_key: &str) -> Option<String> {
-        if access_key == self.access_key {
-            return Some(self.secret_key.clone());
-        }
-        self.control.scoped_key(access_key).map(|k| k.secret_key)
+        self.resolve(access_key).map(|(secret, _)| secret)
     }
 
     /// The scoped key behind a verified `access_key`; `None` for the server's own pair.

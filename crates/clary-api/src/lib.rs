@@ -146,8 +146,13 @@ async fn signed_call(
         );
         route.error(StatusCode::FORBIDDEN, e.code(), &message)
     };
+    // The key's holder is looked up once, with its secret (an agent signs every few hundred
+    // milliseconds).
+    let signer = std::cell::RefCell::new(None);
     let pending = match clary_sigv4::check_headers(&parts.headers, chrono::Utc::now(), |ak| {
-        state.keys.secret_for(ak)
+        let (secret, scoped) = state.keys.resolve(ak)?;
+        *signer.borrow_mut() = scoped;
+        Some(secret)
     }) {
         Ok(p) => p,
         Err(e) => return refuse(e),
@@ -169,7 +174,7 @@ async fn signed_call(
         Ok(a) => a,
         Err(e) => return refuse(e),
     };
-    let scoped = state.keys.scoped(&auth.access_key);
+    let scoped = signer.into_inner();
     if let Some(key) = &scoped
         && route != Route::Json
     {

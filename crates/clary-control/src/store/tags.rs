@@ -27,12 +27,7 @@ impl TagStore {
     pub fn add(&self, arn: &str, tags: &[(String, String)]) -> Result<(), ControlError> {
         let mut conn = self.db.lock();
         let tx = conn.transaction()?;
-        for (k, v) in tags {
-            tx.execute(
-                "INSERT OR REPLACE INTO tags (resource_arn, key, value) VALUES (?1, ?2, ?3)",
-                params![arn, k, v],
-            )?;
-        }
+        insert_tags(&tx, arn, tags)?;
         tx.commit()?;
         Ok(())
     }
@@ -60,4 +55,19 @@ impl TagStore {
         )?;
         Ok(n > 0)
     }
+}
+
+/// Sets `tags` on `arn` within `tx`: a resource and its tags are stored together.
+pub(super) fn insert_tags(
+    tx: &rusqlite::Transaction<'_>,
+    arn: &str,
+    tags: &[(String, String)],
+) -> rusqlite::Result<()> {
+    for (k, v) in tags {
+        tx.execute(
+            "INSERT OR REPLACE INTO tags (resource_arn, key, value) VALUES (?1, ?2, ?3)",
+            params![arn, k, v],
+        )?;
+    }
+    Ok(())
 }

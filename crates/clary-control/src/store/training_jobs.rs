@@ -285,12 +285,7 @@ impl TrainingJobStore {
         if inserted == 0 {
             return Ok(false);
         }
-        for (k, v) in tags {
-            tx.execute(
-                "INSERT OR REPLACE INTO tags (resource_arn, key, value) VALUES (?1, ?2, ?3)",
-                params![job.arn, k, v],
-            )?;
-        }
+        super::tags::insert_tags(&tx, &job.arn, tags)?;
         tx.commit()?;
         Ok(true)
     }

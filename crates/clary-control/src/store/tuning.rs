@@ -77,12 +77,7 @@ impl TuningStore {
         if n == 0 {
             return Ok(false);
         }
-        for (k, v) in tags {
-            tx.execute(
-                "INSERT OR REPLACE INTO tags (resource_arn, key, value) VALUES (?1, ?2, ?3)",
-                params![job.arn, k, v],
-            )?;
-        }
+        super::tags::insert_tags(&tx, &job.arn, tags)?;
         tx.commit()?;
         Ok(true)
     }
