@@ -60,6 +60,7 @@ pub fn localize(mut spec: HostSpec, node: &NodeIdentity, node_dir: &Path) -> Hos
 /// Runs this node's host of `job`; `write_shims` puts the Python helpers in a directory.
 pub async fn run(
     control_url: &str,
+    kind: clary_exec::protocol::JobKind,
     job: &str,
     region: &str,
     node_dir: PathBuf,
@@ -82,7 +83,7 @@ pub async fn run(
             return 2;
         }
     };
-    let reporter = Reporter::new(control_url, &access, &secret, region, job);
+    let reporter = Reporter::new(control_url, &access, &secret, region, job).for_kind(kind);
     let spec = match reporter.host_spec(&node.host).await {
         Ok(s) => localize(s, &node, &node_dir),
         Err(e) => {

@@ -74,6 +74,7 @@ fn failed(spec: &HostSpec, reason: String) -> ResultReport {
     // The platform's own failures (not the script's or the data's) may pass on a retry.
     let transient = reason.starts_with("InternalServerError");
     ResultReport {
+        kind: Default::default(),
         job_name: spec.job_name.clone(),
         host: spec.current_host.clone(),
         outcome: Outcome::Failed,
@@ -316,6 +317,7 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
         }
     };
     ResultReport {
+        kind: Default::default(),
         job_name: spec.job_name.clone(),
         host: spec.current_host.clone(),
         outcome,

@@ -4,7 +4,7 @@
 
 use clary_client::{Retry, SignedClient};
 use clary_exec::protocol::{
-    AGENT_API, HostSpec, LogBatch, LogLine, MonitorSettings, ResultReport, StatusReport,
+    AGENT_API, HostSpec, JobKind, LogBatch, LogLine, MonitorSettings, ResultReport, StatusReport,
     SystemMetricsReport, SystemSample,
 };
 use clary_sigv4::Signer;
@@ -27,6 +27,7 @@ const MONITOR_RETRY: Retry = Retry {
 #[derive(Clone)]
 pub struct Reporter {
     client: SignedClient,
+    kind: JobKind,
     job_name: String,
 }
 
@@ -45,8 +46,15 @@ impl Reporter {
         };
         Reporter {
             client: SignedClient::new(url, signer),
+            kind: JobKind::default(),
             job_name: job_name.into(),
         }
+    }
+
+    /// Reports about a job of `kind` (a training job's otherwise).
+    pub fn for_kind(mut self, kind: JobKind) -> Self {
+        self.kind = kind;
+        self
     }
 
     async fn call<T: Serialize>(&self, op: &str, body: &T) -> Result<(), String> {
@@ -67,6 +75,7 @@ impl Reporter {
 
     pub async fn status(&self, host: &str, status: &str, message: &str) -> Result<(), String> {
         let r = StatusReport {
+            kind: self.kind,
             job_name: self.job_name.clone(),
             host: host.into(),
             status: status.into(),
@@ -78,7 +87,8 @@ impl Reporter {
     /// The spec of `host` in this job's current attempt (agents started by Slurm have only
     /// the server's URL).
     pub async fn host_spec(&self, host: &str) -> Result<HostSpec, String> {
-        let body = serde_json::json!({"JobName": self.job_name, "Host": host});
+        let body =
+            serde_json::json!({"Kind": self.kind.as_str(), "JobName": self.job_name, "Host": host});
         let answer = self.call_for("GetHostSpec", &body).await?;
         serde_json::from_value(answer).map_err(|e| format!("the host spec is not valid: {e}"))
     }
@@ -104,7 +114,11 @@ impl Reporter {
     }
 
     pub async fn result(&self, r: &ResultReport) -> Result<(), String> {
-        self.call("ReportResult", r).await
+        let r = ResultReport {
+            kind: self.kind,
+            ..r.clone()
+        };
+        self.call("ReportResult", &r).await
     }
 
     /// Starts the task that batches log lines; send lines into the returned channel and drop
@@ -140,6 +154,7 @@ impl Reporter {
                     continue;
                 }
                 let batch = LogBatch {
+                    kind: me.kind,
                     job_name: me.job_name.clone(),
                     log_stream: stream.clone(),
                     events: std::mem::take(&mut pending),

@@ -22,7 +22,9 @@ pub struct Keys {
 
 fn holder_name(h: &Holder) -> String {
     match h {
-        Holder::TrainingJob(job) => format!("training job {job}"),
+        Holder::Job { kind, name } => {
+            format!("{} {name}", kind.words().noun.to_lowercase())
+        }
         Holder::EndpointInstance { endpoint, instance } => {
             format!("instance {instance} of endpoint {endpoint}")
         }
@@ -66,7 +68,8 @@ pub fn may_call_agent_api(key: &ScopedKey, op: &str, body: &Value) -> bool {
     let field = |k: &str| body.get(k).and_then(Value::as_str);
     match op {
         "ReportStatus" | "PutLogLines" | "ReportResult" | "GetHostSpec" | "ReportSystemMetrics" => {
-            key.may_report(field("JobName"), None)
+            let kind = crate::json_api::call_kind(body).ok();
+            key.may_report(kind.zip(field("JobName")), None)
         }
         "GetModelServerSpec" | "ReportInstance" => key.may_report(None, field("InstanceId")),
         _ => false,
@@ -162,7 +165,10 @@ mod tests {
     #[test]
     fn a_job_key_makes_only_its_own_jobs_agent_calls() {
         let key = ScopedKey::new(
-            Holder::TrainingJob("j1".into()),
+            Holder::Job {
+                kind: clary_control::domain::job::Kind::TrainingJob,
+                name: "j1".into(),
+            },
             vec![WriteGrant {
                 bucket: "b".into(),
                 prefix: "out/j1/".into(),

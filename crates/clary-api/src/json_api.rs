@@ -4,7 +4,7 @@
 use crate::ApiState;
 use crate::errors::ApiError;
 use clary_control::ControlError;
-use clary_control::domain::job::{HostResult, Outcome};
+use clary_control::domain::job::{HostResult, Kind, Outcome};
 use clary_exec::protocol::{self, LogBatch, ResultReport, StatusReport, SystemMetricsReport};
 use serde_json::{Value, json};
 
@@ -20,6 +20,23 @@ fn host_result(r: &ResultReport) -> HostResult {
         exit_code: r.exit_code,
         artifacts: r.model_artifacts.clone(),
         transient: r.transient,
+    }
+}
+
+/// The control plane's name for a job kind the agents' wire names.
+pub fn job_kind(kind: protocol::JobKind) -> Kind {
+    match kind {
+        protocol::JobKind::TrainingJob => Kind::TrainingJob,
+    }
+}
+
+/// The kind an agents' call names in its `Kind` field (a training job's when absent).
+pub fn call_kind(body: &Value) -> Result<Kind, ControlError> {
+    match body.get("Kind").and_then(Value::as_str) {
+        None => Ok(Kind::TrainingJob),
+        Some(s) => protocol::JobKind::parse(s)
+            .map(job_kind)
+            .ok_or_else(|| ControlError::Validation(format!("{s:?} is not a job kind"))),
     }
 }
 
@@ -52,7 +69,8 @@ pub fn agent(state: &ApiState, op: &str, body: Value) -> Result<Value, ApiError>
     if op == "GetHostSpec" {
         let job = body["JobName"].as_str().unwrap_or_default();
         let host = body["Host"].as_str().unwrap_or_default();
-        return Ok(state.control.training.host_spec(job, host)?);
+        let kind = call_kind(&body)?;
+        return Ok(state.control.reports(kind).host_spec(job, host)?);
     }
     let training = &state.control.training;
     if op == "ReportSystemMetrics" {
@@ -70,10 +88,13 @@ pub fn agent(state: &ApiState, op: &str, body: Value) -> Result<Value, ApiError>
         };
         return Ok(serde_json::to_value(wire).map_err(|e| ControlError::Internal(e.to_string()))?);
     }
+    let control = &state.control;
     match op {
         "ReportStatus" => {
             let r: StatusReport = serde_json::from_value(body).map_err(bad)?;
-            training.report_status(&r.job_name, &r.status, &r.message)
+            control
+                .reports(job_kind(r.kind))
+                .report_status(&r.job_name, &r.status, &r.message)
         }
         "PutLogLines" => {
             let b: LogBatch = serde_json::from_value(body).map_err(bad)?;
@@ -82,11 +103,18 @@ pub fn agent(state: &ApiState, op: &str, body: Value) -> Result<Value, ApiError>
                 .into_iter()
                 .map(|e| (e.timestamp, e.message))
                 .collect();
-            training.report_logs(&b.job_name, &b.log_stream, &events)
+            control
+                .reports(job_kind(b.kind))
+                .report_logs(&b.job_name, &b.log_stream, &events)
         }
         "ReportResult" => {
             let r: ResultReport = serde_json::from_value(body).map_err(bad)?;
-            training.report_result(&r.job_name, &r.host, r.attempt, host_result(&r))
+            control.reports(job_kind(r.kind)).report_result(
+                &r.job_name,
+                &r.host,
+                r.attempt,
+                host_result(&r),
+            )
         }
         other => {
             return Err(ApiError::UnknownOperation {

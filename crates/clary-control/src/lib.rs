@@ -1,6 +1,7 @@
-//! The control plane: training jobs on a shared job lifecycle, hosting, tags and CloudWatch-shaped
-//! logs. Rooms: `domain` (typed entities, pure transitions), `store` (SQL), `training` (the
-//! lifecycle, the queue and the watch), `hosting` (models, configs, the endpoint reconciler).
+//! The control plane: jobs of every kind on a shared job lifecycle, hosting, tags and
+//! CloudWatch-shaped logs. Rooms: `domain` (typed entities, pure transitions), `store` (SQL),
+//! `lifecycle` (the queue, launch, the watch and the agents' reports, for any job kind), one
+//! module per job kind (`training`, …), `hosting` (models, configs, the endpoint reconciler).
 //! Processes are reached only through `clary_exec::Executor`. See docs/design/control-plane.md.
 
 pub mod config;
@@ -9,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod failpoint;
 pub mod hosting;
+pub mod lifecycle;
 pub mod logs;
 pub mod metrics;
 pub mod routes;
@@ -56,12 +58,16 @@ impl ControlPlane {
         let metrics = Arc::new(metrics::Metrics::new(store::metrics::MetricStore::new(
             db.clone(),
         )));
+        let services = lifecycle::Services {
+            executor: executor.clone(),
+            config: config.clone(),
+            logs: logs.clone(),
+            credentials: credentials.clone(),
+            ledger: Arc::new(lifecycle::ledger::Ledger::new(config.capacity.clone())),
+        };
         let training = Arc::new(training::TrainingJobs::new(
             store::TrainingJobStore::new(db.clone()),
-            logs.clone(),
-            executor.clone(),
-            config.clone(),
-            credentials.clone(),
+            services,
             metrics.clone(),
         ));
         let tuning = Arc::new(tuning::Tuning::new(
@@ -99,12 +105,23 @@ impl ControlPlane {
     pub fn scoped_key(&self, access_key: &str) -> Option<domain::credentials::ScopedKey> {
         let key = self.credentials.get(access_key).ok()??;
         let live = match &key.holder {
-            domain::credentials::Holder::TrainingJob(job) => self.training.accepts_reports(job),
+            domain::credentials::Holder::Job { kind, name } => {
+                self.reports(*kind).accepts_reports(name)
+            }
             domain::credentials::Holder::EndpointInstance { endpoint, instance } => {
                 self.hosting.has_instance(endpoint, instance)
             }
         };
         live.then_some(key)
+    }
+}
+
+impl ControlPlane {
+    /// The agents' calls about jobs of `kind`.
+    pub fn reports(&self, kind: domain::job::Kind) -> &dyn lifecycle::AgentReports {
+        match kind {
+            domain::job::Kind::TrainingJob => self.training.reports(),
+        }
     }
 }
 

@@ -77,6 +77,8 @@ pub struct UnitCredentials<'a> {
 
 /// All hosts of one job, launched together.
 pub struct JobLaunch<'a> {
+    /// Job names are unique only within a kind.
+    pub kind: crate::protocol::JobKind,
     pub job_name: &'a str,
     pub instance_type: &'a str,
     pub hosts: Vec<HostLaunch<'a>>,

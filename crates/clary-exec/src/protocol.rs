@@ -16,6 +16,32 @@ pub const AGENT_API: clary_client::JsonApi = clary_client::JsonApi {
     target_prefix: AGENT_TARGET_PREFIX,
 };
 
+/// Which kind of job a host belongs to, as the agents' calls name it (`Kind`); calls from
+/// agents that predate job kinds are a training job's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum JobKind {
+    #[default]
+    TrainingJob,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 1] = [JobKind::TrainingJob];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::TrainingJob => "TrainingJob",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    fn is_training(&self) -> bool {
+        *self == JobKind::TrainingJob
+    }
+}
+
 /// Where a channel's objects are and how the agent should present them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChannelSpec {
@@ -173,6 +199,8 @@ impl HostSpec {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub struct StatusReport {
+    #[serde(default, skip_serializing_if = "JobKind::is_training")]
+    pub kind: JobKind,
     pub job_name: String,
     pub host: String,
     pub status: String,
@@ -190,6 +218,8 @@ pub struct LogLine {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub struct LogBatch {
+    #[serde(default, skip_serializing_if = "JobKind::is_training")]
+    pub kind: JobKind,
     pub job_name: String,
     pub log_stream: String,
     pub events: Vec<LogLine>,
@@ -207,6 +237,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub struct ResultReport {
+    #[serde(default, skip_serializing_if = "JobKind::is_training")]
+    pub kind: JobKind,
     pub job_name: String,
     pub host: String,
     pub outcome: Outcome,

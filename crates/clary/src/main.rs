@@ -129,6 +129,9 @@ enum Command {
         from_control: Option<String>,
         #[arg(long)]
         job: Option<String>,
+        /// The kind of that job (`TrainingJob`, …).
+        #[arg(long, default_value = "TrainingJob", value_parser = parse_job_kind)]
+        kind: clary_exec::protocol::JobKind,
         #[arg(long, default_value = settings::DEFAULT_REGION)]
         region: String,
         /// Where this node keeps its jobs' directories.
@@ -168,6 +171,10 @@ enum JobsCommand {
     },
 }
 
+fn parse_job_kind(s: &str) -> Result<clary_exec::protocol::JobKind, String> {
+    clary_exec::protocol::JobKind::parse(s).ok_or_else(|| format!("{s:?} is not a job kind"))
+}
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -191,6 +198,7 @@ fn main() -> Result<()> {
     if let Command::Agent {
         from_control: Some(url),
         job: Some(job),
+        kind,
         region,
         node_dir,
         ..
@@ -201,6 +209,7 @@ fn main() -> Result<()> {
             .build()?;
         std::process::exit(rt.block_on(clary_agent::from_control::run(
             url,
+            *kind,
             job,
             region,
             node_dir.clone(),
@@ -311,8 +320,8 @@ fn cluster_status() -> Result<()> {
             Some(clary_exec::executor::SlurmUnit::EndpointInstance(ep)) => {
                 format!("endpoint instance {ep}")
             }
-            Some(clary_exec::executor::SlurmUnit::TrainingJob(job)) => {
-                format!("training job {job}")
+            Some(clary_exec::executor::SlurmUnit::Job(kind, job)) => {
+                format!("{} {job}", kind.as_str())
             }
             None => continue,
         };

@@ -4,13 +4,21 @@
 //! call the agents' API for its own holder, read objects (as a SageMaker execution role with
 //! S3 read access does) and write only under the prefixes it was granted.
 
+use super::job::Kind;
 use serde::{Deserialize, Serialize};
 
 /// Whose key it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Holder {
-    TrainingJob(String),
-    EndpointInstance { endpoint: String, instance: String },
+    /// The hosts of one job of any kind.
+    Job {
+        kind: Kind,
+        name: String,
+    },
+    EndpointInstance {
+        endpoint: String,
+        instance: String,
+    },
 }
 
 /// Where a scoped key may write: every key under `prefix` in `bucket`.
@@ -68,11 +76,11 @@ impl ScopedKey {
             .any(|g| g.bucket == bucket && key.starts_with(&g.prefix))
     }
 
-    /// Whether this key may make an agents' call about `job` or `instance` (as the call names
-    /// them).
-    pub fn may_report(&self, job: Option<&str>, instance: Option<&str>) -> bool {
+    /// Whether this key may make an agents' call about `job` (its kind and name) or
+    /// `instance`, as the call names them.
+    pub fn may_report(&self, job: Option<(Kind, &str)>, instance: Option<&str>) -> bool {
         match &self.holder {
-            Holder::TrainingJob(name) => job == Some(name.as_str()),
+            Holder::Job { kind, name } => job == Some((*kind, name.as_str())),
             Holder::EndpointInstance { instance: id, .. } => instance == Some(id.as_str()),
         }
     }
@@ -83,7 +91,15 @@ mod tests {
     use super::*;
 
     fn key(writes: Vec<WriteGrant>) -> ScopedKey {
-        ScopedKey::new(Holder::TrainingJob("job-1".into()), writes, &[7u8; 56], 1.0)
+        ScopedKey::new(
+            Holder::Job {
+                kind: Kind::TrainingJob,
+                name: "job-1".into(),
+            },
+            writes,
+            &[7u8; 56],
+            1.0,
+        )
     }
 
     #[test]
@@ -92,7 +108,15 @@ mod tests {
         for (i, b) in random.iter_mut().enumerate() {
             *b = (i * 37) as u8;
         }
-        let k = ScopedKey::new(Holder::TrainingJob("j".into()), Vec::new(), &random, 1.0);
+        let k = ScopedKey::new(
+            Holder::Job {
+                kind: Kind::TrainingJob,
+                name: "j".into(),
+            },
+            Vec::new(),
+            &random,
+            1.0,
+        );
         assert!(k.access_key.starts_with("ASIA") && k.access_key.len() == 20);
         assert_eq!(k.secret_key.len(), 40);
         assert!(k.access_key[4..].bytes().all(|b| KEY_ALPHABET.contains(&b)));
@@ -113,8 +137,8 @@ mod tests {
     #[test]
     fn reports_only_about_its_own_holder() {
         let k = key(Vec::new());
-        assert!(k.may_report(Some("job-1"), None));
-        assert!(!k.may_report(Some("job-2"), None));
+        assert!(k.may_report(Some((Kind::TrainingJob, "job-1")), None));
+        assert!(!k.may_report(Some((Kind::TrainingJob, "job-2")), None));
         assert!(!k.may_report(None, Some("i-1")));
         let i = ScopedKey::new(
             Holder::EndpointInstance {
@@ -126,6 +150,6 @@ mod tests {
             1.0,
         );
         assert!(i.may_report(None, Some("i-1")));
-        assert!(!i.may_report(Some("job-1"), None));
+        assert!(!i.may_report(Some((Kind::TrainingJob, "job-1")), None));
     }
 }

@@ -174,6 +174,62 @@ pub struct JobState {
 pub struct JobWords {
     pub noun: &'static str,
     pub script: &'static str,
+    /// The status message while its hosts start ("Preparing the instances for training").
+    pub preparing: &'static str,
+}
+
+/// Which kind of job: each kind is a module of its own on the shared lifecycle, with its own
+/// names (AWS keeps training, processing and transform job names apart), ARNs, directory
+/// and log group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    TrainingJob,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 1] = [Kind::TrainingJob];
+
+    /// As the agents' API and stored credentials name it (`TrainingJob`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::TrainingJob => "TrainingJob",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The resource type in its ARNs (`arn:aws:sagemaker:…:training-job/NAME`).
+    pub fn arn_resource(self) -> &'static str {
+        match self {
+            Kind::TrainingJob => "training-job",
+        }
+    }
+
+    /// The CloudWatch log group its hosts write to.
+    pub fn log_group(self) -> &'static str {
+        match self {
+            Kind::TrainingJob => "/aws/sagemaker/TrainingJobs",
+        }
+    }
+
+    /// The directory under the data directory holding its jobs' host directories.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Kind::TrainingJob => "jobs",
+        }
+    }
+
+    pub const fn words(self) -> JobWords {
+        match self {
+            Kind::TrainingJob => JobWords {
+                noun: "Training job",
+                script: "training script",
+                preparing: "Preparing the instances for training",
+            },
+        }
+    }
 }
 
 pub const LAUNCHING: &str = "Launching requested ML instances";
@@ -208,6 +264,49 @@ pub enum TransitionError {
     AlreadyEnded(&'static str),
     #[error("{0} is not a host of the job")]
     UnknownHost(String),
+}
+
+/// Filters and order of a job listing (`ListTrainingJobs`, `ListProcessingJobs`, …).
+#[derive(Debug, Default, Clone)]
+pub struct ListJobs {
+    pub name_contains: Option<String>,
+    pub status_equals: Option<JobStatus>,
+    pub creation_time_after: Option<f64>,
+    pub creation_time_before: Option<f64>,
+    pub last_modified_time_after: Option<f64>,
+    pub last_modified_time_before: Option<f64>,
+    pub sort_by: SortBy,
+    pub ascending: bool,
+    pub max_results: u32,
+    /// Rows to skip (the decoded `NextToken`).
+    pub offset: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum SortBy {
+    Name,
+    #[default]
+    CreationTime,
+    Status,
+}
+
+/// One page of a listing and whether more follow.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The offset of the next page, when there is one.
+    pub next_offset: Option<u64>,
+}
+
+/// A job of a kind without columns of its own in the store: what was asked (`spec`), the
+/// request as received for the edge to echo, and where it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job<S> {
+    pub name: String,
+    pub arn: String,
+    pub spec: S,
+    pub echo: String,
+    pub state: JobState,
 }
 
 /// How long after its job ended a job's scoped key still signs: the agents' last log lines
@@ -286,14 +385,10 @@ impl JobState {
     }
 
     /// The current attempt's hosts are being launched.
-    pub fn start_attempt(&mut self, hosts: Vec<Host>, now: f64) {
+    pub fn start_attempt(&mut self, words: JobWords, hosts: Vec<Host>, now: f64) {
         self.start_time = Some(now);
         self.hosts = hosts;
-        self.set_secondary(
-            SecondaryStatus::Starting,
-            "Preparing the instances for training",
-            now,
-        );
+        self.set_secondary(SecondaryStatus::Starting, words.preparing, now);
     }
 
     /// Moves the job to its terminal status.

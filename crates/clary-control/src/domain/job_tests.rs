@@ -1,10 +1,7 @@
 use super::*;
 use clary_exec::HostProcess;
 
-const WORDS: JobWords = JobWords {
-    noun: "Training job",
-    script: "training script",
-};
+const WORDS: JobWords = Kind::TrainingJob.words();
 
 fn host(name: &str) -> Host {
     Host {
@@ -21,7 +18,7 @@ fn host(name: &str) -> Host {
 
 fn running(hosts: &[&str]) -> JobState {
     let mut job = JobState::queued(100.0);
-    job.start_attempt(hosts.iter().map(|h| host(h)).collect(), 101.0);
+    job.start_attempt(WORDS, hosts.iter().map(|h| host(h)).collect(), 101.0);
     job
 }
 
@@ -179,7 +176,7 @@ fn a_transient_failure_restarts_while_retries_last_and_late_reports_are_ignored(
         ),
         Ok(ResultEffect::Ignored)
     );
-    job.start_attempt(vec![host("algo-1")], 142.0);
+    job.start_attempt(WORDS, vec![host("algo-1")], 142.0);
     // No retries left: the next transient failure fails the job.
     let effect = job
         .apply_result(WORDS, 1, "algo-1", 1, result(Outcome::Failed, true), 150.0)
@@ -193,7 +190,7 @@ fn lost_hosts_fail_the_job_or_restart_it() {
     let mut job = running(&["algo-1"]);
     assert!(job.hosts_lost(WORDS, 1, "algo-1", "agent gone".into(), true, 160.0));
     assert!(job.is_queued());
-    job.start_attempt(vec![host("algo-1")], 161.0);
+    job.start_attempt(WORDS, vec![host("algo-1")], 161.0);
     assert!(!job.hosts_lost(WORDS, 1, "algo-1", "agent gone".into(), true, 170.0));
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.failure_reason.as_deref(), Some("agent gone"));

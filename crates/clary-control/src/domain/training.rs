@@ -1,13 +1,10 @@
 //! A training job: what was asked for (a typed spec) and where it stands (the shared job
 //! lifecycle state).
 
-use super::job::{JobState, JobStatus, JobWords};
+use super::job::{JobState, JobStatus, JobWords, Kind};
 use serde::{Deserialize, Serialize};
 
-pub const TRAINING: JobWords = JobWords {
-    noun: "Training job",
-    script: "training script",
-};
+pub const TRAINING: JobWords = Kind::TrainingJob.words();
 
 /// `s3://bucket/prefix`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,37 +128,9 @@ pub struct TrainingJobSummary {
     pub end_time: Option<f64>,
 }
 
-/// Filters and order of `ListTrainingJobs`.
-#[derive(Debug, Default, Clone)]
-pub struct ListTrainingJobs {
-    pub name_contains: Option<String>,
-    pub status_equals: Option<JobStatus>,
-    pub creation_time_after: Option<f64>,
-    pub creation_time_before: Option<f64>,
-    pub last_modified_time_after: Option<f64>,
-    pub last_modified_time_before: Option<f64>,
-    pub sort_by: SortBy,
-    pub ascending: bool,
-    pub max_results: u32,
-    /// Rows to skip (the decoded `NextToken`).
-    pub offset: u64,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub enum SortBy {
-    Name,
-    #[default]
-    CreationTime,
-    Status,
-}
-
-/// One page of a listing and whether more follow.
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    /// The offset of the next page, when there is one.
-    pub next_offset: Option<u64>,
-}
+/// Filters and order of `ListTrainingJobs` (the same as every job kind's listing).
+pub type ListTrainingJobs = super::job::ListJobs;
+pub use super::job::{Page, SortBy};
 
 /// The loopback block (`127.A.B.0/24`) a job's hosts live in: derived from the job name so a
 /// job keeps its block across restarts, moved on to the next free block when a running job

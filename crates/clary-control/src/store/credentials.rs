@@ -57,7 +57,7 @@ impl CredentialStore {
         Ok(Some(ScopedKey {
             access_key: access_key.to_string(),
             secret_key,
-            holder: serde_json::from_str::<Holder>(&holder).map_err(bad)?,
+            holder: parse_holder(&holder).map_err(bad)?,
             writes: serde_json::from_str::<Vec<WriteGrant>>(&writes).map_err(bad)?,
             issued_at,
         }))
@@ -71,4 +71,20 @@ impl CredentialStore {
         )?;
         Ok(())
     }
+}
+
+/// A stored holder; keys issued before job kinds named a training job alone
+/// (`{"TrainingJob":"name"}`), and a job may outlive the upgrade.
+fn parse_holder(text: &str) -> Result<Holder, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    enum Earlier {
+        TrainingJob(String),
+    }
+    serde_json::from_str::<Holder>(text).or_else(|e| match serde_json::from_str::<Earlier>(text) {
+        Ok(Earlier::TrainingJob(name)) => Ok(Holder::Job {
+            kind: crate::domain::job::Kind::TrainingJob,
+            name,
+        }),
+        Err(_) => Err(e),
+    })
 }

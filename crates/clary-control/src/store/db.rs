@@ -115,6 +115,21 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 8: the training job definition a trial runs, when a tuning job has several.
     "ALTER TABLE tuning_trials ADD COLUMN definition TEXT;",
+    // 9: jobs of the kinds without a table of their own (processing, transform).
+    "CREATE TABLE jobs (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        arn TEXT NOT NULL,
+        request TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        status TEXT NOT NULL,
+        creation_time REAL NOT NULL,
+        last_modified_time REAL NOT NULL,
+        end_time REAL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (kind, name)
+     );
+     CREATE INDEX jobs_by_creation ON jobs(kind, creation_time);",
 ];
 
 #[derive(Clone)]

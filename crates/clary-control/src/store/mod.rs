@@ -3,6 +3,8 @@
 pub mod credentials;
 mod db;
 pub mod hosting;
+mod job_state;
+pub mod jobs;
 pub mod logs;
 pub mod metrics;
 pub mod tags;

@@ -2,128 +2,19 @@
 //! (`transitions`, `hosts`) keep the format earlier versions wrote, so a database carries over.
 
 use super::Db;
-use crate::domain::job::{
-    Host, HostResult, JobState, JobStatus, Outcome, SecondaryStatus, Transition,
+use super::job_state::{
+    StoredHost, StoredTransition, hosts_json, parse_transitions, transitions_json,
 };
+use crate::domain::job::{JobState, JobStatus, SecondaryStatus};
 use crate::domain::training::{
     ListTrainingJobs, Page, SortBy, TrainingJob, TrainingJobSpec, TrainingJobSummary,
 };
 use crate::error::ControlError;
-use clary_exec::{ExecHandle, HostProcess};
 use rusqlite::{OptionalExtension, params};
-use serde::{Deserialize, Serialize};
 
 const COLUMNS: &str = "name, arn, request, status, secondary_status, status_message, failure_reason, exit_code,
     creation_time, last_modified_time, training_start_time, training_end_time, model_artifacts, transitions, hosts,
     stop_requested, runtime, spec";
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct StoredTransition {
-    status: String,
-    start_time: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    end_time: Option<f64>,
-    status_message: String,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct StoredResult {
-    #[serde(default)]
-    job_name: String,
-    #[serde(default)]
-    host: String,
-    outcome: String,
-    failure_reason: Option<String>,
-    exit_code: Option<i32>,
-    model_artifacts: Option<String>,
-    #[serde(default)]
-    transient: bool,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredHost {
-    host: String,
-    pid: i32,
-    start_ticks: u64,
-    log_stream: String,
-    #[serde(default)]
-    address: String,
-    #[serde(default)]
-    slurm_job: Option<u64>,
-    #[serde(default)]
-    result: Option<StoredResult>,
-}
-
-fn outcome_name(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Completed => "Completed",
-        Outcome::Failed => "Failed",
-        Outcome::Stopped => "Stopped",
-        Outcome::MaxRuntimeExceeded => "MaxRuntimeExceeded",
-    }
-}
-
-fn outcome_of(s: &str) -> Outcome {
-    match s {
-        "Completed" => Outcome::Completed,
-        "Stopped" => Outcome::Stopped,
-        "MaxRuntimeExceeded" => Outcome::MaxRuntimeExceeded,
-        _ => Outcome::Failed,
-    }
-}
-
-impl StoredHost {
-    fn from_domain(h: &Host) -> Self {
-        let (pid, start_ticks, slurm_job) = match h.handle {
-            Some(ExecHandle::Process(p)) => (p.pid, p.start_ticks, None),
-            Some(ExecHandle::SlurmJob(id)) => (0, 0, Some(id)),
-            None => (0, 0, None),
-        };
-        StoredHost {
-            host: h.name.clone(),
-            pid,
-            start_ticks,
-            log_stream: h.log_stream.clone(),
-            address: h.address.clone(),
-            slurm_job,
-            result: h.result.as_ref().map(|r| StoredResult {
-                job_name: String::new(),
-                host: h.name.clone(),
-                outcome: outcome_name(r.outcome).into(),
-                failure_reason: r.failure_reason.clone(),
-                exit_code: r.exit_code,
-                model_artifacts: r.artifacts.clone(),
-                transient: r.transient,
-            }),
-        }
-    }
-
-    fn into_domain(self) -> Host {
-        let handle = match (self.slurm_job, self.pid) {
-            (Some(id), _) => Some(ExecHandle::SlurmJob(id)),
-            (None, 0) => None,
-            (None, pid) => Some(ExecHandle::Process(HostProcess {
-                pid,
-                start_ticks: self.start_ticks,
-            })),
-        };
-        Host {
-            name: self.host,
-            log_stream: self.log_stream,
-            address: self.address,
-            handle,
-            result: self.result.map(|r| HostResult {
-                outcome: outcome_of(&r.outcome),
-                failure_reason: r.failure_reason,
-                exit_code: r.exit_code,
-                artifacts: r.model_artifacts,
-                transient: r.transient,
-            }),
-        }
-    }
-}
 
 fn json_column<T: serde::de::DeserializeOwned>(i: usize, s: &str) -> rusqlite::Result<T> {
     serde_json::from_str(s).map_err(|e| {
@@ -163,18 +54,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TrainingJob> {
         start_time: r.get(10)?,
         end_time: r.get(11)?,
         artifacts: r.get(12)?,
-        transitions: transitions
-            .into_iter()
-            .map(|t| {
-                Ok(Transition {
-                    status: SecondaryStatus::parse(&t.status)
-                        .ok_or_else(|| bad_value(13, "secondary status"))?,
-                    start_time: t.start_time,
-                    end_time: t.end_time,
-                    status_message: t.status_message,
-                })
-            })
-            .collect::<rusqlite::Result<_>>()?,
+        transitions: parse_transitions(transitions)
+            .ok_or_else(|| bad_value(13, "secondary status"))?,
         hosts: hosts.into_iter().map(StoredHost::into_domain).collect(),
         stop_requested: r.get::<_, i64>(15)? != 0,
     };
@@ -210,26 +91,6 @@ fn placeholder_spec() -> TrainingJobSpec {
     }
 }
 
-fn transitions_json(state: &JobState) -> String {
-    let stored: Vec<StoredTransition> = state
-        .transitions
-        .iter()
-        .map(|t| StoredTransition {
-            status: t.status.as_str().into(),
-            start_time: t.start_time,
-            end_time: t.end_time,
-            status_message: t.status_message.clone(),
-        })
-        .collect();
-    serde_json::to_string(&stored).unwrap_or_else(|_| "[]".into())
-}
-
-fn hosts_json(state: &JobState) -> String {
-    let stored: Vec<StoredHost> = state.hosts.iter().map(StoredHost::from_domain).collect();
-    serde_json::to_string(&stored).unwrap_or_else(|_| "[]".into())
-}
-
-/// The `training_jobs` table.
 fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TrainingJobSummary> {
     let status: String = r.get(2)?;
     let secondary: String = r.get(3)?;

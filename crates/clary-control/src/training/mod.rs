@@ -1,28 +1,22 @@
-//! Training jobs on the shared job lifecycle: create, describe, list and stop; the agents'
-//! reports; and (in [`launch`] and [`scheduler`]) the queue that launches hosts through the
-//! executor and the watch over them.
+//! Training jobs on the shared job lifecycle: create, describe, list and stop, and (in
+//! [`launch`]) what a training host runs. The queue, the watch and the agents' reports are
+//! `crate::lifecycle`'s; [`TrainingKind`] is what training adds to it.
 
 mod launch;
 pub mod profiler;
-mod scheduler;
 
 use crate::config::ControlConfig;
-use crate::credentials::Credentials;
-use crate::domain::job::{
-    HostResult, JobState, ResultEffect, SecondaryStatus, StopEffect, TransitionError,
-};
+use crate::domain::job::{JobState, Kind};
 use crate::domain::training::{
-    ListTrainingJobs, Page, TRAINING, TrainingJob, TrainingJobSpec, TrainingJobSummary,
+    ListTrainingJobs, Page, TrainingJob, TrainingJobSpec, TrainingJobSummary,
 };
 use crate::error::ControlError;
-use crate::logs::{Logs, TRAINING_LOG_GROUP};
+use crate::lifecycle::{AgentReports, JobKind, JobShape, KindJob, Lifecycle, LogsRead, Services};
 use crate::metrics::Metrics;
 use crate::now_secs;
 use crate::store::TrainingJobStore;
 use clary_exec::runtimes::Runtimes;
-use clary_exec::{ExecHandle, Executor, StopSignal};
 use std::sync::Arc;
-use tokio::sync::Notify;
 
 /// What creating a job needs besides its spec.
 pub struct NewTrainingJob {
@@ -33,66 +27,142 @@ pub struct NewTrainingJob {
     pub tags: Vec<(String, String)>,
 }
 
-pub struct TrainingJobs {
+impl KindJob for TrainingJob {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn state(&self) -> &JobState {
+        &self.state
+    }
+    fn state_mut(&mut self) -> &mut JobState {
+        &mut self.state
+    }
+}
+
+/// Training's part of the lifecycle: its table, its hosts' specs, its metrics.
+pub struct TrainingKind {
     store: TrainingJobStore,
-    logs: Logs,
-    executor: Arc<dyn Executor>,
     config: Arc<ControlConfig>,
     runtimes: Runtimes,
-    /// Wakes the scheduler: a job was queued, or a slot freed.
-    wake: Notify,
-    /// Wakes whoever follows jobs' progress (the tuning loop): a job ended, or reported
-    /// metric values.
-    progressed: Notify,
-    credentials: Arc<Credentials>,
+    metrics: Arc<Metrics>,
+}
+
+impl JobKind for TrainingKind {
+    type Job = TrainingJob;
+    const KIND: Kind = Kind::TrainingJob;
+
+    fn get(&self, name: &str) -> Result<Option<TrainingJob>, ControlError> {
+        self.store.get(name)
+    }
+
+    fn active(&self) -> Result<Vec<TrainingJob>, ControlError> {
+        self.store.active()
+    }
+
+    fn save_state(&self, job: &TrainingJob) -> Result<(), ControlError> {
+        self.store.save_state(job)
+    }
+
+    fn shape(&self, job: &TrainingJob) -> JobShape {
+        JobShape {
+            instance_type: job.spec.instance_type.clone(),
+            instance_count: job.spec.instance_count,
+            max_runtime_secs: job.spec.max_runtime_secs,
+            max_retries: job.spec.max_retries,
+        }
+    }
+
+    fn write_grants(&self, job: &TrainingJob) -> Vec<crate::domain::credentials::WriteGrant> {
+        self.job_writes(job)
+    }
+
+    fn host_spec(
+        &self,
+        job: &TrainingJob,
+        host: &crate::lifecycle::HostPlan<'_>,
+    ) -> Result<Vec<u8>, String> {
+        self.training_host_spec(job, host)
+    }
+
+    fn on_log_lines(
+        &self,
+        job: &TrainingJob,
+        host: &str,
+        events: &[(i64, String)],
+    ) -> Result<LogsRead, ControlError> {
+        let definitions = &job.spec.metric_definitions;
+        if definitions.is_empty() {
+            return Ok(LogsRead::default());
+        }
+        Ok(LogsRead {
+            notes: self.metrics.ingest(&job.name, definitions, host, events)?,
+            progressed: true,
+        })
+    }
+
+    fn on_ended(&self, job: &TrainingJob) -> Result<Vec<String>, ControlError> {
+        self.metrics
+            .never_matched(&job.name, &job.spec.metric_definitions)
+    }
+}
+
+impl TrainingKind {
+    /// `s3://sagemaker-<region>-<account>/`: where the SDK puts Debugger's output by default.
+    pub fn default_profiler_output(&self) -> String {
+        profiler::default_profiler_output(&self.config)
+    }
+}
+
+pub struct TrainingJobs {
+    lifecycle: Arc<Lifecycle<TrainingKind>>,
+    store: TrainingJobStore,
+    config: Arc<ControlConfig>,
+    runtimes: Runtimes,
     metrics: Arc<Metrics>,
 }
 
 impl TrainingJobs {
-    pub(crate) fn new(
-        store: TrainingJobStore,
-        logs: Logs,
-        executor: Arc<dyn Executor>,
-        config: Arc<ControlConfig>,
-        credentials: Arc<Credentials>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub(crate) fn new(store: TrainingJobStore, services: Services, metrics: Arc<Metrics>) -> Self {
+        let config = services.config.clone();
         let runtimes = Runtimes::new(config.runtimes_dir.clone());
+        let kind = TrainingKind {
+            store: store.clone(),
+            config: config.clone(),
+            runtimes: runtimes.clone(),
+            metrics: metrics.clone(),
+        };
         TrainingJobs {
+            lifecycle: Arc::new(Lifecycle::new(kind, services)),
             store,
-            logs,
-            executor,
             config,
             runtimes,
-            wake: Notify::new(),
-            progressed: Notify::new(),
-            credentials,
             metrics,
         }
     }
 
+    /// The agents' calls about training jobs.
+    pub fn reports(&self) -> &dyn AgentReports {
+        self.lifecycle.as_ref()
+    }
+
+    /// The queue and the watch; runs for the server's lifetime.
+    pub async fn run_scheduler(self: Arc<Self>) {
+        self.lifecycle.clone().run().await;
+    }
+
     /// Whether the job's scoped credentials still sign (see `JobState::accepts_reports`).
     pub fn accepts_reports(&self, name: &str) -> bool {
-        self.store
-            .get(name)
-            .ok()
-            .flatten()
-            .is_some_and(|job| job.state.accepts_reports(now_secs()))
+        self.lifecycle.accepts_reports(name)
     }
 
     pub fn arn(&self, name: &str) -> String {
-        self.config.arn("training-job", name)
+        self.lifecycle.arn(name)
     }
 
     fn require(&self, name: &str) -> Result<TrainingJob, ControlError> {
-        self.store.get(name)?.ok_or_else(|| {
-            ControlError::NotFound(format!(
-                "Requested resource not found: training job {name:?} does not exist"
-            ))
-        })
+        self.lifecycle.require(name)
     }
 
-    /// `CreateTrainingJob`, for a spec the API built from a validated request.
     /// Whether Clary can run `spec` (its image and instance type); the runtime it maps to.
     pub fn check_spec(&self, spec: &TrainingJobSpec) -> Result<String, ControlError> {
         if spec.image.is_empty() {
@@ -113,6 +183,7 @@ impl TrainingJobs {
         Ok(image.runtime.name)
     }
 
+    /// `CreateTrainingJob`, for a spec the API built from a validated request.
     pub fn create(&self, new: NewTrainingJob) -> Result<String, ControlError> {
         let runtime = self.check_spec(&new.spec)?;
         let arn = self.arn(&new.name);
@@ -129,7 +200,7 @@ impl TrainingJobs {
                 "Training job names must be unique within an AWS account and region, and a training job with this name already exists ({arn})"
             )));
         }
-        self.wake.notify_one();
+        self.lifecycle.queued();
         Ok(arn)
     }
 
@@ -143,132 +214,12 @@ impl TrainingJobs {
 
     /// `StopTrainingJob`.
     pub fn stop(&self, name: &str) -> Result<(), ControlError> {
-        let mut job = self.require(name)?;
-        let running = running_handles(&job, None);
-        match job.state.request_stop(TRAINING, now_secs()) {
-            Err(TransitionError::AlreadyEnded(status)) => Err(ControlError::Validation(format!(
-                "The training job {name} has already ended with status {status}; only InProgress jobs can be stopped"
-            ))),
-            Err(e) => Err(ControlError::Validation(e.to_string())),
-            Ok(StopEffect::AlreadyStopping) => Ok(()),
-            Ok(effect) => {
-                self.store.save_state(&job)?;
-                if effect == StopEffect::SignalHosts {
-                    self.signal_all(&running, StopSignal::Term);
-                }
-                self.wake.notify_one();
-                Ok(())
-            }
-        }
-    }
-
-    /// An agent's stage (`ClaryAgent.ReportStatus`).
-    pub fn report_status(
-        &self,
-        job: &str,
-        status: &str,
-        message: &str,
-    ) -> Result<(), ControlError> {
-        let stage = SecondaryStatus::parse(status).ok_or_else(|| {
-            ControlError::Validation(format!("{status:?} is not a secondary status"))
-        })?;
-        let mut job = self.require(job)?;
-        if job.state.apply_status_report(stage, message, now_secs()) {
-            self.store.save_state(&job)?;
-        }
-        Ok(())
-    }
-
-    /// A batch of an agent's log lines (`ClaryAgent.ReportLogs`).
-    pub fn report_logs(
-        &self,
-        job: &str,
-        stream: &str,
-        events: &[(i64, String)],
-    ) -> Result<(), ControlError> {
-        let found = self.require(job)?;
-        self.logs.append(TRAINING_LOG_GROUP, stream, events)?;
-        let definitions = &found.spec.metric_definitions;
-        if definitions.is_empty() {
-            return Ok(());
-        }
-        let host = found
-            .state
-            .hosts
-            .iter()
-            .find(|h| h.log_stream == stream)
-            .map_or_else(|| host_of_stream(stream), |h| h.name.clone());
-        let notes = self.metrics.ingest(job, definitions, &host, events)?;
-        self.progressed.notify_one();
-        self.note(stream, notes)
+        self.lifecycle.stop(name)
     }
 
     /// Resolves when a job has ended or reported metric values since the last call.
     pub async fn progressed(&self) {
-        self.progressed.notified().await;
-    }
-
-    /// Appends Clary's own lines to a job's log stream.
-    fn note(&self, stream: &str, lines: Vec<String>) -> Result<(), ControlError> {
-        if lines.is_empty() {
-            return Ok(());
-        }
-        let now = crate::now_millis();
-        let events: Vec<(i64, String)> = lines.into_iter().map(|l| (now, l)).collect();
-        self.logs.append(TRAINING_LOG_GROUP, stream, &events)
-    }
-
-    /// How a host's part ended (`ClaryAgent.ReportResult`).
-    pub fn report_result(
-        &self,
-        job_name: &str,
-        host: &str,
-        attempt: u32,
-        result: HostResult,
-    ) -> Result<(), ControlError> {
-        let mut job = self.require(job_name)?;
-        let others = running_handles(&job, Some(host));
-        let effect = job
-            .state
-            .apply_result(
-                TRAINING,
-                job.spec.max_retries,
-                host,
-                attempt,
-                result,
-                now_secs(),
-            )
-            .map_err(|_| {
-                ControlError::Validation(format!("{host} is not a host of training job {job_name}"))
-            })?;
-        match effect {
-            ResultEffect::Ignored => return Ok(()),
-            ResultEffect::Recorded => {}
-            ResultEffect::StopOthers { .. } => self.signal_all(&others, StopSignal::Term),
-            ResultEffect::Finished => {}
-        }
-        self.store.save_state(&job)?;
-        if job.state.status.is_terminal() || job.state.is_queued() {
-            // A freed slot or a requeued job: the queue moves at once.
-            self.wake.notify_one();
-            self.progressed.notify_one();
-        }
-        if job.state.status.is_terminal()
-            && let Some(first) = job.state.hosts.first()
-        {
-            let silent = self
-                .metrics
-                .never_matched(job_name, &job.spec.metric_definitions)?;
-            self.note(&first.log_stream, silent)?;
-        }
-        Ok(())
-    }
-
-    /// Signals each distinct unit once (a Slurm job's hosts share one).
-    fn signal_all(&self, handles: &[ExecHandle], signal: StopSignal) {
-        for h in handles {
-            self.executor.signal(h, signal);
-        }
+        self.lifecycle.progressed().await;
     }
 
     /// Fills in the typed spec of jobs an earlier Clary stored with only their request,
@@ -293,26 +244,4 @@ impl TrainingJobs {
         }
         Ok((filled, undecodable))
     }
-}
-
-/// The host of a log stream named `<job>/<host>-<epoch>`.
-fn host_of_stream(stream: &str) -> String {
-    let tail = stream.rsplit_once('/').map_or(stream, |(_, t)| t);
-    tail.rsplit_once('-').map_or(tail, |(h, _)| h).to_string()
-}
-
-/// The units of hosts still running (without a result), each once; `except` leaves one host out.
-fn running_handles(job: &TrainingJob, except: Option<&str>) -> Vec<ExecHandle> {
-    let mut out: Vec<ExecHandle> = Vec::new();
-    for h in &job.state.hosts {
-        if h.result.is_some() || Some(h.name.as_str()) == except {
-            continue;
-        }
-        if let Some(handle) = h.handle
-            && !out.contains(&handle)
-        {
-            out.push(handle);
-        }
-    }
-    out
 }

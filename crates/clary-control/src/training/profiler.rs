@@ -44,13 +44,15 @@ pub fn monitor_settings(job: &TrainingJob) -> MonitorSettings {
     }
 }
 
+/// The SDK's default profiler output path: the account's default bucket.
+pub fn default_profiler_output(config: &crate::config::ControlConfig) -> String {
+    format!("s3://sagemaker-{}-{}/", config.region, config.account)
+}
+
 impl TrainingJobs {
     /// The SDK's default profiler output path: the account's default bucket.
     pub fn default_profiler_output(&self) -> String {
-        format!(
-            "s3://sagemaker-{}-{}/",
-            self.config.region, self.config.account
-        )
+        default_profiler_output(&self.config)
     }
 
     /// `UpdateTrainingJob`: changes the profiler and adds profiler rules of a job in progress;

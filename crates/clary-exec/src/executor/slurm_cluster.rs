@@ -5,6 +5,7 @@
 use super::{
     ExecHandle, Executor, InstanceLaunch, JobLaunch, Loss, Observed, StopSignal, UnitCredentials,
 };
+use crate::protocol::JobKind;
 use crate::slurm::{SlurmExecutor, Submission};
 use std::path::PathBuf;
 
@@ -25,18 +26,26 @@ pub struct SlurmCluster {
 /// What a Slurm job of Clary's runs, read back from its name (`clary cluster status`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SlurmUnit {
-    TrainingJob(String),
+    Job(JobKind, String),
     /// `endpoint-instance`, as one string (both parts may contain dashes).
     EndpointInstance(String),
 }
 
 const JOB_PREFIX: &str = "clary-";
+
+/// What follows `clary-` in the Slurm job name of a job of `kind` (training jobs keep the
+/// bare name they always had).
+fn kind_prefix(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::TrainingJob => "",
+    }
+}
 const INSTANCE_PREFIX: &str = "clary-ep-";
 
 impl SlurmUnit {
     pub fn job_name(&self) -> String {
         match self {
-            SlurmUnit::TrainingJob(job) => format!("{JOB_PREFIX}{job}"),
+            SlurmUnit::Job(kind, job) => format!("{JOB_PREFIX}{}{job}", kind_prefix(*kind)),
             SlurmUnit::EndpointInstance(what) => format!("{INSTANCE_PREFIX}{what}"),
         }
     }
@@ -46,8 +55,16 @@ impl SlurmUnit {
         if let Some(what) = name.strip_prefix(INSTANCE_PREFIX) {
             Some(SlurmUnit::EndpointInstance(what.to_string()))
         } else {
-            name.strip_prefix(JOB_PREFIX)
-                .map(|job| SlurmUnit::TrainingJob(job.to_string()))
+            let rest = name.strip_prefix(JOB_PREFIX)?;
+            let kind = JobKind::ALL
+                .into_iter()
+                .filter(|k| !kind_prefix(*k).is_empty())
+                .find(|k| rest.starts_with(kind_prefix(*k)))
+                .unwrap_or_default();
+            Some(SlurmUnit::Job(
+                kind,
+                rest[kind_prefix(kind).len()..].to_string(),
+            ))
         }
     }
 }
@@ -122,11 +139,14 @@ impl Executor for SlurmCluster {
 
     fn launch_job(&self, job: &JobLaunch<'_>) -> Result<Vec<ExecHandle>, String> {
         let id = self.slurm.submit(&Submission {
-            name: SlurmUnit::TrainingJob(job.job_name.to_string()).job_name(),
+            name: SlurmUnit::Job(job.kind, job.job_name.to_string()).job_name(),
             nodes: job.hosts.len() as u32,
             instance_type: job.instance_type,
             time_limit_secs: Some(job.time_limit_secs),
-            command: self.node_command("agent", &[("--job", job.job_name)]),
+            command: self.node_command(
+                "agent",
+                &[("--job", job.job_name), ("--kind", job.kind.as_str())],
+            ),
             env: Self::node_credentials(job.credentials),
             output: None,
         })?;
@@ -154,7 +174,7 @@ impl Executor for SlurmCluster {
     }
 
     fn adopt_job(&self, job: &JobLaunch<'_>) -> Option<Vec<ExecHandle>> {
-        let name = SlurmUnit::TrainingJob(job.job_name.to_string()).job_name();
+        let name = SlurmUnit::Job(job.kind, job.job_name.to_string()).job_name();
         let id = self.adopt_named(&name)?;
         Some(job.hosts.iter().map(|_| ExecHandle::SlurmJob(id)).collect())
     }
@@ -219,7 +239,7 @@ mod tests {
     #[test]
     fn unit_names_round_trip() {
         for unit in [
-            SlurmUnit::TrainingJob("my-job".into()),
+            SlurmUnit::Job(JobKind::TrainingJob, "my-job".into()),
             SlurmUnit::EndpointInstance("ep-1-abc".into()),
         ] {
             assert_eq!(SlurmUnit::from_job_name(&unit.job_name()), Some(unit));
