@@ -6,6 +6,7 @@
 //! for everything else. The signature's header part is checked before a body is read.
 
 pub mod access;
+pub mod api_log;
 #[cfg(test)]
 mod botocore_model_tests;
 pub mod cloudwatch_api;
@@ -91,13 +92,18 @@ pub(crate) fn request_id() -> String {
 /// A JSON 1.1 error (`{"__type": ..., "message": ...}`), as botocore parses it.
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({"__type": code, "message": message, "Message": message});
-    Response::builder()
+    let mut resp = Response::builder()
         .status(status)
         .header("content-type", "application/x-amz-json-1.1")
         .header("x-amzn-errortype", code)
         .header("x-amzn-requestid", request_id())
         .body(full(body.to_string()))
-        .expect("static response parts are valid")
+        .expect("static response parts are valid");
+    resp.extensions_mut().insert(api_log::ErrorNote {
+        code: code.to_string(),
+        message: message.to_string(),
+    });
+    resp
 }
 
 fn json_ok(value: serde_json::Value) -> Response<Body> {
@@ -120,11 +126,26 @@ pub async fn handle(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let route = Route::of(&req);
-    Ok(match route {
-        Route::Health => edge::health(),
+    if route == Route::Health {
+        return Ok(edge::health());
+    }
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let access_key = api_log::access_key_of(req.headers(), req.uri().query());
+    let resp = match route {
         Route::S3 => s3(state, req).await,
         _ => signed_call(state, route, req).await,
-    })
+    };
+    api_log::record(
+        route,
+        &method,
+        &path,
+        access_key.as_deref(),
+        &resp,
+        started.elapsed(),
+    );
+    Ok(resp)
 }
 
 /// A JSON, Runtime or query call: refused on its headers when they cannot carry a valid
@@ -189,15 +210,23 @@ async fn signed_call(
         );
     }
     match route {
-        Route::Query if auth.service == "monitoring" => cloudwatch_api::handle_query(&state, &body),
-        Route::Query => query::handle(&state, &auth.service, &body),
+        Route::Query => {
+            let mut resp = if auth.service == "monitoring" {
+                cloudwatch_api::handle_query(&state, &body)
+            } else {
+                query::handle(&state, &auth.service, &body)
+            };
+            let action = api_log::form_action(&body);
+            api_log::note(&mut resp, &format!("{}:{action}", auth.service), None);
+            resp
+        }
         Route::Runtime => {
             let name = parts
                 .uri
                 .path()
                 .trim_start_matches("/endpoints/")
                 .trim_end_matches("/invocations");
-            runtime::invoke(
+            let mut resp = runtime::invoke(
                 &state.control,
                 &state.connections,
                 &state.account,
@@ -205,7 +234,9 @@ async fn signed_call(
                 &parts.headers,
                 body,
             )
-            .await
+            .await;
+            api_log::note(&mut resp, "InvokeEndpoint", Some(edge::bounded(name)));
+            resp
         }
         _ => json_call(state, &parts, auth, scoped, body).await,
     }
@@ -271,6 +302,8 @@ async fn json_call(
             &access::denied(key, &what),
         );
     }
+    let operation = target.clone();
+    let resource = api_log::resource_of(&parsed);
     let st = state.clone();
     let result = tokio::task::spawn_blocking(move || match service.as_str() {
         "SageMaker" => sagemaker_api::handle(&st, &op, parsed),
@@ -279,7 +312,7 @@ async fn json_call(
         _ => json_api::agent(&st, &op, parsed),
     })
     .await;
-    match result {
+    let mut resp = match result {
         Ok(Ok(v)) => json_ok(v),
         Ok(Err(e)) => api_error(&e),
         Err(e) => json_error(
@@ -287,7 +320,9 @@ async fn json_call(
             "InternalFailure",
             &format!("the request failed: {e}"),
         ),
-    }
+    };
+    api_log::note(&mut resp, &operation, resource);
+    resp
 }
 
 async fn s3(state: Arc<ApiState>, req: Request<hyper::body::Incoming>) -> Response<Body> {

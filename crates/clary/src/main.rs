@@ -176,16 +176,22 @@ fn parse_job_kind(s: &str) -> Result<clary_exec::protocol::JobKind, String> {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // s3s logs every failed S3 call at ERROR with its parsed input (a malformed body
-            // whole); the API logs one bounded line per refusal instead.
-            tracing_subscriber::EnvFilter::try_from_env("CLARY_LOG")
-                .unwrap_or_else(|_| "info,s3s=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // s3s logs every failed S3 call at ERROR with its parsed input (a malformed body whole);
+    // the API logs one bounded line per call instead.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLARY_LOG")
+        .unwrap_or_else(|_| "info,s3s=off".into());
+    // Colours only for a person at a terminal, never in a log file.
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match &cli.command {
+        Command::Server(args) if args.log_format == server::LogFormat::Json => {
+            log.json().flatten_event(true).init()
+        }
+        _ => log.init(),
+    }
     if matches!(
         cli.command,
         Command::Server(_) | Command::Env { .. } | Command::Runtimes { .. }

@@ -18,11 +18,21 @@ pub fn write_python_shims(dir: &std::path::Path) -> Result<()> {
         .with_context(|| format!("writing the Python shims into {}", dir.display()))
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct ServerArgs {
     /// Address to listen on (port 0 picks a free one; the URL is printed and saved).
     #[arg(long, env = "CLARY_LISTEN", default_value = settings::DEFAULT_LISTEN)]
     pub listen: String,
+    /// The server's log, one line per API call among others: `text` for people, `json` (one
+    /// object per line) for machines.
+    #[arg(long, env = "CLARY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Where state, objects and jobs live [default: $XDG_DATA_HOME/clary].
     #[arg(long, env = "CLARY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
