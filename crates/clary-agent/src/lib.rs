@@ -17,8 +17,10 @@ pub mod pyvalue;
 pub mod reporter;
 pub mod runner;
 pub mod staging;
+pub mod transform;
 
 pub use host::{dry_run, run_host};
+pub use transform::run_transform_host;
 
 /// A host spec for unit tests: two hosts, `algo-2` first in `hosts` (so order matters), with
 /// the fields a test cares about given as JSON overrides.

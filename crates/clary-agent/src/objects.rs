@@ -26,16 +26,41 @@ pub struct HostStore {
 /// server's disk (`local`), or the server's S3 API over HTTP when it does not (`http`: a
 /// cluster node). `handle` runs the HTTP requests.
 pub fn for_host(spec: &HostSpec, handle: Handle) -> Result<HostStore, String> {
-    if spec.object_access == "http" {
+    open(
+        &Access {
+            object_access: &spec.object_access,
+            store_root: &spec.store_root,
+            control_url: &spec.control_url,
+            access_key: &spec.access_key,
+            secret_key: &spec.secret_key,
+            region: &spec.region,
+        },
+        handle,
+    )
+}
+
+/// How a host reaches objects (the fields every host spec carries).
+pub struct Access<'a> {
+    pub object_access: &'a str,
+    pub store_root: &'a std::path::Path,
+    pub control_url: &'a str,
+    pub access_key: &'a str,
+    pub secret_key: &'a str,
+    pub region: &'a str,
+}
+
+/// The store `access` asks for (see [`for_host`]).
+pub fn open(access: &Access<'_>, handle: Handle) -> Result<HostStore, String> {
+    if access.object_access == "http" {
         let signer = Signer {
-            access_key: spec.access_key.clone(),
-            secret_key: spec.secret_key.clone(),
-            region: spec.region.clone(),
+            access_key: access.access_key.to_string(),
+            secret_key: access.secret_key.to_string(),
+            region: access.region.to_string(),
         };
-        let store = S3HttpStore::new(SignedClient::new(&spec.control_url, signer), handle);
+        let store = S3HttpStore::new(SignedClient::new(access.control_url, signer), handle);
         let how = format!(
             "Objects travel over the S3 API at {} (this host does not share the store's disk)",
-            spec.control_url
+            access.control_url
         );
         return Ok(HostStore {
             objects: Arc::new(store),
@@ -43,7 +68,7 @@ pub fn for_host(spec: &HostSpec, handle: Handle) -> Result<HostStore, String> {
             how,
         });
     }
-    let root = &spec.store_root;
+    let root = access.store_root;
     let store = Arc::new(
         LocalStore::open(root)
             .map_err(|e| format!("opening the object store at {}: {e}", root.display()))?,

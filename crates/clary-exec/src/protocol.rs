@@ -285,3 +285,111 @@ pub struct ModelServerSpec {
 
 /// The header that carries an endpoint instance's token from the router to its model server.
 pub const INSTANCE_TOKEN_HEADER: &str = "x-clary-instance-token";
+
+/// The discriminator of a transform host's spec file (`"kind": "transform"`); a spec without
+/// one is a training [`HostSpec`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub enum SpecKind {
+    #[default]
+    #[serde(rename = "transform")]
+    Transform,
+}
+
+/// `TransformInput`, resolved: where the objects are and how to read them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TransformInputSpec {
+    pub bucket: String,
+    /// The S3 prefix, or the key of the manifest.
+    pub prefix: String,
+    /// `S3Prefix` or `ManifestFile`.
+    pub data_type: String,
+    /// Sent as the request's Content-Type.
+    pub content_type: Option<String>,
+    /// `CompressionType: Gzip`.
+    pub gzip: bool,
+    /// `None`, `Line` or `RecordIO`.
+    pub split: String,
+}
+
+/// `TransformOutput`, resolved.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TransformOutputSpec {
+    pub bucket: String,
+    pub prefix: String,
+    /// Sent as the request's Accept, and the output objects' content type.
+    pub accept: Option<String>,
+    /// `None` or `Line`.
+    pub assemble_with: String,
+}
+
+/// `DataCaptureConfig`: captured requests and answers go under `s3://bucket/prefix`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CaptureSpec {
+    pub bucket: String,
+    pub prefix: String,
+    pub generate_inference_id: bool,
+}
+
+/// Everything one host (instance) of a batch transform job needs: its share of the input
+/// objects, the model to serve them with, and where the answers go.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TransformHostSpec {
+    pub kind: SpecKind,
+    pub job_name: String,
+    pub job_arn: String,
+    pub region: String,
+    pub current_host: String,
+    /// Every host of the job, in order: host `i` of `N` takes objects `i, i+N, …`.
+    pub hosts: Vec<String>,
+    pub instance_type: String,
+    /// The host's own directory (the model server's, scratch output files).
+    pub work_dir: PathBuf,
+    pub input: TransformInputSpec,
+    pub output: TransformOutputSpec,
+    /// `BatchStrategy`, `MaxPayloadInMB`, `MaxConcurrentTransforms` as asked; what is left out
+    /// comes from the model server's `GET /execution-parameters`.
+    pub batch_strategy: Option<String>,
+    pub max_payload_mb: Option<u64>,
+    pub max_concurrent_transforms: Option<u32>,
+    /// `ModelClientConfig` with SageMaker's defaults filled in.
+    pub invocations_timeout_secs: u64,
+    pub invocations_max_retries: u32,
+    /// `DataProcessing`.
+    pub input_filter: Option<String>,
+    pub output_filter: Option<String>,
+    pub join_input: bool,
+    pub capture: Option<CaptureSpec>,
+    /// The model server this host starts for the model (`port` and `token` are the host's
+    /// to choose).
+    pub model: ModelServerSpec,
+    pub stop_grace_secs: u64,
+    pub store_root: PathBuf,
+    /// `local` or `http`, as for training hosts.
+    pub object_access: String,
+    pub control_url: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// `<job>/<host>`.
+    pub log_stream: String,
+}
+
+/// What an agent's spec file holds: a training host, or (with `"kind": "transform"`) a
+/// transform host.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentSpec {
+    Training(Box<HostSpec>),
+    Transform(Box<TransformHostSpec>),
+}
+
+impl AgentSpec {
+    /// Reads a spec, by its `kind`.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        let value: serde_json::Value = serde_json::from_slice(bytes)?;
+        match value.get("kind") {
+            None | Some(serde_json::Value::Null) => {
+                serde_json::from_value(value).map(|s| AgentSpec::Training(Box::new(s)))
+            }
+            Some(_) => serde_json::from_value(value).map(|s| AgentSpec::Transform(Box::new(s))),
+        }
+    }
+}

@@ -229,8 +229,18 @@ fn main() -> Result<()> {
     } = &cli.command
     {
         let text = std::fs::read(spec).with_context(|| format!("reading {}", spec.display()))?;
-        let spec: clary_exec::protocol::HostSpec =
-            serde_json::from_slice(&text).context("the host spec is not valid")?;
+        let spec = match clary_exec::protocol::AgentSpec::from_json(&text)
+            .context("the host spec is not valid")?
+        {
+            clary_exec::protocol::AgentSpec::Training(spec) => *spec,
+            clary_exec::protocol::AgentSpec::Transform(spec) => {
+                anyhow::ensure!(!*dry_run, "--dry-run is for training hosts");
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                std::process::exit(rt.block_on(clary_agent::run_transform_host(*spec)));
+            }
+        };
         if *dry_run {
             println!(
                 "{}",
