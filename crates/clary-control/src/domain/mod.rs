@@ -10,5 +10,6 @@ pub mod logs;
 pub mod metrics;
 pub mod profiler;
 pub mod training;
+pub mod transform;
 pub mod tuning;
 pub mod tuning_job;
