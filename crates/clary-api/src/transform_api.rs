@@ -14,8 +14,7 @@ use clary_control::domain::training::S3Location;
 use clary_control::domain::transform::{
     BatchStrategy, DEFAULT_INVOCATIONS_MAX_RETRIES, DEFAULT_INVOCATIONS_TIMEOUT_SECS,
     DEFAULT_MAX_PAYLOAD_MB, DataCapture, DataProcessing, DataType, MAX_PAYLOAD_MB_LIMIT, SplitType,
-    TransformInput as DomainInput, TransformJob, TransformJobSummary,
-    TransformOutput as DomainOutput, TransformRequest,
+    TransformInput as DomainInput, TransformJob, TransformOutput as DomainOutput, TransformRequest,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -177,7 +176,12 @@ impl CreateTransformJobRequest {
         validate::resource_name(&self.model_name, "modelName")?;
         let input = &self.transform_input;
         let source = &input.data_source.s3_data_source;
-        const DATA_TYPES: &[&str] = &["ManifestFile", "S3Prefix", "AugmentedManifestFile", "Converse"];
+        const DATA_TYPES: &[&str] = &[
+            "ManifestFile",
+            "S3Prefix",
+            "AugmentedManifestFile",
+            "Converse",
+        ];
         one_of(
             &source.s3_data_type,
             DATA_TYPES,
@@ -192,13 +196,24 @@ impl CreateTransformJobRequest {
                 )));
             }
         };
-        max_len(&source.s3_uri, 1024, "transformInput.dataSource.s3DataSource.s3Uri")?;
-        let source_loc = s3(&source.s3_uri, "transformInput.dataSource.s3DataSource.s3Uri")?;
+        max_len(
+            &source.s3_uri,
+            1024,
+            "transformInput.dataSource.s3DataSource.s3Uri",
+        )?;
+        let source_loc = s3(
+            &source.s3_uri,
+            "transformInput.dataSource.s3DataSource.s3Uri",
+        )?;
         if let Some(ct) = &input.content_type {
             max_len(ct, 256, "transformInput.contentType")?;
         }
         let compression = input.compression_type.as_deref().unwrap_or("None");
-        one_of(compression, &["None", "Gzip"], "transformInput.compressionType")?;
+        one_of(
+            compression,
+            &["None", "Gzip"],
+            "transformInput.compressionType",
+        )?;
         let split = input.split_type.as_deref().unwrap_or("None");
         one_of(
             split,
@@ -224,14 +239,30 @@ impl CreateTransformJobRequest {
         let assemble = output.assemble_with.as_deref().unwrap_or("None");
         one_of(assemble, &["None", "Line"], "transformOutput.assembleWith")?;
         for (field, at) in [
-            (&echo["TransformOutput"]["KmsKeyId"], "transformOutput.kmsKeyId"),
-            (&echo["DataCaptureConfig"]["KmsKeyId"], "dataCaptureConfig.kmsKeyId"),
-            (&echo["TransformResources"]["VolumeKmsKeyId"], "transformResources.volumeKmsKeyId"),
+            (
+                &echo["TransformOutput"]["KmsKeyId"],
+                "transformOutput.kmsKeyId",
+            ),
+            (
+                &echo["DataCaptureConfig"]["KmsKeyId"],
+                "dataCaptureConfig.kmsKeyId",
+            ),
+            (
+                &echo["TransformResources"]["VolumeKmsKeyId"],
+                "transformResources.volumeKmsKeyId",
+            ),
         ] {
             if let Some(k) = field.as_str() {
                 max_len(k, 2048, at)?;
-                if !k.bytes().all(|b| b.is_ascii_alphanumeric() || b":/_-".contains(&b)) {
-                    return Err(fail(k, at, "Member must satisfy regular expression pattern: [a-zA-Z0-9:/_-]*"));
+                if !k
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b":/_-".contains(&b))
+                {
+                    return Err(fail(
+                        k,
+                        at,
+                        "Member must satisfy regular expression pattern: [a-zA-Z0-9:/_-]*",
+                    ));
                 }
             }
         }
@@ -277,7 +308,11 @@ impl CreateTransformJobRequest {
                 ));
             }
             let v = v.as_str().ok_or_else(|| {
-                fail(&v.to_string(), &format!("environment.{k}"), "Member must be a string")
+                fail(
+                    &v.to_string(),
+                    &format!("environment.{k}"),
+                    "Member must be a string",
+                )
             })?;
             max_len(v, 10240, &format!("environment.{k}"))?;
             environment.push((k.clone(), v.to_string()));
@@ -327,7 +362,11 @@ impl CreateTransformJobRequest {
             .data_capture_config
             .as_ref()
             .map(|c| {
-                max_len(&c.destination_s3_uri, 1024, "dataCaptureConfig.destinationS3Uri")?;
+                max_len(
+                    &c.destination_s3_uri,
+                    1024,
+                    "dataCaptureConfig.destinationS3Uri",
+                )?;
                 Ok::<_, ControlError>(DataCapture {
                     destination: s3(&c.destination_s3_uri, "dataCaptureConfig.destinationS3Uri")?,
                     generate_inference_id: c.generate_inference_id.unwrap_or(false),
@@ -386,7 +425,10 @@ fn create(state: &ApiState, body: Value) -> Result<Value, ControlError> {
     for (loc, what) in [
         (Some(&request.input.source), "TransformInput's S3Uri"),
         (Some(&request.output.path), "TransformOutput.S3OutputPath"),
-        (request.capture.as_ref().map(|c| &c.destination), "DataCaptureConfig.DestinationS3Uri"),
+        (
+            request.capture.as_ref().map(|c| &c.destination),
+            "DataCaptureConfig.DestinationS3Uri",
+        ),
     ] {
         if let Some(loc) = loc
             && state.store.head_bucket(&loc.bucket).is_err()
@@ -414,7 +456,11 @@ pub fn describe_json(job: &TransformJob) -> Value {
     input["CompressionType"] = json!(if spec.input.gzip { "Gzip" } else { "None" });
     input["SplitType"] = json!(spec.input.split.as_str());
     let mut output = req["TransformOutput"].clone();
-    output["AssembleWith"] = json!(if spec.output.assemble_lines { "Line" } else { "None" });
+    output["AssembleWith"] = json!(if spec.output.assemble_lines {
+        "Line"
+    } else {
+        "None"
+    });
     let mut out = json!({
         "TransformJobName": job.name,
         "TransformJobArn": job.arn,
@@ -458,9 +504,10 @@ pub fn describe_json(job: &TransformJob) -> Value {
     out
 }
 
-fn summary_json(s: &TransformJobSummary) -> Value {
+fn summary_json(job: &TransformJob) -> Value {
+    let s = &job.state;
     let mut v = json!({
-        "TransformJobName": s.name, "TransformJobArn": s.arn, "CreationTime": s.creation_time,
+        "TransformJobName": job.name, "TransformJobArn": job.arn, "CreationTime": s.creation_time,
         "LastModifiedTime": s.last_modified_time, "TransformJobStatus": s.status.as_str(),
     });
     if let Some(t) = s.end_time {
@@ -612,20 +659,59 @@ mod tests {
     #[test]
     fn what_the_model_refuses_is_refused_with_awss_message() {
         let cases = [
-            (json!({"BatchStrategy": "Many"}), "at 'batchStrategy' failed to satisfy constraint: Member must satisfy enum value set: [MultiRecord, SingleRecord]"),
-            (json!({"ModelClientConfig": {"InvocationsMaxRetries": 4}}), "Member must have value less than or equal to 3"),
-            (json!({"ModelClientConfig": {"InvocationsTimeoutInSeconds": 3601}}), "Member must have value between 1 and 3600"),
+            (
+                json!({"BatchStrategy": "Many"}),
+                "at 'batchStrategy' failed to satisfy constraint: Member must satisfy enum value set: [MultiRecord, SingleRecord]",
+            ),
+            (
+                json!({"ModelClientConfig": {"InvocationsMaxRetries": 4}}),
+                "Member must have value less than or equal to 3",
+            ),
+            (
+                json!({"ModelClientConfig": {"InvocationsTimeoutInSeconds": 3601}}),
+                "Member must have value between 1 and 3600",
+            ),
             (json!({"MaxPayloadInMB": 101}), "less than or equal to 100"),
-            (json!({"DataProcessing": {"JoinSource": "Output"}}), "[Input, None]"),
-            (json!({"DataProcessing": {"InputFilter": format!("$.{}", "a".repeat(63))}}), "at 'dataProcessing.inputFilter'"),
-            (json!({"TransformOutput": {"S3OutputPath": "s3://b/o", "AssembleWith": "Record"}}), "[None, Line]"),
-            (json!({"TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/"}}, "SplitType": "TFRecord"}}), "TFRecord is not supported"),
-            (json!({"TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "AugmentedManifestFile", "S3Uri": "s3://b/"}}}}), "use S3Prefix or ManifestFile"),
-            (json!({"TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/"}}, "CompressionType": "Zip"}}), "[None, Gzip]"),
-            (json!({"TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/"}}, "SplitType": "Line"}, "MaxPayloadInMB": 0}), "only with SplitType None"),
-            (json!({"Environment": {"1BAD": "x"}}), "[a-zA-Z_][a-zA-Z0-9_]{0,1023}"),
-            (json!({"TransformJobName": "bad_name"}), "at 'transformJobName'"),
-            (json!({"TransformOutput": {"S3OutputPath": "https://b/o"}}), "s3://bucket/prefix URI"),
+            (
+                json!({"DataProcessing": {"JoinSource": "Output"}}),
+                "[Input, None]",
+            ),
+            (
+                json!({"DataProcessing": {"InputFilter": format!("$.{}", "a".repeat(63))}}),
+                "at 'dataProcessing.inputFilter'",
+            ),
+            (
+                json!({"TransformOutput": {"S3OutputPath": "s3://b/o", "AssembleWith": "Record"}}),
+                "[None, Line]",
+            ),
+            (
+                json!({"TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/"}}, "SplitType": "TFRecord"}}),
+                "TFRecord is not supported",
+            ),
+            (
+                json!({"TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "AugmentedManifestFile", "S3Uri": "s3://b/"}}}}),
+                "use S3Prefix or ManifestFile",
+            ),
+            (
+                json!({"TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/"}}, "CompressionType": "Zip"}}),
+                "[None, Gzip]",
+            ),
+            (
+                json!({"TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/"}}, "SplitType": "Line"}, "MaxPayloadInMB": 0}),
+                "only with SplitType None",
+            ),
+            (
+                json!({"Environment": {"1BAD": "x"}}),
+                "[a-zA-Z_][a-zA-Z0-9_]{0,1023}",
+            ),
+            (
+                json!({"TransformJobName": "bad_name"}),
+                "at 'transformJobName'",
+            ),
+            (
+                json!({"TransformOutput": {"S3OutputPath": "https://b/o"}}),
+                "s3://bucket/prefix URI",
+            ),
         ];
         for (extra, want) in cases {
             let e = convert(request(extra.clone())).unwrap_err();
@@ -636,8 +722,16 @@ mod tests {
     #[test]
     fn list_queries_check_the_status_enum() {
         let e = list_query(&json!({"StatusEquals": "Deleting"})).unwrap_err();
-        assert!(e.to_string().contains("[InProgress, Completed, Failed, Stopping, Stopped]"), "{e}");
-        let q = list_query(&json!({"SortBy": "Name", "SortOrder": "Ascending", "NextToken": "20"})).unwrap();
-        assert_eq!((q.sort_by, q.ascending, q.offset, q.max_results), (SortBy::Name, true, 20, 10));
+        assert!(
+            e.to_string()
+                .contains("[InProgress, Completed, Failed, Stopping, Stopped]"),
+            "{e}"
+        );
+        let q = list_query(&json!({"SortBy": "Name", "SortOrder": "Ascending", "NextToken": "20"}))
+            .unwrap();
+        assert_eq!(
+            (q.sort_by, q.ascending, q.offset, q.max_results),
+            (SortBy::Name, true, 20, 10)
+        );
     }
 }

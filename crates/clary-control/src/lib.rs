@@ -17,6 +17,7 @@ pub mod routes;
 pub mod store;
 pub mod tags;
 pub mod training;
+pub mod transform;
 pub mod tuning;
 
 pub use config::ControlConfig;
@@ -31,6 +32,7 @@ pub struct ControlPlane {
     pub config: Arc<ControlConfig>,
     pub logs: logs::Logs,
     pub training: Arc<training::TrainingJobs>,
+    pub transform: Arc<transform::TransformJobs>,
     pub hosting: Arc<hosting::Hosting>,
     pub tuning: Arc<tuning::Tuning>,
     pub credentials: Arc<credentials::Credentials>,
@@ -67,7 +69,7 @@ impl ControlPlane {
         };
         let training = Arc::new(training::TrainingJobs::new(
             store::TrainingJobStore::new(db.clone()),
-            services,
+            services.clone(),
             metrics.clone(),
         ));
         let tuning = Arc::new(tuning::Tuning::new(
@@ -84,10 +86,16 @@ impl ControlPlane {
             routes.clone(),
             credentials.clone(),
         ));
+        let transform = Arc::new(transform::TransformJobs::new(
+            store::jobs::JobStore::new(db.clone(), domain::job::Kind::TransformJob),
+            services,
+            hosting.clone(),
+        ));
         Ok(Arc::new(ControlPlane {
             config,
             logs,
             training,
+            transform,
             hosting,
             tuning,
             credentials,
@@ -121,6 +129,7 @@ impl ControlPlane {
     pub fn reports(&self, kind: domain::job::Kind) -> &dyn lifecycle::AgentReports {
         match kind {
             domain::job::Kind::TrainingJob => self.training.reports(),
+            domain::job::Kind::TransformJob => self.transform.reports(),
         }
     }
 }

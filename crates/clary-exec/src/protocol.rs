@@ -22,14 +22,16 @@ pub const AGENT_API: clary_client::JsonApi = clary_client::JsonApi {
 pub enum JobKind {
     #[default]
     TrainingJob,
+    TransformJob,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 1] = [JobKind::TrainingJob];
+    pub const ALL: [JobKind; 2] = [JobKind::TrainingJob, JobKind::TransformJob];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::TrainingJob => "TrainingJob",
+            JobKind::TransformJob => "TransformJob",
         }
     }
 

@@ -4,7 +4,8 @@
 //!
 //! The operators: `$` (the record), `.name` and `['name']` (a child), `['a','b']` (several
 //! children, as an object of them), `[i]` (an element; negative counts from the end),
-//! `[i,j]` (several), `[start:end]` (a slice; either end may be left out), `*` and `[*]`
+//! `[i,j]` and `[i,start:]` (several, in order), `[start:end]` (a slice; either end may be left
+//! out), `*` and `[*]`
 //! (every child).
 
 use serde_json::{Map, Value};
@@ -16,12 +17,19 @@ pub struct JsonPath {
     steps: Vec<Step>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum IndexPart {
+    At(i64),
+    Range(Option<i64>, Option<i64>),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Step {
     Name(String),
     Names(Vec<String>),
     Index(i64),
-    Indexes(Vec<i64>),
+    /// Several indexes and slices, in order (`[0,5:]`).
+    Indexes(Vec<IndexPart>),
     Slice(Option<i64>, Option<i64>),
     Wildcard,
 }
@@ -134,29 +142,26 @@ fn parse_bracket(inner: &str) -> Result<Step, String> {
             _ => Step::Names(names),
         });
     }
-    if let Some((a, b)) = inner.split_once(':') {
-        let num = |s: &str| -> Result<Option<i64>, String> {
-            let s = s.trim();
-            if s.is_empty() {
-                return Ok(None);
-            }
-            s.parse()
-                .map(Some)
-                .map_err(|_| format!("{s} is not an index"))
-        };
-        return Ok(Step::Slice(num(a)?, num(b)?));
-    }
-    let mut idx = Vec::new();
+    let num = |s: &str| -> Result<Option<i64>, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse()
+            .map(Some)
+            .map_err(|_| format!("{s} is not an index"))
+    };
+    let mut parts = Vec::new();
     for part in inner.split(',') {
-        let p = part.trim();
-        idx.push(
-            p.parse::<i64>()
-                .map_err(|_| format!("{p} is not an index"))?,
-        );
+        parts.push(match part.split_once(':') {
+            Some((a, b)) => IndexPart::Range(num(a)?, num(b)?),
+            None => IndexPart::At(num(part)?.ok_or("an index is missing")?),
+        });
     }
-    Ok(match idx.len() {
-        1 => Step::Index(idx[0]),
-        _ => Step::Indexes(idx),
+    Ok(match parts[..] {
+        [IndexPart::At(i)] => Step::Index(i),
+        [IndexPart::Range(a, b)] => Step::Slice(a, b),
+        _ => Step::Indexes(parts),
     })
 }
 
@@ -185,6 +190,14 @@ fn resolve(i: i64, len: usize) -> Option<usize> {
     (0..len).contains(&r).then_some(r as usize)
 }
 
+/// `a[start:end]` with Python's meaning of negative and missing ends.
+fn slice(a: &[Value], start: Option<i64>, end: Option<i64>) -> &[Value] {
+    let len = a.len() as i64;
+    let clamp = |v: i64| (if v < 0 { len + v } else { v }).clamp(0, len) as usize;
+    let (s, e) = (start.map_or(0, clamp), end.map_or(a.len(), clamp));
+    if s >= e { &[] } else { &a[s..e] }
+}
+
 fn apply(steps: &[Step], value: &Value) -> Option<Value> {
     let Some((step, rest)) = steps.split_first() else {
         return Some(value.clone());
@@ -203,19 +216,20 @@ fn apply(steps: &[Step], value: &Value) -> Option<Value> {
             }
             return (!out.is_empty()).then_some(Value::Object(out));
         }
-        (Step::Indexes(ix), Value::Array(a)) => ix
+        (Step::Indexes(parts), Value::Array(a)) => parts
             .iter()
-            .filter_map(|i| resolve(*i, a.len()).map(|i| a[i].clone()))
+            .flat_map(|p| match *p {
+                IndexPart::At(i) => resolve(i, a.len()).map(|i| &a[i..=i]).unwrap_or(&[]),
+                IndexPart::Range(s, e) => slice(a, s, e),
+            })
+            .cloned()
             .collect(),
         (Step::Slice(s, e), Value::Array(a)) => {
-            let len = a.len() as i64;
-            let clamp = |v: i64| (if v < 0 { len + v } else { v }).clamp(0, len) as usize;
-            let start = s.map_or(0, clamp);
-            let end = e.map_or(a.len(), clamp);
-            if start >= end {
+            let part = slice(a, *s, *e);
+            if part.is_empty() {
                 return None;
             }
-            a[start..end].to_vec()
+            part.to_vec()
         }
         (Step::Wildcard, Value::Array(a)) => a.clone(),
         (Step::Wildcard, Value::Object(m)) => m.values().cloned().collect(),
@@ -420,6 +434,8 @@ mod tests {
         assert_eq!(sel("$.features[:1]", rec.clone()), Some(json!([1])));
         assert_eq!(sel("$.features[-2:]", rec.clone()), Some(json!([3, 4])));
         assert_eq!(sel("$.features[0,3]", rec.clone()), Some(json!([1, 4])));
+        assert_eq!(sel("$.features[0,2:]", rec.clone()), Some(json!([1, 3, 4])));
+        assert_eq!(sel("$.features[-1,:1]", rec.clone()), Some(json!([4, 1])));
         assert_eq!(sel("$.features[*]", rec.clone()), Some(json!([1, 2, 3, 4])));
         assert_eq!(
             sel("$['id','meta']['a']", rec.clone()),
@@ -448,7 +464,7 @@ mod tests {
 
     #[test]
     fn bad_paths_are_refused_with_the_operators_that_work() {
-        for p in ["features", "$.", "$[1", "$[a]", "$..x", "$[1:x]"] {
+        for p in ["features", "$.", "$[1", "$[a]", "$..x", "$[1:x]", "$[1,]"] {
             let e = JsonPath::parse(p).unwrap_err();
             assert!(e.to_string().contains("use $, .name"), "{p}: {e}");
         }

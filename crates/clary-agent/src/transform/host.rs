@@ -9,7 +9,9 @@ use crate::job_log::JobLog;
 use crate::objects::{self, Objects};
 use crate::reporter::Reporter;
 use crate::staging::{parse_manifest, relative_key};
-use clary_exec::protocol::{INSTANCE_TOKEN_HEADER, Outcome, ResultReport, TransformHostSpec};
+use clary_exec::protocol::{
+    INSTANCE_TOKEN_HEADER, JobKind, Outcome, ResultReport, TransformHostSpec,
+};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
@@ -48,7 +50,8 @@ pub async fn run_transform_host(spec: TransformHostSpec) -> i32 {
         &spec.secret_key,
         &spec.region,
         &spec.job_name,
-    );
+    )
+    .for_kind(JobKind::TransformJob);
     let (tx, shipper) = reporter.start_log_shipper(&spec.log_stream);
     let log = JobLog::new(tx);
     let stop = Arc::new(AtomicBool::new(false));
@@ -76,6 +79,7 @@ pub async fn run_transform_host(spec: TransformHostSpec) -> i32 {
     drop(log);
     let _ = shipper.await;
     let result = ResultReport {
+        kind: JobKind::TransformJob,
         job_name: spec.job_name.clone(),
         host: spec.current_host.clone(),
         outcome,

@@ -184,15 +184,17 @@ pub struct JobWords {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Kind {
     TrainingJob,
+    TransformJob,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 1] = [Kind::TrainingJob];
+    pub const ALL: [Kind; 2] = [Kind::TrainingJob, Kind::TransformJob];
 
     /// As the agents' API and stored credentials name it (`TrainingJob`).
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::TrainingJob => "TrainingJob",
+            Kind::TransformJob => "TransformJob",
         }
     }
 
@@ -204,6 +206,7 @@ impl Kind {
     pub fn arn_resource(self) -> &'static str {
         match self {
             Kind::TrainingJob => "training-job",
+            Kind::TransformJob => "transform-job",
         }
     }
 
@@ -211,6 +214,7 @@ impl Kind {
     pub fn log_group(self) -> &'static str {
         match self {
             Kind::TrainingJob => "/aws/sagemaker/TrainingJobs",
+            Kind::TransformJob => "/aws/sagemaker/TransformJobs",
         }
     }
 
@@ -218,6 +222,7 @@ impl Kind {
     pub fn dir_name(self) -> &'static str {
         match self {
             Kind::TrainingJob => "jobs",
+            Kind::TransformJob => "transform-jobs",
         }
     }
 
@@ -227,6 +232,11 @@ impl Kind {
                 noun: "Training job",
                 script: "training script",
                 preparing: "Preparing the instances for training",
+            },
+            Kind::TransformJob => JobWords {
+                noun: "Transform job",
+                script: "model server",
+                preparing: "Preparing the instances for batch transform",
             },
         }
     }

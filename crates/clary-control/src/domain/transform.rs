@@ -2,14 +2,11 @@
 //! was created) and where it stands (the shared job lifecycle state). No wire format here.
 
 use super::hosting::Container;
-use super::job::{JobState, JobStatus, JobWords};
+use super::job::{JobWords, Kind};
 use super::training::S3Location;
 use serde::{Deserialize, Serialize};
 
-pub const TRANSFORM: JobWords = JobWords {
-    noun: "Transform job",
-    script: "model server",
-};
+pub const TRANSFORM: JobWords = Kind::TransformJob.words();
 
 /// `ModelClientConfig` when the request leaves a value out (SageMaker's documented defaults).
 pub const DEFAULT_INVOCATIONS_TIMEOUT_SECS: u64 = 600;
@@ -200,45 +197,9 @@ impl TransformRequest {
     }
 }
 
-/// A transform job (the shape every job kind without columns of its own has).
-#[derive(Debug, Clone, PartialEq)]
-pub struct TransformJob {
-    pub name: String,
-    pub arn: String,
-    pub spec: TransformJobSpec,
-    /// The request as the edge received it, kept for the edge to echo back; the domain never
-    /// reads it.
-    pub echo: String,
-    pub state: JobState,
-}
-
-/// A transform job as listings show it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TransformJobSummary {
-    pub name: String,
-    pub arn: String,
-    pub status: JobStatus,
-    pub failure_reason: Option<String>,
-    pub creation_time: f64,
-    pub last_modified_time: f64,
-    pub end_time: Option<f64>,
-}
-
-/// The progress line a host reports ("Transformed 3 of 10 objects, …"), summed over the job's
-/// hosts for its status message.
-pub fn progress_message(per_host: &[(String, String)]) -> String {
-    if per_host.len() <= 1 {
-        return per_host
-            .first()
-            .map(|(_, m)| m.clone())
-            .unwrap_or_default();
-    }
-    per_host
-        .iter()
-        .map(|(h, m)| format!("{h}: {m}"))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
+/// A transform job: a kind without columns of its own (its spec and state live in the jobs
+/// table).
+pub type TransformJob = super::job::Job<TransformJobSpec>;
 
 #[cfg(test)]
 mod tests {
@@ -298,14 +259,5 @@ mod tests {
         let env = s.model_environment();
         assert!(!env.contains_key("SAGEMAKER_BATCH_STRATEGY"));
         assert!(!env.contains_key("SAGEMAKER_MAX_PAYLOAD_IN_MB"));
-    }
-
-    #[test]
-    fn progress_names_hosts_when_there_are_several() {
-        assert_eq!(progress_message(&[("algo-1".into(), "x".into())]), "x");
-        assert_eq!(
-            progress_message(&[("algo-1".into(), "x".into()), ("algo-2".into(), "y".into())]),
-            "algo-1: x; algo-2: y"
-        );
     }
 }

@@ -49,7 +49,8 @@ impl TagStore {
     pub fn resource_exists(&self, arn: &str) -> Result<bool, ControlError> {
         let n: i64 = self.db.lock().query_row(
             "SELECT (SELECT COUNT(*) FROM training_jobs WHERE arn = ?1) + (SELECT COUNT(*) FROM models WHERE arn = ?1)
-                + (SELECT COUNT(*) FROM endpoint_configs WHERE arn = ?1) + (SELECT COUNT(*) FROM endpoints WHERE arn = ?1)",
+                + (SELECT COUNT(*) FROM endpoint_configs WHERE arn = ?1) + (SELECT COUNT(*) FROM endpoints WHERE arn = ?1)
+                + (SELECT COUNT(*) FROM jobs WHERE arn = ?1)",
             params![arn],
             |r| r.get(0),
         )?;
