@@ -309,7 +309,7 @@ def test_sdk_v2_transformers(server, mnist_data):
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tests", "compat", "sdk", "transform_v2.py"), EXAMPLE, mnist_data],
         env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, "\n".join(l for l in proc.stderr.splitlines() if "configprovider" not in l)[-6000:]
+    assert proc.returncode == 0, (proc.stdout[-3000:] + "\n".join(l for l in proc.stderr.splitlines() if "configprovider" not in l))[-6000:]
     last = proc.stdout.strip().splitlines()[-1]
     out = json.loads(last[last.index("{"):])
     want = np.array(out["want"])

@@ -3,13 +3,12 @@
 logs; `MXNetModel(...).transformer(...)` running two jobs; `Transformer.attach`; a stopped job.
 Compares the predictions with the model run in-process. Run with the environment `clary env`
 prints; prints one JSON line of findings for the test to check."""
-import io
+import concurrent.futures
 import json
 import os
 import sys
 import tarfile
 import tempfile
-import time
 
 import mxnet as mx
 import numpy as np
@@ -57,41 +56,47 @@ def outputs(transformer):
     return out
 
 
-result = {"want": want.tolist()}
+def with_logs():
+    """estimator.transformer with join and filters, the logs streamed (the SDK's log loop
+    looks at the job every 30 s, so this runs beside the rest)."""
+    t1 = est.transformer(instance_count=2, instance_type="ml.m5.large", strategy="MultiRecord",
+                         assemble_with="Line", accept="text/csv", max_payload=1,
+                         output_path="s3://%s/sdk-transform/out1" % bucket)
+    t1.transform(data, content_type="text/csv", split_type="Line", input_filter="$[1:]",
+                 output_filter="$[0,-10:]", join_source="Input",
+                 model_client_config={"InvocationsTimeoutInSeconds": 60, "InvocationsMaxRetries": 1},
+                 wait=True, logs=True)
+    out = {"joined": outputs(t1), "t1_job": t1.latest_transform_job.job_name}
+    # Transformer.attach to the finished job.
+    attached = Transformer.attach(t1.latest_transform_job.job_name)
+    out["attached"] = {"model_name": attached.model_name, "instance_count": attached.instance_count,
+                       "strategy": attached.strategy, "assemble_with": attached.assemble_with,
+                       "output_path": attached.output_path, "max_payload": attached.max_payload,
+                       "accept": attached.accept}
+    return out
 
-# 1. estimator.transformer with join and filters, logs streamed.
-t1 = est.transformer(instance_count=2, instance_type="ml.m5.large", strategy="MultiRecord",
-                     assemble_with="Line", accept="text/csv", max_payload=1,
-                     output_path="s3://%s/sdk-transform/out1" % bucket)
-t1.transform(data, content_type="text/csv", split_type="Line", input_filter="$[1:]",
-             output_filter="$[0,-10:]", join_source="Input",
-             model_client_config={"InvocationsTimeoutInSeconds": 60, "InvocationsMaxRetries": 1},
-             wait=True, logs=True)
-result["joined"] = outputs(t1)
-result["t1_job"] = t1.latest_transform_job.job_name
 
-# 2. Transformer.attach to the finished job.
-attached = Transformer.attach(t1.latest_transform_job.job_name)
-result["attached"] = {"model_name": attached.model_name, "instance_count": attached.instance_count,
-                      "strategy": attached.strategy, "assemble_with": attached.assemble_with,
-                      "output_path": attached.output_path, "max_payload": attached.max_payload,
-                      "accept": attached.accept}
+def from_model():
+    """MXNetModel(...).transformer running two jobs (without the ID column, JSON answers), then
+    a third started without waiting and stopped through the SDK."""
+    model = MXNetModel(model_data=est.model_data, role="SageMakerRole", entry_point="train.py",
+                       source_dir=example, framework_version="1.9.0", py_version="py38")
+    t2 = model.transformer(instance_count=1, instance_type="ml.m5.large", accept="application/json",
+                           assemble_with="Line", output_path="s3://%s/sdk-transform/out2" % bucket)
+    out = {"plain": [], "t2_jobs": []}
+    for _ in range(2):
+        t2.transform(data, content_type="text/csv", split_type="Line", input_filter="$[1:]",
+                     wait=True, logs=False)
+        out["t2_jobs"].append(t2.latest_transform_job.job_name)
+        out["plain"].append(outputs(t2))
+    t2.transform(data, content_type="text/csv", split_type="Line", wait=False)
+    t2.stop_transform_job(wait=True)
+    desc = session.sagemaker_client.describe_transform_job(TransformJobName=t2.latest_transform_job.job_name)
+    out["stopped"] = desc["TransformJobStatus"]
+    return out
 
-# 3. MXNetModel(...).transformer running two jobs, plain (no filters), JSON answers.
-model = MXNetModel(model_data=est.model_data, role="SageMakerRole", entry_point="train.py",
-                   source_dir=example, framework_version="1.9.0", py_version="py38")
-t2 = model.transformer(instance_count=1, instance_type="ml.m5.large", accept="application/json",
-                       assemble_with="Line", output_path="s3://%s/sdk-transform/out2" % bucket)
-jobs = []
-for _ in range(2):
-    t2.transform(data, content_type="text/csv", split_type="Line", wait=True, logs=False)
-    jobs.append(t2.latest_transform_job.job_name)
-    result.setdefault("plain", []).append(outputs(t2))
-result["t2_jobs"] = jobs
 
-# 4. A stopped job: started without waiting, stopped through the SDK.
-t2.transform(data, content_type="text/csv", split_type="Line", wait=False)
-t2.stop_transform_job(wait=True)
-desc = session.sagemaker_client.describe_transform_job(TransformJobName=t2.latest_transform_job.job_name)
-result["stopped"] = desc["TransformJobStatus"]
+with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    a, b = pool.submit(with_logs), pool.submit(from_model)
+    result = {"want": want.tolist(), **a.result(), **b.result()}
 print(json.dumps(result))

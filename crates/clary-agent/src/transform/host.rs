@@ -272,7 +272,9 @@ async fn invoke(
 ) -> Answer {
     let payload = bytes::Bytes::from(payload);
     let mut last = String::new();
+    let mut tries = 0;
     for attempt in 0..=call.retries {
+        tries += 1;
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(100 << attempt.min(5))).await;
         }
@@ -297,8 +299,9 @@ async fn invoke(
                 let body = r.text().await.unwrap_or_default();
                 let body: String = body.trim().chars().take(ANSWER_CHARS).collect();
                 last = format!("the model answered {status}: {body}");
-                // A payload the server refuses as too large will not fit on a retry.
-                if status == 413 {
+                // The model refused the request itself (a bad record, too large): the same
+                // request would be refused again.
+                if (400..500).contains(&status) && status != 408 && status != 429 {
                     break;
                 }
             }
@@ -311,7 +314,6 @@ async fn invoke(
             Err(e) => last = format!("the request to the model server failed: {e}"),
         }
     }
-    let tries = call.retries + 1;
     Err(format!(
         "{last} (after {tries} attempt{})",
         if tries == 1 { "" } else { "s" }
