@@ -640,10 +640,8 @@ async fn transform_objects(
     };
     // Whatever is still in flight is dropped; its scratch output is never stored.
     drop(rx);
-    for item in queue {
-        if let Ok((.., task)) = item {
-            task.abort();
-        }
+    for (.., task) in queue.into_iter().flatten() {
+        task.abort();
     }
     if let Some(p) = pending.take() {
         let _ = std::fs::remove_file(&p.path);

@@ -261,7 +261,7 @@ impl Batcher {
         Batcher {
             strategy,
             split,
-            limit: (max_payload_mb > 0).then(|| (max_payload_mb as usize) << 20),
+            limit: (max_payload_mb > 0).then_some((max_payload_mb as usize) << 20),
             limit_mb: max_payload_mb,
             current: Batch {
                 payload: Vec::new(),
