@@ -395,3 +395,21 @@ impl AgentSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_spec_is_read_by_its_kind() {
+        let training = serde_json::json!({"job_name": "j"});
+        // A training spec (no kind) that is incomplete says what is missing, as before.
+        let e = AgentSpec::from_json(training.to_string().as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("missing field"), "{e}");
+        let bad = serde_json::json!({"kind": "painting"});
+        let e = AgentSpec::from_json(bad.to_string().as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("unknown variant `painting`"), "{e}");
+        let kind = serde_json::to_value(SpecKind::Transform).unwrap();
+        assert_eq!(kind, "transform");
+    }
+}

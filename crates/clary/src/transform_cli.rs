@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn progress_follows_the_hosts_lines() {
-        let bar = ProgressBar::hidden();
+        let bar = ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::hidden());
         let mut p = Progress::default();
         p.line("2026-01-01 00:00:00,000 clary-agent  INFO     algo-1: 3 input objects in this host's share (host 1 of 2)", "j", &bar);
         p.line(
