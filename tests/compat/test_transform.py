@@ -329,3 +329,29 @@ def test_sdk_v2_transformers(server, mnist_data):
         got = np.array([json.loads(l) for l in run["a.csv"] + run["b.csv"]])
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     assert out["stopped"] == "Stopped"
+
+
+def test_a_killed_host_leaves_no_model_server_behind(server, sm, s3, bucket, model):
+    import os
+    import signal
+
+    from conftest import pids_of
+    job = unique("tr-kill")
+    prefix = "kill/%s/" % job
+    s3.put_object(Bucket=bucket, Key=prefix + "a.csv", Body=b"sleep\n")
+    sm.create_transform_job(**request(job, model, bucket, prefix))
+    under = os.path.join(server.data_dir, "transform-jobs", job)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (pids_of(b"agent", under) and pids_of(b"model-server", under)):
+        time.sleep(0.2)
+    agents, servers = pids_of(b"agent", under), pids_of(b"model-server", under)
+    assert agents and servers, (agents, servers)
+    for pid in agents:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 20
+    while time.time() < deadline and pids_of(b"model-server", under):
+        time.sleep(0.2)
+    assert pids_of(b"model-server", under) == []
+    d = wait_job(sm, job, timeout=60)
+    assert d["TransformJobStatus"] == "Failed"
+    assert "exited without reporting a result" in d["FailureReason"], d["FailureReason"]

@@ -285,6 +285,10 @@ pub struct ModelServerSpec {
     pub token: String,
 }
 
+/// The variable that names the process a `clary model-server` must not outlive (a transform
+/// host's agent starts one as its child).
+pub const MODEL_SERVER_PARENT_ENV: &str = "CLARY_MODEL_SERVER_PARENT";
+
 /// The header that carries an endpoint instance's token from the router to its model server.
 pub const INSTANCE_TOKEN_HEADER: &str = "x-clary-instance-token";
 

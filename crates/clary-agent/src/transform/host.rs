@@ -22,8 +22,9 @@ use tokio::sync::mpsc;
 
 /// How long the model may take to load.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(600);
-/// Progress goes to the control plane at most this often.
-const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// Progress goes to the job's status at most this often (each report is a transition kept
+/// with the job); the log has a line per stored object.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 /// Characters of a model's error answer kept in a failure reason.
 const ANSWER_CHARS: usize = 300;
 

@@ -2,7 +2,7 @@
 //! child on a free loopback port with a token of its own, its output in the job's log.
 
 use crate::job_log::JobLog;
-use clary_exec::protocol::{INSTANCE_TOKEN_HEADER, ModelServerSpec};
+use clary_exec::protocol::{INSTANCE_TOKEN_HEADER, MODEL_SERVER_PARENT_ENV, ModelServerSpec};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -60,8 +60,10 @@ impl ModelServer {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            // Its own group, so stopping it reaches its Python workers too.
+            // Its own group, so stopping it reaches its Python workers too; it ends itself
+            // if this agent dies without stopping it.
             .process_group(0)
+            .env(MODEL_SERVER_PARENT_ENV, std::process::id().to_string())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("starting the model server: {e}"))?;
