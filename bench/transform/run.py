@@ -128,6 +128,7 @@ def main():
     ap.add_argument("--objects", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--batch", type=int, default=1000, help="rows per mod.predict in the floor")
+    ap.add_argument("--workers", type=int, help="SAGEMAKER_MODEL_SERVER_WORKERS per instance [the model server's default: one per core]")
     a = ap.parse_args()
     if not os.path.exists(CLARY):
         sys.exit("no clary binary at %s; build it (cargo build --release) or set CLARY_BIN" % CLARY)
@@ -146,7 +147,8 @@ def main():
             tar.add(model_dir, arcname=".")
         s3.put_object(Bucket=bucket, Key="model/model.tar.gz", Body=buf.getvalue())
         sm.create_model(ModelName="mlp", ExecutionRoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
-                        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://%s/model/model.tar.gz" % bucket})
+                        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://%s/model/model.tar.gz" % bucket,
+                                          "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": str(a.workers)} if a.workers else {}})
         block = open(os.path.join(block_dir, "block.csv")).read().splitlines()
         per = -(-a.records // a.objects)
         size = 0
