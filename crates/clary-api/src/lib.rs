@@ -16,6 +16,7 @@ pub mod hosting_api;
 pub mod json_api;
 pub mod logs_api;
 pub mod profiler_api;
+pub mod prometheus_api;
 pub mod query;
 pub mod runtime;
 pub mod s3;
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub account: String,
     pub connections: runtime::Connections,
     pub body_budget: edge::BodyBudget,
+    /// What `/_clary/metrics` counts as it happens.
+    pub telemetry: prometheus_api::Telemetry,
 }
 
 impl ApiState {
@@ -77,6 +80,7 @@ impl ApiState {
             account: account.into(),
             connections: Default::default(),
             body_budget: Default::default(),
+            telemetry: Default::default(),
         })
     }
 }
@@ -135,6 +139,11 @@ pub async fn handle(
     let access_key = api_log::access_key_of(req.headers(), req.uri().query());
     let resp = match route {
         Route::S3 => s3(state, req).await,
+        Route::Metrics => {
+            let mut resp = prometheus_api::scrape(&state, req.headers()).await;
+            api_log::note(&mut resp, "Metrics", None);
+            resp
+        }
         _ => signed_call(state, route, req).await,
     };
     api_log::record(
@@ -228,6 +237,7 @@ async fn signed_call(
                 .trim_end_matches("/invocations");
             let mut resp = runtime::invoke(
                 &state.control,
+                Some(&state.telemetry),
                 &state.connections,
                 &state.account,
                 name,

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod credentials;
 pub mod domain;
+pub mod endpoint_metrics;
 pub mod error;
 pub mod failpoint;
 pub mod hosting;
@@ -35,6 +36,12 @@ pub struct ControlPlane {
     pub tuning: Arc<tuning::Tuning>,
     pub credentials: Arc<credentials::Credentials>,
     pub metrics: Arc<metrics::Metrics>,
+    /// What running jobs of every kind hold of this machine.
+    pub ledger: Arc<lifecycle::ledger::Ledger>,
+    /// Counts across kinds, for the server's metrics.
+    pub stats: store::stats::StatsStore,
+    /// Endpoint invocations, for CloudWatch's `AWS/SageMaker` namespace.
+    pub endpoint_metrics: Arc<endpoint_metrics::EndpointMetrics>,
     pub tags: tags::Tags,
     /// Where `InvokeEndpoint` goes: the healthy instances of each in-service endpoint.
     pub routes: Arc<routes::Routes>,
@@ -58,12 +65,13 @@ impl ControlPlane {
         let metrics = Arc::new(metrics::Metrics::new(store::metrics::MetricStore::new(
             db.clone(),
         )));
+        let ledger = Arc::new(lifecycle::ledger::Ledger::new(config.capacity.clone()));
         let services = lifecycle::Services {
             executor: executor.clone(),
             config: config.clone(),
             logs: logs.clone(),
             credentials: credentials.clone(),
-            ledger: Arc::new(lifecycle::ledger::Ledger::new(config.capacity.clone())),
+            ledger: ledger.clone(),
         };
         let training = Arc::new(training::TrainingJobs::new(
             store::TrainingJobStore::new(db.clone()),
@@ -92,6 +100,11 @@ impl ControlPlane {
             tuning,
             credentials,
             metrics,
+            ledger,
+            stats: store::stats::StatsStore::new(db.clone()),
+            endpoint_metrics: Arc::new(endpoint_metrics::EndpointMetrics::new(
+                store::endpoint_metrics::EndpointMetricStore::new(db.clone()),
+            )),
             tags: tags::Tags::new(store::TagStore::new(db)),
             routes,
         }))

@@ -235,6 +235,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     )?;
     tokio::spawn(control.training.clone().run_scheduler());
     tokio::spawn(control.hosting.clone().run());
+    tokio::spawn(control.endpoint_metrics.clone().run());
     control
         .tuning
         .set_trial_echo(clary_api::tuning_api::trial_echo);

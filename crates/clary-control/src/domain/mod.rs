@@ -4,6 +4,7 @@
 pub mod capacity;
 pub mod credentials;
 pub mod endpoint;
+pub mod endpoint_metrics;
 pub mod hosting;
 pub mod job;
 pub mod logs;
