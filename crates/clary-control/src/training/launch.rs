@@ -9,7 +9,9 @@ use crate::domain::training::{Channel, InputMode, S3Location, TrainingJob};
 use crate::logs::TRAINING_LOG_GROUP;
 use crate::now_secs;
 use clary_exec::executor::{HostLaunch, JobLaunch, UnitCredentials};
-use clary_exec::protocol::{ChannelSpec, CheckpointSpec, HostSpec, MonitorSettings};
+use clary_exec::protocol::{
+    ChannelSpec, CheckpointSpec, ContainerCommand, HostSpec, MonitorSettings,
+};
 use clary_exec::runtimes::{MXNET_TRAINING_MODULE, Mode};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
@@ -180,6 +182,10 @@ impl TrainingJobs {
                 legacy: image.mode == Mode::Legacy,
                 attempt: job.state.attempt(),
                 monitor: Some(monitor.clone()),
+                container: spec.container.as_ref().map(|c| ContainerCommand {
+                    entrypoint: c.entrypoint.clone(),
+                    arguments: c.arguments.clone(),
+                }),
                 checkpoint: spec.checkpoints.as_ref().map(|c| CheckpointSpec {
                     bucket: c.destination.bucket.clone(),
                     prefix: c.destination.prefix.clone(),
