@@ -57,6 +57,29 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     )
 }
 
+/// The role the server's principal acts as: a session of it, as a SageMaker notebook's
+/// identity is. The SDK (v2's `get_execution_role`, v3's `role=None` for serving) turns a
+/// caller's assumed role into the execution role; an IAM user it cannot. `clary env` names the
+/// same role as the SDK config's default.
+pub const CALLER_ROLE: &str = "SageMakerRole";
+
+/// The session name in the caller's assumed-role ARN.
+const CALLER_SESSION: &str = "clary";
+
+/// A stable, name-derived role id: the same role name always looks the same.
+fn role_id(name: &str) -> String {
+    let digest = md5::Digest::finalize(<md5::Md5 as md5::Digest>::new_with_prefix(name.as_bytes()));
+    format!("AROA{}", hex::encode(&digest[..8]).to_uppercase())
+}
+
+/// `GetCallerIdentityResponse`: a session of [`CALLER_ROLE`] in `account`.
+fn caller_identity_xml(account: &str, rid: &str) -> String {
+    format!(
+        "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><GetCallerIdentityResult><UserId>{id}:{CALLER_SESSION}</UserId><Account>{account}</Account><Arn>arn:aws:sts::{account}:assumed-role/{CALLER_ROLE}/{CALLER_SESSION}</Arn></GetCallerIdentityResult><ResponseMetadata><RequestId>{rid}</RequestId></ResponseMetadata></GetCallerIdentityResponse>",
+        id = role_id(CALLER_ROLE),
+    )
+}
+
 /// The role ARN a role name resolves to: stable, in this server's account.
 pub fn role_arn(account: &str, name: &str) -> String {
     format!("arn:aws:iam::{account}:role/{name}")
@@ -68,14 +91,9 @@ pub fn handle(state: &ApiState, service: &str, body: &[u8]) -> Response<Body> {
     let action = get("Action").unwrap_or("");
     let rid = request_id();
     match (service, action) {
-        ("sts", "GetCallerIdentity") => xml(
-            StatusCode::OK,
-            format!(
-                "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><GetCallerIdentityResult><UserId>{ak}</UserId><Account>{acct}</Account><Arn>arn:aws:iam::{acct}:user/clary</Arn></GetCallerIdentityResult><ResponseMetadata><RequestId>{rid}</RequestId></ResponseMetadata></GetCallerIdentityResponse>",
-                ak = xml_escape(&state.keys.access_key),
-                acct = state.account
-            ),
-        ),
+        ("sts", "GetCallerIdentity") => {
+            xml(StatusCode::OK, caller_identity_xml(&state.account, &rid))
+        }
         ("iam", "GetRole") => {
             let Some(name) = get("RoleName").filter(|n| !n.is_empty() && n.len() <= 64) else {
                 return error(
@@ -123,9 +141,7 @@ fn rfc3986(s: &str) -> String {
 /// `GetRoleResponse` for `name` in `account`.
 fn get_role_xml(account: &str, name: &str, rid: &str) -> String {
     let arn = role_arn(account, name);
-    // A stable, name-derived id: the same role name always looks the same.
-    let digest = md5::Digest::finalize(<md5::Md5 as md5::Digest>::new_with_prefix(name.as_bytes()));
-    let id = format!("AROA{}", hex::encode(&digest[..8]).to_uppercase());
+    let id = role_id(name);
     format!(
         "<GetRoleResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><GetRoleResult><Role><Path>/</Path><RoleName>{n}</RoleName><RoleId>{id}</RoleId><Arn>{arn}</Arn><CreateDate>2026-01-01T00:00:00Z</CreateDate><AssumeRolePolicyDocument>{policy}</AssumeRolePolicyDocument><MaxSessionDuration>3600</MaxSessionDuration></Role></GetRoleResult><ResponseMetadata><RequestId>{rid}</RequestId></ResponseMetadata></GetRoleResponse>",
         n = xml_escape(name),
@@ -231,6 +247,22 @@ mod tests {
         assert_eq!(st["Principal"]["Service"], "sagemaker.amazonaws.com");
         assert_eq!(st["Action"], "sts:AssumeRole");
         assert!(body.contains("<Arn>arn:aws:iam::111122223333:role/SageMakerRole</Arn>"));
+    }
+
+    #[test]
+    fn the_caller_is_a_session_of_the_role_get_role_describes() {
+        let body = caller_identity_xml("111122223333", "r");
+        assert!(
+            body.contains("<Arn>arn:aws:sts::111122223333:assumed-role/SageMakerRole/clary</Arn>")
+        );
+        assert!(body.contains(&format!(
+            "<UserId>{}:clary</UserId>",
+            role_id("SageMakerRole")
+        )));
+        assert!(
+            get_role_xml("111122223333", CALLER_ROLE, "r")
+                .contains(&format!("<RoleId>{}</RoleId>", role_id(CALLER_ROLE)))
+        );
     }
 
     #[test]

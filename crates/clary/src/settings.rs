@@ -141,9 +141,10 @@ impl ServerInfo {
     }
 }
 
-/// The role the generated SDK config names as every job's and model's default: any role name
-/// resolves in this server's account, and every one may do everything.
-pub const DEFAULT_ROLE_NAME: &str = "SageMakerRole";
+/// The role the generated SDK config names as every job's and model's default: the one the
+/// server's principal acts as (any role name resolves in the server's account, and every one
+/// may do everything).
+pub const DEFAULT_ROLE_NAME: &str = clary_api::query::CALLER_ROLE;
 
 /// Writes the SageMaker Python SDK config that keeps the SDK away from real AWS
 /// (docs/sdk-wire.md §2): a default bucket, so no hard-wired STS call, and no telemetry; and the
