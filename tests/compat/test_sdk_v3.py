@@ -31,7 +31,10 @@ class Run:
             self.done = (self.proc.returncode, stdout, stderr)
         code, stdout, stderr = self.done
         assert code == 0, "exit %s\nstdout:\n%s\nstderr:\n%s" % (code, stdout[-3000:], stderr[-8000:])
-        return json.loads(stdout.strip().splitlines()[-1]), stderr
+        # rich's progress panel shares stdout (and leaves its control codes on the line): the
+        # findings follow the last RESULT mark.
+        line = next(l for l in reversed(stdout.splitlines()) if "RESULT " in l)
+        return json.loads(line[line.index("RESULT ") + len("RESULT "):]), stderr
 
 
 @pytest.fixture(scope="module")

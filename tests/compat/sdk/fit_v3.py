@@ -1,6 +1,6 @@
 """The SageMaker Python SDK v3 (ModelTrainer, ModelBuilder, the sagemaker.core resource classes),
-unchanged, against Clary. One scenario per run (argv[1]); prints one JSON line of findings last
-for the test to check. No role is passed anywhere: the config `clary env` writes names it.
+unchanged, against Clary. One scenario per run (argv[1]); prints its findings as one JSON line
+after `RESULT ` for the test to check. No role is passed anywhere: the config `clary env` writes names it.
 
   train  ModelTrainer with SourceCode (a source dir with requirements.txt), hyperparameters, a
          local InputData and an S3 one, train(wait=True, logs=True); the resource classes
@@ -152,4 +152,4 @@ elif scenario == "fail":
     out["job"] = {"name": job.training_job_name, "status": job.training_job_status,
                   "failure_reason": job.failure_reason}
 
-print(json.dumps(out))
+print("RESULT " + json.dumps(out), flush=True)
