@@ -188,6 +188,40 @@ fn bind_at_opt_ml(source: &CString) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// Where this agent may make a mount namespace (root in CI; an unprivileged user namespace
+    /// elsewhere, if the kernel allows it), a process sees the host's directory at /opt/ml
+    /// and writes there land in the host's directory; elsewhere `bind_opt_ml` says why not.
+    #[tokio::test]
+    async fn the_hosts_directory_is_seen_at_opt_ml() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("algo-1/opt_ml");
+        std::fs::create_dir_all(base.join("input/config")).unwrap();
+        std::fs::write(base.join("input/config/marker"), "this host").unwrap();
+        let spec = crate::test_spec(serde_json::json!({"base_dir": base}));
+        let mut identity = HostIdentity::prepare(&spec).unwrap();
+        if let Err(why) = identity.bind_opt_ml(&base) {
+            assert!(why.contains("/opt/ml"), "{why}");
+            eprintln!("skipped: {why}");
+            return;
+        }
+        assert!(identity.opt_ml_bound());
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.args([
+            "-c",
+            "cat /opt/ml/input/config/marker && echo written > /opt/ml/model.txt && hostname",
+        ]);
+        identity.apply(&mut cmd, InputView::Writable);
+        let out = cmd.output().await.unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "this hostalgo-1\n");
+        assert_eq!(
+            std::fs::read_to_string(base.join("model.txt")).unwrap(),
+            "written\n"
+        );
+        // The agent's own view of /opt/ml is untouched.
+        assert!(!Path::new("/opt/ml/input/config/marker").exists());
+    }
+
     #[test]
     fn hosts_file_keeps_the_system_entries_and_adds_each_host() {
         let spec = crate::test_spec(serde_json::json!({
