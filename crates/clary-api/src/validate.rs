@@ -516,6 +516,36 @@ mod tests {
     }
 
     #[test]
+    fn container_entrypoint_and_arguments_follow_the_model() {
+        let exists = |b: &str| b == "bkt";
+        let mut r = good();
+        r["AlgorithmSpecification"]["ContainerEntrypoint"] = json!(["/bin/bash"]);
+        r["AlgorithmSpecification"]["ContainerArguments"] = json!(["-c", "echo hi"]);
+        create_training_job(&r, &exists).unwrap();
+        let err = |r: &Value| create_training_job(r, &exists).unwrap_err().to_string();
+        let mut long = r.clone();
+        long["AlgorithmSpecification"]["ContainerArguments"] = json!(["x".repeat(257)]);
+        assert!(
+            err(&long).contains("containerArguments.member"),
+            "{}",
+            err(&long)
+        );
+        let mut empty = r.clone();
+        empty["AlgorithmSpecification"]["ContainerEntrypoint"] = json!([]);
+        assert!(err(&empty).contains("between 1 and 100"), "{}", err(&empty));
+        let mut args_only = r.clone();
+        args_only["AlgorithmSpecification"]
+            .as_object_mut()
+            .unwrap()
+            .remove("ContainerEntrypoint");
+        assert!(
+            err(&args_only).contains("needs ContainerEntrypoint"),
+            "{}",
+            err(&args_only)
+        );
+    }
+
+    #[test]
     fn names_channels_and_buckets_are_checked() {
         let exists = |b: &str| b == "bkt";
         create_training_job(&good(), &exists).unwrap();
