@@ -89,6 +89,16 @@ pub struct CheckpointSpec {
     pub local_path: PathBuf,
 }
 
+/// A command the job names for itself (`ContainerEntrypoint` and `ContainerArguments` of a
+/// training job, `AppSpecification`'s of a processing job): run under `/opt/ml` instead of the
+/// framework toolkit's entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerCommand {
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub arguments: Vec<String>,
+}
+
 /// Everything one host agent needs to run its share of a training job.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HostSpec {
@@ -152,6 +162,9 @@ pub struct HostSpec {
     /// `ReportSystemMetrics`' answers. `None` from a control plane without one.
     #[serde(default)]
     pub monitor: Option<MonitorSettings>,
+    /// The job's own command instead of the toolkit's entry; `None` for script mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerCommand>,
 }
 
 /// What a host's system monitor does: sample every `interval_ms` (none while profiling is off)

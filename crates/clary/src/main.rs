@@ -354,7 +354,7 @@ fn env(data_dir: Option<PathBuf>, endpoint_url: Option<String>) -> Result<()> {
     let region = info
         .map(|i| i.region)
         .unwrap_or_else(|| settings::DEFAULT_REGION.into());
-    let config = settings::write_sdk_config(&data_dir, &id.default_bucket(&region))?;
+    let config = settings::write_sdk_config(&data_dir, &id.default_bucket(&region), &id.account)?;
     let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
     println!("export AWS_ENDPOINT_URL={}", q(&url));
     println!("export AWS_ACCESS_KEY_ID={}", q(&access_key));
