@@ -148,6 +148,7 @@ pub async fn stream_command(
 
 /// How the user's process is started and what can end it early.
 pub struct RunContext<'a> {
+    /// The process's working directory.
     pub code_dir: &'a Path,
     pub spec: &'a HostSpec,
     pub log: &'a JobLog,
@@ -174,15 +175,8 @@ pub async fn run_user_process(
         );
     }
     let (program, argv) = command_line(entry, python, args);
-    let RunContext {
-        code_dir,
-        spec,
-        log,
-        identity,
-        mut abort,
-    } = ctx;
     let shown = format!("{program} {}", argv.join(" "));
-    log.info(&format!(
+    ctx.log.info(&format!(
         "Invoking user script\n\nTraining Env:\n\n{}\n\nEnvironment variables:\n\n{}\n\nInvoking script with the following command:\n\n{shown}\n",
         env.get("SM_TRAINING_ENV").cloned().unwrap_or_default(),
         env.iter()
@@ -191,6 +185,70 @@ pub async fn run_user_process(
             .collect::<Vec<_>>()
             .join("\n")
     ));
+    let RunContext {
+        code_dir,
+        spec,
+        log,
+        identity,
+        abort,
+    } = ctx;
+    run_command(
+        &program,
+        &argv,
+        env,
+        Supervision {
+            cwd: code_dir,
+            limits: Limits {
+                max_runtime_secs: spec.max_runtime_secs,
+                stop_grace_secs: spec.stop_grace_secs,
+            },
+            log,
+            identity,
+            abort,
+        },
+    )
+    .await
+}
+
+/// How long a job's process may run, and how long it has between SIGTERM and SIGKILL.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_runtime_secs: u64,
+    pub stop_grace_secs: u64,
+}
+
+/// Where a job's process runs and what ends it: the agent's SIGTERM (a stop), the max
+/// runtime, or a reason on `abort`; each ends the process group with SIGTERM, then SIGKILL
+/// after the grace period.
+pub struct Supervision<'a> {
+    pub cwd: &'a Path,
+    pub limits: Limits,
+    pub log: &'a JobLog,
+    /// The host's namespaces (hosts file, host name, protected inputs).
+    pub identity: &'a HostIdentity,
+    pub abort: Option<&'a mut mpsc::UnboundedReceiver<String>>,
+}
+
+/// Runs `program argv` with exactly `env` in its own process group, streaming its output
+/// into the job log, to its end (any job kind's user process).
+pub async fn run_command(
+    program: &str,
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    sup: Supervision<'_>,
+) -> RunEnd {
+    let Supervision {
+        cwd: code_dir,
+        limits,
+        log,
+        identity,
+        mut abort,
+    } = sup;
+    let shown = if argv.is_empty() {
+        program.to_string()
+    } else {
+        format!("{program} {}", argv.join(" "))
+    };
     let mut cmd = Command::new(program);
     cmd.args(argv)
         .current_dir(code_dir)
@@ -209,7 +267,7 @@ pub async fn run_user_process(
     let out = forward_lines(child.stdout.take().expect("piped"), log.sender());
     let err = forward_lines(child.stderr.take().expect("piped"), log.sender());
     let mut sigterm = signal(SignalKind::terminate()).ok();
-    let deadline = tokio::time::sleep(Duration::from_secs(spec.max_runtime_secs));
+    let deadline = tokio::time::sleep(Duration::from_secs(limits.max_runtime_secs));
     tokio::pin!(deadline);
     let mut stopped = false;
     let mut timed_out = false;
@@ -220,22 +278,22 @@ pub async fn run_user_process(
             s = child.wait() => break s,
             reason = async { abort.as_mut().expect("guarded").recv().await }, if abort.is_some() && aborted.is_none() && !stopped && !timed_out => {
                 let Some(reason) = reason else { abort = None; continue };
-                log.info(&format!("Ending the training process: {reason}; SIGKILL follows in {} s", spec.stop_grace_secs));
+                log.info(&format!("Ending the job's process: {reason}; SIGKILL follows in {} s", limits.stop_grace_secs));
                 let _ = killpg(pgid, Signal::SIGTERM);
                 aborted = Some(reason);
-                kill_at = Some(Box::pin(tokio::time::sleep(Duration::from_secs(spec.stop_grace_secs))));
+                kill_at = Some(Box::pin(tokio::time::sleep(Duration::from_secs(limits.stop_grace_secs))));
             }
             _ = async { sigterm.as_mut().expect("guarded").recv().await }, if sigterm.is_some() && !stopped && !timed_out => {
                 stopped = true;
-                log.info(&format!("Stop requested: sending SIGTERM to the training process group; SIGKILL follows in {} s", spec.stop_grace_secs));
+                log.info(&format!("Stop requested: sending SIGTERM to the job's process group; SIGKILL follows in {} s", limits.stop_grace_secs));
                 let _ = killpg(pgid, Signal::SIGTERM);
-                kill_at = Some(Box::pin(tokio::time::sleep(Duration::from_secs(spec.stop_grace_secs))));
+                kill_at = Some(Box::pin(tokio::time::sleep(Duration::from_secs(limits.stop_grace_secs))));
             }
             _ = &mut deadline, if !stopped && !timed_out => {
                 timed_out = true;
-                log.info(&format!("MaxRuntimeInSeconds ({} s) exceeded: sending SIGTERM; SIGKILL follows in {} s", spec.max_runtime_secs, spec.stop_grace_secs));
+                log.info(&format!("MaxRuntimeInSeconds ({} s) exceeded: sending SIGTERM; SIGKILL follows in {} s", limits.max_runtime_secs, limits.stop_grace_secs));
                 let _ = killpg(pgid, Signal::SIGTERM);
-                kill_at = Some(Box::pin(tokio::time::sleep(Duration::from_secs(spec.stop_grace_secs))));
+                kill_at = Some(Box::pin(tokio::time::sleep(Duration::from_secs(limits.stop_grace_secs))));
             }
             _ = async { kill_at.as_mut().expect("guarded").await }, if kill_at.is_some() => {
                 log.info("Grace period over: sending SIGKILL");
@@ -260,7 +318,7 @@ pub async fn run_user_process(
         {
             stopped = true;
             log.info(
-                "Stop requested: the training process group got SIGTERM together with this agent",
+                "Stop requested: the job's process group got SIGTERM together with this agent",
             );
         }
     }
