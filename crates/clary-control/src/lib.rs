@@ -13,6 +13,7 @@ pub mod hosting;
 pub mod lifecycle;
 pub mod logs;
 pub mod metrics;
+pub mod processing;
 pub mod routes;
 pub mod store;
 pub mod tags;
@@ -33,6 +34,7 @@ pub struct ControlPlane {
     pub training: Arc<training::TrainingJobs>,
     pub hosting: Arc<hosting::Hosting>,
     pub tuning: Arc<tuning::Tuning>,
+    pub processing: Arc<processing::ProcessingJobs>,
     pub credentials: Arc<credentials::Credentials>,
     pub metrics: Arc<metrics::Metrics>,
     pub tags: tags::Tags,
@@ -76,6 +78,11 @@ impl ControlPlane {
             metrics.clone(),
             config.clone(),
         ));
+        let processing = Arc::new(processing::ProcessingJobs::new(
+            store::ProcessingJobStore::new(db.clone()),
+            executor.clone(),
+            config.clone(),
+        ));
         let hosting = Arc::new(hosting::Hosting::new(
             store::HostingStore::new(db.clone()),
             logs.clone(),
@@ -90,6 +97,7 @@ impl ControlPlane {
             training,
             hosting,
             tuning,
+            processing,
             credentials,
             metrics,
             tags: tags::Tags::new(store::TagStore::new(db)),

@@ -77,8 +77,8 @@ pub struct ProcessingJobSpec {
     pub max_runtime_secs: u64,
 }
 
-/// SageMaker's default (and largest) `MaxRuntimeInSeconds` for processing: 5 days.
-pub const DEFAULT_MAX_RUNTIME_SECS: u64 = 5 * 24 * 3600;
+/// `MaxRuntimeInSeconds` when `StoppingCondition` leaves it out (SageMaker's default: a day).
+pub const DEFAULT_MAX_RUNTIME_SECS: u64 = 86_400;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProcessingSpecError {
