@@ -9,7 +9,7 @@ use crate::objects::{self, Objects};
 use crate::parameter_server::{PsLayout, PsProcesses};
 use crate::pipe;
 use crate::reporter::Reporter;
-use crate::runner::{EntryPoint, RunContext, RunEnd, run_user_process};
+use crate::runner::{EntryPoint, RunContext, RunEnd, RunLimits, run_user_process};
 use crate::staging;
 use clary_exec::protocol::{HostSpec, Outcome, ResultReport};
 use clary_exec::runtimes::Runtimes;
@@ -260,8 +260,11 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
     let monitor =
         crate::monitor::Monitor::start(spec, store.clone(), reporter.clone(), log.clone());
     let ctx = RunContext {
-        code_dir: &code_dir,
-        spec,
+        cwd: &code_dir,
+        limits: RunLimits {
+            max_runtime_secs: spec.max_runtime_secs,
+            stop_grace_secs: spec.stop_grace_secs,
+        },
         log,
         identity: &identity,
         abort: ps.as_mut().map(|p| &mut p.failures),

@@ -3,6 +3,7 @@
 //! control plane over HTTP; it knows nothing of the control plane's tables.
 
 pub mod checkpoints;
+pub mod container_command;
 pub mod contract;
 pub mod from_control;
 pub mod host;

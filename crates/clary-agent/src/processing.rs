@@ -5,13 +5,14 @@
 //! in the host's own directory standing in for `/opt/ml`.
 
 use crate::checkpoints::{self, CheckpointSync};
+use crate::container_command;
 use crate::input_overlay::{self, InputOverlay};
 use crate::job_log::JobLog;
 use crate::network::HostIdentity;
 use crate::objects::{self, Objects};
 use crate::pipe;
 use crate::reporter::Reporter;
-use crate::runner::{Limits, RunEnd, Supervision, run_command};
+use crate::runner::{RunContext, RunEnd, RunLimits};
 use crate::staging;
 use clary_exec::protocol::{
     CheckpointSpec, JobKind, Outcome, ProcessingHostSpec, ProcessingOutputSpec, ResultReport,
@@ -257,12 +258,25 @@ async fn run_stages(spec: &ProcessingHostSpec, reporter: &Reporter, log: &JobLog
         }
         Err(e) => return failed(spec, format!("InternalServerError: {e}")),
     };
+    // The container's command uses `/opt/ml` as written: it runs only where this host's
+    // directory can be bound there.
+    if let Err(why) = identity.bind_opt_ml(&spec.base_dir) {
+        return failed(
+            spec,
+            format!("ClientError: the processing container's command cannot run here: {why}"),
+        );
+    }
     // A job-private environment over the runtime: its `pip install` (FrameworkProcessor's
-    // runproc.sh installs requirements.txt) lands here, never in the shared runtime.
-    let bin = {
+    // runproc.sh installs requirements.txt) lands there, never in the shared runtime.
+    let python = {
         let (rp, venv) = (runtime_python.clone(), job_venv(&spec.base_dir));
-        match blocking(move || private_python(&rp, &venv)).await {
-            Ok(bin) => bin,
+        match blocking(move || {
+            let _ = std::fs::remove_dir_all(&venv);
+            container_command::prepare_python(&rp, &venv)
+        })
+        .await
+        {
+            Ok(p) => p,
             Err(e) => {
                 return failed(
                     spec,
@@ -271,13 +285,7 @@ async fn run_stages(spec: &ProcessingHostSpec, reporter: &Reporter, log: &JobLog
             }
         }
     };
-    let env = build_env(spec, &bin);
-    let Some((program, argv)) = command(spec) else {
-        return failed(
-            spec,
-            "ClientError: AppSpecification has neither ContainerEntrypoint nor ContainerArguments: there is no command to run".into(),
-        );
-    };
+    let env = build_env(spec, python.parent().unwrap_or(&python));
     let syncs: Vec<CheckpointSync> = spec
         .outputs
         .iter()
@@ -292,11 +300,17 @@ async fn run_stages(spec: &ProcessingHostSpec, reporter: &Reporter, log: &JobLog
             "Processing image download completed. Processing in progress.",
         )
         .await;
-    log.info(&format!(
-        "Running the processing container's command: {program} {}",
-        argv.join(" ")
-    ));
-    let end = run_container(spec, &program, &argv, &env, log, &identity).await;
+    let ctx = RunContext {
+        cwd: &spec.base_dir,
+        limits: RunLimits {
+            max_runtime_secs: spec.max_runtime_secs,
+            stop_grace_secs: spec.stop_grace_secs,
+        },
+        log,
+        identity: &identity,
+        abort: None,
+    };
+    let end = container_command::run(&spec.command, &env, ctx).await;
     let _ = reporter
         .status(
             &spec.current_host,
@@ -332,41 +346,6 @@ async fn run_stages(spec: &ProcessingHostSpec, reporter: &Reporter, log: &JobLog
     }
 }
 
-/// The one place the container's command starts: in the host's namespaces, supervised for
-/// stop and max runtime.
-async fn run_container(
-    spec: &ProcessingHostSpec,
-    program: &str,
-    argv: &[String],
-    env: &BTreeMap<String, String>,
-    log: &JobLog,
-    identity: &HostIdentity,
-) -> RunEnd {
-    run_command(
-        program,
-        argv,
-        env,
-        Supervision {
-            cwd: &spec.base_dir,
-            limits: Limits {
-                max_runtime_secs: spec.max_runtime_secs,
-                stop_grace_secs: spec.stop_grace_secs,
-            },
-            log,
-            identity,
-            abort: None,
-        },
-    )
-    .await
-}
-
-/// `ContainerEntrypoint` followed by `ContainerArguments`, as a container runs them.
-pub fn command(spec: &ProcessingHostSpec) -> Option<(String, Vec<String>)> {
-    let mut all = spec.entrypoint.iter().chain(&spec.arguments).cloned();
-    let program = all.next()?;
-    Some((program, all.collect()))
-}
-
 fn output_dir(o: &ProcessingOutputSpec, dir: &Path) -> CheckpointSpec {
     CheckpointSpec {
         bucket: o.bucket.clone(),
@@ -399,25 +378,6 @@ fn upload_end_of_job(
 fn job_venv(base_dir: &Path) -> PathBuf {
     // Next to (not under) the `/opt/ml` stand-in: it is no container path.
     base_dir.parent().unwrap_or(base_dir).join("python-env")
-}
-
-/// Makes the job's environment layered over the runtime, with `pip`/`pip3` that install into
-/// it; returns its `bin` directory.
-fn private_python(runtime_python: &Path, venv: &Path) -> Result<PathBuf, String> {
-    let _ = std::fs::remove_dir_all(venv);
-    let python = clary_exec::runtimes::create_layered_venv(runtime_python, venv)?;
-    let bin = venv.join("bin");
-    // The venv is made without pip (the runtime's is visible through the layer); these run
-    // it with the venv's interpreter, so what it installs goes into the venv.
-    for name in ["pip", "pip3"] {
-        let path = bin.join(name);
-        let text = format!("#!/bin/sh\nexec '{}' -m pip \"$@\"\n", python.display());
-        std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(bin)
 }
 
 fn prepare_dirs(spec: &ProcessingHostSpec, paths: &Paths) -> std::io::Result<()> {
@@ -648,7 +608,7 @@ mod tests {
             "current_host": "algo-2", "hosts": ["algo-1", "algo-2"],
             "addresses": ["127.1.1.1", "127.1.1.2"], "instance_type": "ml.c5.xlarge",
             "base_dir": "/j/algo-2/opt_ml", "inputs": [], "outputs": [],
-            "entrypoint": ["python3"], "arguments": ["/opt/ml/processing/input/code/p.py", "--n", "1"],
+            "command": {"entrypoint": ["python3", "/opt/ml/processing/input/code/p.py"], "arguments": ["--n", "1"]},
             "environment": {}, "max_runtime_secs": 10, "stop_grace_secs": 1,
             "store_root": "/s", "control_url": "u", "access_key": "k", "secret_key": "s",
             "log_stream": "p/algo-2-1", "python_shims": "/py", "runtimes_dir": "/r",
@@ -690,15 +650,8 @@ mod tests {
     }
 
     #[test]
-    fn the_command_is_the_entrypoint_then_the_arguments() {
+    fn the_resource_config_names_this_host_and_all_hosts() {
         let s = spec(serde_json::json!({}));
-        let (p, a) = command(&s).unwrap();
-        assert_eq!(p, "python3");
-        assert_eq!(a[0], "/opt/ml/processing/input/code/p.py");
-        let only_args = spec(serde_json::json!({"entrypoint": [], "arguments": ["/bin/true"]}));
-        assert_eq!(command(&only_args).unwrap().0, "/bin/true");
-        let none = spec(serde_json::json!({"entrypoint": [], "arguments": []}));
-        assert!(command(&none).is_none());
         assert_eq!(
             resource_config(&s),
             serde_json::json!({"current_host": "algo-2", "hosts": ["algo-1", "algo-2"]})

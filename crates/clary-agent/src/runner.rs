@@ -4,7 +4,7 @@
 use crate::input_overlay::InputView;
 use crate::job_log::JobLog;
 use crate::network::HostIdentity;
-use clary_exec::protocol::{HostSpec, LogLine};
+use clary_exec::protocol::LogLine;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -61,7 +61,7 @@ pub enum RunEnd {
     Aborted(String),
 }
 
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b))
@@ -146,11 +146,19 @@ pub async fn stream_command(
     Ok(status.code().unwrap_or(1))
 }
 
+/// When a job's process is ended: `MaxRuntimeInSeconds`, and how long SIGTERM has before
+/// SIGKILL follows.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    pub max_runtime_secs: u64,
+    pub stop_grace_secs: u64,
+}
+
 /// How the user's process is started and what can end it early.
 pub struct RunContext<'a> {
-    /// The process's working directory.
-    pub code_dir: &'a Path,
-    pub spec: &'a HostSpec,
+    /// The working directory of the process.
+    pub cwd: &'a Path,
+    pub limits: RunLimits,
     pub log: &'a JobLog,
     pub identity: &'a HostIdentity,
     /// A reason arriving here ends the script (SIGTERM, then SIGKILL after the grace period).
@@ -169,10 +177,8 @@ pub async fn run_user_process(
         // The toolkit makes the script 0777; executable by its owner is all a run needs, and
         // nothing under the data dir is for other users.
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(
-            ctx.code_dir.join(script),
-            std::fs::Permissions::from_mode(0o700),
-        );
+        let _ =
+            std::fs::set_permissions(ctx.cwd.join(script), std::fs::Permissions::from_mode(0o700));
     }
     let (program, argv) = command_line(entry, python, args);
     let shown = format!("{program} {}", argv.join(" "));
@@ -185,73 +191,29 @@ pub async fn run_user_process(
             .collect::<Vec<_>>()
             .join("\n")
     ));
-    let RunContext {
-        code_dir,
-        spec,
-        log,
-        identity,
-        abort,
-    } = ctx;
-    run_command(
-        &program,
-        &argv,
-        env,
-        Supervision {
-            cwd: code_dir,
-            limits: Limits {
-                max_runtime_secs: spec.max_runtime_secs,
-                stop_grace_secs: spec.stop_grace_secs,
-            },
-            log,
-            identity,
-            abort,
-        },
-    )
-    .await
+    run_process(&program, &argv, env, ctx).await
 }
 
-/// How long a job's process may run, and how long it has between SIGTERM and SIGKILL.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_runtime_secs: u64,
-    pub stop_grace_secs: u64,
-}
-
-/// Where a job's process runs and what ends it: the agent's SIGTERM (a stop), the max
-/// runtime, or a reason on `abort`; each ends the process group with SIGTERM, then SIGKILL
-/// after the grace period.
-pub struct Supervision<'a> {
-    pub cwd: &'a Path,
-    pub limits: Limits,
-    pub log: &'a JobLog,
-    /// The host's namespaces (hosts file, host name, protected inputs).
-    pub identity: &'a HostIdentity,
-    pub abort: Option<&'a mut mpsc::UnboundedReceiver<String>>,
-}
-
-/// Runs `program argv` with exactly `env` in its own process group, streaming its output
-/// into the job log, to its end (any job kind's user process).
-pub async fn run_command(
+/// Runs `program` with `argv` in its own process group to its end, streaming its output into
+/// the job log, with the job's environment `env` (nothing else), its namespaces, stop and
+/// `MaxRuntimeInSeconds` handling.
+pub async fn run_process(
     program: &str,
     argv: &[String],
     env: &BTreeMap<String, String>,
-    sup: Supervision<'_>,
+    ctx: RunContext<'_>,
 ) -> RunEnd {
-    let Supervision {
-        cwd: code_dir,
+    let RunContext {
+        cwd,
         limits,
         log,
         identity,
         mut abort,
-    } = sup;
-    let shown = if argv.is_empty() {
-        program.to_string()
-    } else {
-        format!("{program} {}", argv.join(" "))
-    };
+    } = ctx;
+    let shown = format!("{program} {}", argv.join(" "));
     let mut cmd = Command::new(program);
     cmd.args(argv)
-        .current_dir(code_dir)
+        .current_dir(cwd)
         .env_clear()
         .envs(env)
         .stdin(Stdio::null())
@@ -278,14 +240,14 @@ pub async fn run_command(
             s = child.wait() => break s,
             reason = async { abort.as_mut().expect("guarded").recv().await }, if abort.is_some() && aborted.is_none() && !stopped && !timed_out => {
                 let Some(reason) = reason else { abort = None; continue };
-                log.info(&format!("Ending the job's process: {reason}; SIGKILL follows in {} s", limits.stop_grace_secs));
+                log.info(&format!("Ending the training process: {reason}; SIGKILL follows in {} s", limits.stop_grace_secs));
                 let _ = killpg(pgid, Signal::SIGTERM);
                 aborted = Some(reason);
                 kill_at = Some(Box::pin(tokio::time::sleep(Duration::from_secs(limits.stop_grace_secs))));
             }
             _ = async { sigterm.as_mut().expect("guarded").recv().await }, if sigterm.is_some() && !stopped && !timed_out => {
                 stopped = true;
-                log.info(&format!("Stop requested: sending SIGTERM to the job's process group; SIGKILL follows in {} s", limits.stop_grace_secs));
+                log.info(&format!("Stop requested: sending SIGTERM to the training process group; SIGKILL follows in {} s", limits.stop_grace_secs));
                 let _ = killpg(pgid, Signal::SIGTERM);
                 kill_at = Some(Box::pin(tokio::time::sleep(Duration::from_secs(limits.stop_grace_secs))));
             }
@@ -318,7 +280,7 @@ pub async fn run_command(
         {
             stopped = true;
             log.info(
-                "Stop requested: the job's process group got SIGTERM together with this agent",
+                "Stop requested: the training process group got SIGTERM together with this agent",
             );
         }
     }

@@ -10,12 +10,12 @@ use crate::errors::ApiError;
 use crate::validate::{self, fail, need, one_of, string};
 use crate::wire::{required, str_field, tag_pairs, time_field};
 use clary_control::ControlError;
-use clary_control::domain::job::JobStatus;
+use clary_control::domain::job::{JobStatus, ListJobs, SortBy};
 use clary_control::domain::processing::{
-    DEFAULT_MAX_RUNTIME_SECS, ListProcessingJobs, ProcessingInput, ProcessingInputMode,
-    ProcessingJob, ProcessingJobSpec, ProcessingJobSummary, ProcessingOutput, UploadMode,
+    DEFAULT_MAX_RUNTIME_SECS, ProcessingInput, ProcessingInputMode, ProcessingJob,
+    ProcessingJobSpec, ProcessingOutput, UploadMode, exit_message,
 };
-use clary_control::domain::training::{S3Location, SortBy};
+use clary_control::domain::training::S3Location;
 use clary_control::processing::NewProcessingJob;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -470,6 +470,7 @@ impl CreateProcessingJobRequest {
         let cluster = &self.processing_resources.cluster_config;
         let spec = ProcessingJobSpec {
             image: self.app_specification.image_uri.clone(),
+            runtime: String::new(),
             entrypoint: self.app_specification.container_entrypoint.clone(),
             arguments: self.app_specification.container_arguments.clone(),
             instance_type: cluster.instance_type.clone().unwrap_or_default(),
@@ -573,15 +574,16 @@ pub fn describe_json(job: &ProcessingJob) -> Value {
     if let Some(r) = &s.failure_reason {
         out["FailureReason"] = json!(r);
     }
-    if let Some(m) = job.exit_message() {
+    if let Some(m) = exit_message(job) {
         out["ExitMessage"] = json!(m.chars().take(1024).collect::<String>());
     }
     out
 }
 
-fn summary_json(s: &ProcessingJobSummary) -> Value {
+fn summary_json(job: &ProcessingJob) -> Value {
+    let s = &job.state;
     let mut v = json!({
-        "ProcessingJobName": s.name, "ProcessingJobArn": s.arn, "CreationTime": s.creation_time,
+        "ProcessingJobName": job.name, "ProcessingJobArn": job.arn, "CreationTime": s.creation_time,
         "LastModifiedTime": s.last_modified_time, "ProcessingJobStatus": s.status.as_str(),
     });
     if let Some(t) = s.end_time {
@@ -589,14 +591,14 @@ fn summary_json(s: &ProcessingJobSummary) -> Value {
     }
     if let Some(r) = &s.failure_reason {
         v["FailureReason"] = json!(r);
-        if matches!(s.status, JobStatus::Failed | JobStatus::Stopped) {
-            v["ExitMessage"] = json!(r.chars().take(1024).collect::<String>());
-        }
+    }
+    if let Some(m) = exit_message(job) {
+        v["ExitMessage"] = json!(m.chars().take(1024).collect::<String>());
     }
     v
 }
 
-fn list_query(body: &Value) -> Result<ListProcessingJobs, ControlError> {
+fn list_query(body: &Value) -> Result<ListJobs, ControlError> {
     let max_results = validate::page_size(body, "MaxResults", "maxResults", 100)?;
     let status_equals = str_field(body, "StatusEquals")
         .map(|s| {
@@ -617,7 +619,7 @@ fn list_query(body: &Value) -> Result<ListProcessingJobs, ControlError> {
         })?,
         None => 0,
     };
-    Ok(ListProcessingJobs {
+    Ok(ListJobs {
         name_contains: str_field(body, "NameContains").map(str::to_string),
         status_equals,
         creation_time_after: time_field(body, "CreationTimeAfter"),
@@ -757,9 +759,6 @@ mod tests {
         let e = refused(|b| {
             b["AppSpecification"] = json!({"ImageUri": "img"});
         });
-        assert!(
-            e.contains("neither ContainerEntrypoint nor ContainerArguments"),
-            "{e}"
-        );
+        assert!(e.contains("ContainerEntrypoint is required"), "{e}");
     }
 }

@@ -69,18 +69,17 @@ impl ControlPlane {
         };
         let training = Arc::new(training::TrainingJobs::new(
             store::TrainingJobStore::new(db.clone()),
-            services,
+            services.clone(),
             metrics.clone(),
+        ));
+        let processing = Arc::new(processing::ProcessingJobs::new(
+            store::jobs::JobStore::new(db.clone(), domain::job::Kind::ProcessingJob),
+            services,
         ));
         let tuning = Arc::new(tuning::Tuning::new(
             store::tuning::TuningStore::new(db.clone()),
             training.clone(),
             metrics.clone(),
-            config.clone(),
-        ));
-        let processing = Arc::new(processing::ProcessingJobs::new(
-            store::ProcessingJobStore::new(db.clone()),
-            executor.clone(),
             config.clone(),
         ));
         let hosting = Arc::new(hosting::Hosting::new(
@@ -129,6 +128,7 @@ impl ControlPlane {
     pub fn reports(&self, kind: domain::job::Kind) -> &dyn lifecycle::AgentReports {
         match kind {
             domain::job::Kind::TrainingJob => self.training.reports(),
+            domain::job::Kind::ProcessingJob => self.processing.reports(),
         }
     }
 }

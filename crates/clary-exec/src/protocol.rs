@@ -91,6 +91,16 @@ pub struct CheckpointSpec {
     pub local_path: PathBuf,
 }
 
+/// A command the job names for itself (`ContainerEntrypoint` and `ContainerArguments` of a
+/// training job, `AppSpecification`'s of a processing job): run under `/opt/ml` instead of the
+/// framework toolkit's entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerCommand {
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub arguments: Vec<String>,
+}
+
 /// Everything one host agent needs to run its share of a training job.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HostSpec {
@@ -241,10 +251,8 @@ pub struct ProcessingHostSpec {
     pub base_dir: PathBuf,
     pub inputs: Vec<ProcessingInputSpec>,
     pub outputs: Vec<ProcessingOutputSpec>,
-    /// `AppSpecification.ContainerEntrypoint` (empty: the arguments alone are the command).
-    pub entrypoint: Vec<String>,
-    /// `AppSpecification.ContainerArguments`.
-    pub arguments: Vec<String>,
+    /// `AppSpecification.ContainerEntrypoint` and `ContainerArguments`.
+    pub command: ContainerCommand,
     /// `Environment`.
     pub environment: BTreeMap<String, String>,
     pub max_runtime_secs: u64,

@@ -1,14 +1,9 @@
 //! A processing job: what was asked for (a typed spec) and where it stands (the shared job
-//! lifecycle state, [`JobState`]).
+//! lifecycle state): a [`Job`] of [`ProcessingJobSpec`].
 
-use super::job::{JobState, JobStatus, JobWords};
-use super::training::{S3Location, SortBy};
+use super::job::{Job, JobStatus};
+use super::training::S3Location;
 use serde::{Deserialize, Serialize};
-
-pub const PROCESSING: JobWords = JobWords {
-    noun: "Processing job",
-    script: "processing container's command",
-};
 
 /// Where every `LocalPath` of a processing job must be (as SageMaker requires).
 pub const PROCESSING_ROOT: &str = "/opt/ml/processing/";
@@ -67,6 +62,9 @@ pub struct ProcessingOutput {
 pub struct ProcessingJobSpec {
     /// `AppSpecification.ImageUri`.
     pub image: String,
+    /// The runtime the image maps to (decided when the job is created).
+    #[serde(default)]
+    pub runtime: String,
     pub entrypoint: Vec<String>,
     pub arguments: Vec<String>,
     pub instance_type: String,
@@ -101,7 +99,7 @@ pub enum ProcessingSpecError {
     )]
     GzipWithoutPipe(String),
     #[error(
-        "AppSpecification has neither ContainerEntrypoint nor ContainerArguments: give the command the container runs"
+        "AppSpecification.ContainerEntrypoint is required: Clary runs no image's own entrypoint; give the command the container runs (e.g. [\"python3\", \"/opt/ml/processing/input/code/preprocess.py\"])"
     )]
     NoCommand,
 }
@@ -127,7 +125,7 @@ fn check_local_path(what: &'static str, name: &str, path: &str) -> Result<(), Pr
 impl ProcessingJobSpec {
     /// What SageMaker refuses of a spec that is well-formed on the wire.
     pub fn check(&self) -> Result<(), ProcessingSpecError> {
-        if self.entrypoint.is_empty() && self.arguments.is_empty() {
+        if self.entrypoint.is_empty() {
             return Err(ProcessingSpecError::NoCommand);
         }
         let mut names = std::collections::HashSet::new();
@@ -158,54 +156,14 @@ impl ProcessingJobSpec {
 }
 
 /// A processing job.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProcessingJob {
-    pub name: String,
-    pub arn: String,
-    pub spec: ProcessingJobSpec,
-    /// The runtime its image maps to.
-    pub runtime: String,
-    /// The request as the edge received it, kept for the edge to echo back.
-    pub echo: String,
-    pub state: JobState,
-}
+pub type ProcessingJob = Job<ProcessingJobSpec>;
 
-impl ProcessingJob {
-    /// `ExitMessage`: what the container's end says, for a job that did not complete.
-    pub fn exit_message(&self) -> Option<&str> {
-        match self.state.status {
-            JobStatus::Failed | JobStatus::Stopped => self.state.failure_reason.as_deref(),
-            _ => None,
-        }
+/// `ExitMessage`: what the container's end says, for a job that did not complete.
+pub fn exit_message(job: &ProcessingJob) -> Option<&str> {
+    match job.state.status {
+        JobStatus::Failed | JobStatus::Stopped => job.state.failure_reason.as_deref(),
+        _ => None,
     }
-}
-
-/// A processing job as listings show it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProcessingJobSummary {
-    pub name: String,
-    pub arn: String,
-    pub status: JobStatus,
-    pub creation_time: f64,
-    pub last_modified_time: f64,
-    pub end_time: Option<f64>,
-    pub failure_reason: Option<String>,
-    pub exit_code: Option<i64>,
-}
-
-/// Filters and order of `ListProcessingJobs`.
-#[derive(Debug, Default, Clone)]
-pub struct ListProcessingJobs {
-    pub name_contains: Option<String>,
-    pub status_equals: Option<JobStatus>,
-    pub creation_time_after: Option<f64>,
-    pub creation_time_before: Option<f64>,
-    pub last_modified_time_after: Option<f64>,
-    pub last_modified_time_before: Option<f64>,
-    pub sort_by: SortBy,
-    pub ascending: bool,
-    pub max_results: u32,
-    pub offset: u64,
 }
 
 #[cfg(test)]
@@ -215,6 +173,7 @@ mod tests {
     fn spec() -> ProcessingJobSpec {
         ProcessingJobSpec {
             image: "i".into(),
+            runtime: "mxnet-1.9".into(),
             entrypoint: vec!["python3".into()],
             arguments: vec![],
             instance_type: "ml.c5.xlarge".into(),

@@ -1,29 +1,23 @@
-//! Processing jobs on the shared job lifecycle: create, describe, list and stop, and what this
-//! kind gives the lifecycle to launch a host (its spec, see [`host_spec`]), its words and its
-//! log group.
+//! Processing jobs on the shared job lifecycle (`crate::lifecycle`): create, describe, list and
+//! stop, and what the kind adds to the lifecycle ([`ProcessingKind`]): its jobs in the jobs
+//! table, what each host runs (a `ProcessingHostSpec`) and where its credentials may write.
 
 use crate::config::ControlConfig;
 use crate::domain::credentials::WriteGrant;
-use crate::domain::job::{JobState, StopEffect, TransitionError};
+use crate::domain::job::{JobState, Kind, ListJobs, Page};
 use crate::domain::processing::{
-    ListProcessingJobs, PROCESSING, ProcessingInputMode, ProcessingJob, ProcessingJobSpec,
-    ProcessingJobSummary, UploadMode,
+    ProcessingInputMode, ProcessingJob, ProcessingJobSpec, UploadMode,
 };
-use crate::domain::training::Page;
 use crate::error::ControlError;
+use crate::lifecycle::{AgentReports, HostPlan, JobKind, JobShape, Lifecycle, Services};
 use crate::now_secs;
-use crate::store::ProcessingJobStore;
+use crate::store::jobs::JobStore;
 use clary_exec::protocol::{
-    ChannelSpec, PROCESSING_KIND, ProcessingHostSpec, ProcessingInputSpec, ProcessingOutputSpec,
+    ChannelSpec, ContainerCommand, JobKind as WireKind, ProcessingHostSpec, ProcessingInputSpec,
+    ProcessingOutputSpec,
 };
 use clary_exec::runtimes::Runtimes;
-use clary_exec::{ExecHandle, Executor, StopSignal};
-use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::Notify;
-
-/// `/aws/sagemaker/ProcessingJobs`, stream `<job>/algo-<n>-<epoch seconds>`.
-pub const PROCESSING_LOG_GROUP: &str = "/aws/sagemaker/ProcessingJobs";
 
 /// What creating a job needs besides its spec.
 pub struct NewProcessingJob {
@@ -34,55 +28,94 @@ pub struct NewProcessingJob {
     pub tags: Vec<(String, String)>,
 }
 
-pub struct ProcessingJobs {
-    store: ProcessingJobStore,
-    executor: Arc<dyn Executor>,
+/// Processing's part of the lifecycle.
+pub struct ProcessingKind {
+    store: JobStore<ProcessingJobSpec>,
     config: Arc<ControlConfig>,
     runtimes: Runtimes,
-    /// Wakes the lifecycle: a job was queued, or stopped.
-    wake: Notify,
 }
 
-impl ProcessingJobs {
-    pub(crate) fn new(
-        store: ProcessingJobStore,
-        executor: Arc<dyn Executor>,
-        config: Arc<ControlConfig>,
-    ) -> Self {
-        let runtimes = Runtimes::new(config.runtimes_dir.clone());
-        ProcessingJobs {
-            store,
-            executor,
-            config,
-            runtimes,
-            wake: Notify::new(),
+impl JobKind for ProcessingKind {
+    type Job = ProcessingJob;
+    const KIND: Kind = Kind::ProcessingJob;
+
+    fn get(&self, name: &str) -> Result<Option<ProcessingJob>, ControlError> {
+        self.store.get(name)
+    }
+
+    fn active(&self) -> Result<Vec<ProcessingJob>, ControlError> {
+        self.store.active()
+    }
+
+    fn save_state(&self, job: &ProcessingJob) -> Result<(), ControlError> {
+        self.store.save_state(job)
+    }
+
+    fn shape(&self, job: &ProcessingJob) -> JobShape {
+        JobShape {
+            instance_type: job.spec.instance_type.clone(),
+            instance_count: job.spec.instance_count,
+            max_runtime_secs: job.spec.max_runtime_secs,
+            max_retries: 0,
         }
     }
 
+    fn write_grants(&self, job: &ProcessingJob) -> Vec<WriteGrant> {
+        write_grants(job)
+    }
+
+    fn host_spec(&self, job: &ProcessingJob, host: &HostPlan<'_>) -> Result<Vec<u8>, String> {
+        let device = self
+            .runtimes
+            .training_image(&job.spec.image)
+            .map(|i| i.device)
+            .unwrap_or_else(|_| "cpu".into());
+        let spec = host_spec(job, host, &self.config, &device);
+        serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())
+    }
+}
+
+pub struct ProcessingJobs {
+    lifecycle: Arc<Lifecycle<ProcessingKind>>,
+    store: JobStore<ProcessingJobSpec>,
+    config: Arc<ControlConfig>,
+    runtimes: Runtimes,
+}
+
+impl ProcessingJobs {
+    pub(crate) fn new(store: JobStore<ProcessingJobSpec>, services: Services) -> Self {
+        let config = services.config.clone();
+        let runtimes = Runtimes::new(config.runtimes_dir.clone());
+        let kind = ProcessingKind {
+            store: store.clone(),
+            config: config.clone(),
+            runtimes: runtimes.clone(),
+        };
+        ProcessingJobs {
+            lifecycle: Arc::new(Lifecycle::new(kind, services)),
+            store,
+            config,
+            runtimes,
+        }
+    }
+
+    /// The agents' calls about processing jobs.
+    pub fn reports(&self) -> &dyn AgentReports {
+        self.lifecycle.as_ref()
+    }
+
+    /// The queue and the watch; runs for the server's lifetime.
+    pub async fn run_scheduler(self: Arc<Self>) {
+        self.lifecycle.clone().run().await;
+    }
+
     pub fn arn(&self, name: &str) -> String {
-        self.config.arn("processing-job", name)
-    }
-
-    fn require(&self, name: &str) -> Result<ProcessingJob, ControlError> {
-        self.store.get(name)?.ok_or_else(|| {
-            ControlError::NotFound(format!(
-                "Requested resource not found: processing job {name:?} does not exist"
-            ))
-        })
-    }
-
-    /// Whether the job's scoped credentials still sign.
-    pub fn accepts_reports(&self, name: &str) -> bool {
-        self.store
-            .get(name)
-            .ok()
-            .flatten()
-            .is_some_and(|job| job.state.accepts_reports(now_secs()))
+        self.lifecycle.arn(name)
     }
 
     /// Whether Clary can run `spec`: its image maps to a runtime (the MXNet framework
-    /// processor's images are the training images; a custom runtime serves any other) and
-    /// its instance type can be sized. Returns the runtime.
+    /// processor's images are the training images; a registered custom runtime serves any
+    /// other) and its instance type can be sized. Returns the runtime.
     pub fn check_spec(&self, spec: &ProcessingJobSpec) -> Result<String, ControlError> {
         let image = self
             .runtimes
@@ -99,13 +132,13 @@ impl ProcessingJobs {
 
     /// `CreateProcessingJob`, for a spec the API built from a validated request.
     pub fn create(&self, new: NewProcessingJob) -> Result<String, ControlError> {
-        let runtime = self.check_spec(&new.spec)?;
+        let mut spec = new.spec;
+        spec.runtime = self.check_spec(&spec)?;
         let arn = self.arn(&new.name);
         let job = ProcessingJob {
             name: new.name,
             arn: arn.clone(),
-            spec: new.spec,
-            runtime,
+            spec,
             echo: new.echo,
             state: JobState::queued(now_secs()),
         };
@@ -114,65 +147,22 @@ impl ProcessingJobs {
                 "Processing job names must be unique within an AWS account and region, and a processing job with this name already exists ({arn})"
             )));
         }
-        self.wake.notify_one();
+        self.lifecycle.queued();
         Ok(arn)
     }
 
     pub fn get(&self, name: &str) -> Result<ProcessingJob, ControlError> {
-        self.require(name)
+        self.lifecycle.require(name)
     }
 
-    pub fn list(&self, q: &ListProcessingJobs) -> Result<Page<ProcessingJobSummary>, ControlError> {
+    pub fn list(&self, q: &ListJobs) -> Result<Page<ProcessingJob>, ControlError> {
         self.store.list(q)
     }
 
-    /// `StopProcessingJob`: a queued job stops at once; a running one's hosts get SIGTERM
-    /// (their agents end the container, SIGKILL after the grace period) and their results
-    /// end the job.
+    /// `StopProcessingJob`.
     pub fn stop(&self, name: &str) -> Result<(), ControlError> {
-        let mut job = self.require(name)?;
-        let running: Vec<ExecHandle> = job
-            .state
-            .hosts
-            .iter()
-            .filter(|h| h.result.is_none())
-            .filter_map(|h| h.handle)
-            .collect();
-        match job.state.request_stop(PROCESSING, now_secs()) {
-            Err(TransitionError::AlreadyEnded(status)) => Err(ControlError::Validation(format!(
-                "The processing job {name} has already ended with status {status}; only InProgress jobs can be stopped"
-            ))),
-            Err(e) => Err(ControlError::Validation(e.to_string())),
-            Ok(StopEffect::AlreadyStopping) => Ok(()),
-            Ok(effect) => {
-                self.store.save_state(&job)?;
-                if effect == StopEffect::SignalHosts {
-                    let mut seen = Vec::new();
-                    for h in running {
-                        if !seen.contains(&h) {
-                            self.executor.signal(&h, StopSignal::Term);
-                            seen.push(h);
-                        }
-                    }
-                }
-                self.wake.notify_one();
-                Ok(())
-            }
-        }
+        self.lifecycle.stop(name)
     }
-}
-
-/// Where one host of a launch runs, as the lifecycle decided it.
-pub struct HostPlacement<'a> {
-    pub host: &'a str,
-    pub hosts: &'a [String],
-    pub addresses: &'a [String],
-    /// The host's stand-in for `/opt/ml`.
-    pub opt_ml: PathBuf,
-    pub log_stream: String,
-    pub access_key: &'a str,
-    pub secret_key: &'a str,
-    pub attempt: u32,
 }
 
 /// Where a processing job's key may write: each output's prefix.
@@ -190,21 +180,21 @@ pub fn write_grants(job: &ProcessingJob) -> Vec<WriteGrant> {
 /// The spec one host's agent runs (`clary agent --spec`).
 pub fn host_spec(
     job: &ProcessingJob,
-    at: &HostPlacement<'_>,
+    at: &HostPlan<'_>,
     config: &ControlConfig,
     device: &str,
 ) -> ProcessingHostSpec {
     let spec = &job.spec;
     ProcessingHostSpec {
-        kind: PROCESSING_KIND.into(),
+        kind: WireKind::ProcessingJob,
         job_name: job.name.clone(),
         job_arn: job.arn.clone(),
         region: config.region.clone(),
-        current_host: at.host.to_string(),
+        current_host: at.name.to_string(),
         hosts: at.hosts.to_vec(),
         addresses: at.addresses.to_vec(),
         instance_type: spec.instance_type.clone(),
-        base_dir: at.opt_ml.clone(),
+        base_dir: at.dir.join("opt_ml"),
         inputs: spec
             .inputs
             .iter()
@@ -234,20 +224,22 @@ pub fn host_spec(
                 continuous: o.upload_mode == UploadMode::Continuous,
             })
             .collect(),
-        entrypoint: spec.entrypoint.clone(),
-        arguments: spec.arguments.clone(),
+        command: ContainerCommand {
+            entrypoint: spec.entrypoint.clone(),
+            arguments: spec.arguments.clone(),
+        },
         environment: spec.environment.iter().cloned().collect(),
         max_runtime_secs: spec.max_runtime_secs,
         stop_grace_secs: config.stop_grace_secs,
         store_root: config.data_dir.join("objects"),
         object_access: config.agent_objects.clone(),
         control_url: config.control_url.clone(),
-        access_key: at.access_key.to_string(),
-        secret_key: at.secret_key.to_string(),
-        log_stream: at.log_stream.clone(),
+        access_key: at.key.access_key.clone(),
+        secret_key: at.key.secret_key.clone(),
+        log_stream: at.log_stream.to_string(),
         python_shims: config.python_shims.clone(),
         runtimes_dir: config.runtimes_dir.clone(),
-        runtime: job.runtime.clone(),
+        runtime: spec.runtime.clone(),
         device: device.to_string(),
         attempt: at.attempt,
     }
