@@ -154,16 +154,30 @@ def test_a_failing_job_says_why_and_max_runtime_ends_one(sm, s3, bucket):
     assert d["FailureReason"].startswith("MaxRuntimeExceeded")
 
 
-def test_refusals_listings_and_tags(sm, s3, bucket):
+def test_manifest_input_refusals_listings_and_tags(sm, s3, bucket, logs):
     name = unique("proc-tags")
+    # A ManifestFile input: only the objects the manifest lists appear.
+    for key in ("a.csv", "b.csv", "unlisted.csv"):
+        s3.put_object(Bucket=bucket, Key="%s/data/%s" % (name, key), Body=b"1,2\n")
+    manifest = json.dumps([{"prefix": "s3://%s/%s/data/" % (bucket, name)}, "a.csv", "b.csv"])
+    s3.put_object(Bucket=bucket, Key="%s/manifest.json" % name, Body=manifest.encode())
+    with open(os.path.join(HERE, "processing", "prep.py"), "rb") as f:
+        s3.put_object(Bucket=bucket, Key="%s/code/prep.py" % name, Body=f.read())
+    inputs = [{"InputName": "code", "S3Input": {
+                  "S3Uri": "s3://%s/%s/code/" % (bucket, name), "LocalPath": "/opt/ml/processing/input/code",
+                  "S3DataType": "S3Prefix"}},
+              {"InputName": "listed", "S3Input": {
+                  "S3Uri": "s3://%s/%s/manifest.json" % (bucket, name), "LocalPath": "/opt/ml/processing/input/listed",
+                  "S3DataType": "ManifestFile", "S3InputMode": "File"}}]
     arn = create_job(sm, s3, bucket, name, ["--mode", "none"], Tags=[{"Key": "team", "Value": "data"}],
-                     NetworkConfig={"EnableNetworkIsolation": False},
+                     NetworkConfig={"EnableNetworkIsolation": False}, ProcessingInputs=inputs,
                      ExperimentConfig={"TrialComponentDisplayName": "prep"})
     assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "team", "Value": "data"}]
     d = wait_processing(sm, name)
     assert d["ProcessingJobStatus"] == "Completed", d.get("FailureReason")
     assert d["NetworkConfig"] == {"EnableNetworkIsolation": False}
     assert d["ExperimentConfig"] == {"TrialComponentDisplayName": "prep"}
+    assert proc_lines(logs, name)[0]["inputs"]["listed"] == ["a.csv", "b.csv"]
     listed = sm.list_processing_jobs(NameContains=name, StatusEquals="Completed")["ProcessingJobSummaries"]
     assert [s["ProcessingJobArn"] for s in listed] == [arn]
     with pytest.raises(sm.exceptions.ClientError, match="ResourceInUse"):

@@ -20,7 +20,9 @@ p.add_argument("--exit", type=int, default=0)
 args = p.parse_args()
 seen = {"argv_scale": args.scale, "env": os.environ.get("PROC_FLAVOUR"),
         "resourceconfig": json.load(open("/opt/ml/config/resourceconfig.json")),
-        "hostname": socket.gethostname(), "mxnet": mx.__version__}
+        "hostname": socket.gethostname(), "mxnet": mx.__version__,
+        "inputs": {d: sorted(os.listdir(os.path.join(ROOT, "input", d)))
+                   for d in sorted(os.listdir(ROOT + "/input")) if os.path.isdir(os.path.join(ROOT, "input", d))}}
 if args.mode == "framework":
     import sdkhelpers  # dependencies=[.../sdkhelpers]
     import tabulate  # requirements.txt, installed by runproc.sh
