@@ -187,6 +187,9 @@ def test_manifest_input_refusals_listings_and_tags(sm, s3, bucket, logs):
     dataset = {"InputName": "q", "DatasetDefinition": {"LocalPath": "/opt/ml/processing/q",
                "AthenaDatasetDefinition": {"Catalog": "c", "Database": "d", "QueryString": "select 1",
                                            "OutputS3Uri": "s3://%s/athena" % bucket, "OutputFormat": "PARQUET"}}}
+    with pytest.raises(sm.exceptions.ClientError, match="names no registered runtime"):
+        create_job(sm, s3, bucket, unique("proc-bad"), ["--mode", "none"],
+                   AppSpecification={"ImageUri": "example.com/team/preprocess:1", "ContainerEntrypoint": ["python3"]})
     for inputs, message in (([dataset], "DatasetDefinition"),
                             ([{"InputName": "x", "S3Input": {"S3Uri": "s3://%s/x" % bucket, "LocalPath": "/data",
                                                             "S3DataType": "S3Prefix"}}], "/opt/ml/processing/")):

@@ -120,7 +120,8 @@ impl ProcessingJobs {
         let image = self
             .runtimes
             .training_image(&spec.image)
-            .map_err(|e| ControlError::Validation(format!("AppSpecification.ImageUri: {e}")))?;
+            // The mapping is training's; its messages name the training field.
+            .map_err(|e| ControlError::Validation(e.replace("TrainingImage", "ImageUri")))?;
         let instance_type = &spec.instance_type;
         if self.config.capacity.demand(instance_type).is_none() {
             return Err(ControlError::Validation(format!(
