@@ -32,12 +32,24 @@ pub const OPT_ML: &str = "/opt/ml";
 /// The hosts file's text: the machine's own entries (so `localhost` and the rest still
 /// resolve) followed by one line per job host.
 pub fn hosts_file_text(system_hosts: &str, spec: &HostSpec) -> String {
+    hosts_text(system_hosts, &spec.job_name, &job_hosts(spec))
+}
+
+/// Each host of a training job with its address.
+fn job_hosts(spec: &HostSpec) -> Vec<(String, String)> {
+    spec.hosts
+        .iter()
+        .map(|h| (h.clone(), spec.address_of(h)))
+        .collect()
+}
+
+fn hosts_text(system_hosts: &str, job_name: &str, hosts: &[(String, String)]) -> String {
     let mut text = system_hosts.trim_end().to_string();
-    text.push_str("\n# Hosts of training job ");
-    text.push_str(&spec.job_name);
+    text.push_str("\n# Hosts of job ");
+    text.push_str(job_name);
     text.push('\n');
-    for host in &spec.hosts {
-        text.push_str(&format!("{}\t{host}\n", spec.address_of(host)));
+    for (host, address) in hosts {
+        text.push_str(&format!("{address}\t{host}\n"));
     }
     text
 }
@@ -45,21 +57,36 @@ pub fn hosts_file_text(system_hosts: &str, spec: &HostSpec) -> String {
 impl HostIdentity {
     /// Writes the hosts file next to the host's `/opt/ml` stand-in.
     pub fn prepare(spec: &HostSpec) -> std::io::Result<Self> {
-        let dir = spec
-            .base_dir
+        Self::prepare_for(
+            &spec.job_name,
+            &job_hosts(spec),
+            &spec.current_host,
+            &spec.base_dir,
+        )
+    }
+
+    /// [`prepare`](Self::prepare) for any job kind: its hosts (name, address), this host's
+    /// name and its `/opt/ml` stand-in.
+    pub fn prepare_for(
+        job_name: &str,
+        hosts: &[(String, String)],
+        current_host: &str,
+        base_dir: &Path,
+    ) -> std::io::Result<Self> {
+        let dir = base_dir
             .parent()
             .map(Path::to_path_buf)
-            .unwrap_or_else(|| spec.base_dir.clone());
+            .unwrap_or_else(|| base_dir.to_path_buf());
         std::fs::create_dir_all(&dir)?;
         let hosts_file = dir.join("hosts");
         let system = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-        std::fs::write(&hosts_file, hosts_file_text(&system, spec))?;
+        std::fs::write(&hosts_file, hosts_text(&system, job_name, hosts))?;
         let to_c = |s: &str| {
             CString::new(s).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
         };
         Ok(HostIdentity {
             hosts_file_c: to_c(&hosts_file.display().to_string())?,
-            hostname: to_c(&spec.current_host)?,
+            hostname: to_c(current_host)?,
             hosts_file,
             inputs: None,
             opt_ml: None,

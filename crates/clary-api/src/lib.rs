@@ -15,6 +15,7 @@ pub mod errors;
 pub mod hosting_api;
 pub mod json_api;
 pub mod logs_api;
+pub mod processing_api;
 pub mod profiler_api;
 pub mod prometheus_api;
 pub mod query;

@@ -11,14 +11,14 @@ pub(crate) fn fail(value: &str, at: &str, constraint: &str) -> ControlError {
     ))
 }
 
-fn need<'a>(v: &'a Value, field: &str, at: &str) -> Result<&'a Value, ControlError> {
+pub(crate) fn need<'a>(v: &'a Value, field: &str, at: &str) -> Result<&'a Value, ControlError> {
     match v.get(field) {
         Some(x) if !x.is_null() => Ok(x),
         _ => Err(fail("null", at, "Member must not be null")),
     }
 }
 
-fn string<'a>(v: &'a Value, at: &str) -> Result<&'a str, ControlError> {
+pub(crate) fn string<'a>(v: &'a Value, at: &str) -> Result<&'a str, ControlError> {
     v.as_str()
         .ok_or_else(|| fail(&v.to_string(), at, "Member must be a string"))
 }
@@ -193,7 +193,7 @@ pub(crate) fn role_arn(arn: &str) -> bool {
         && (20..=2048).contains(&arn.len())
 }
 
-fn one_of(value: &str, allowed: &[&str], at: &str) -> Result<(), ControlError> {
+pub(crate) fn one_of(value: &str, allowed: &[&str], at: &str) -> Result<(), ControlError> {
     if allowed.contains(&value) {
         Ok(())
     } else {

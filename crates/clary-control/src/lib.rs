@@ -14,6 +14,7 @@ pub mod hosting;
 pub mod lifecycle;
 pub mod logs;
 pub mod metrics;
+pub mod processing;
 pub mod routes;
 pub mod store;
 pub mod tags;
@@ -34,6 +35,7 @@ pub struct ControlPlane {
     pub training: Arc<training::TrainingJobs>,
     pub hosting: Arc<hosting::Hosting>,
     pub tuning: Arc<tuning::Tuning>,
+    pub processing: Arc<processing::ProcessingJobs>,
     pub credentials: Arc<credentials::Credentials>,
     pub metrics: Arc<metrics::Metrics>,
     /// What running jobs of every kind hold of this machine.
@@ -75,8 +77,12 @@ impl ControlPlane {
         };
         let training = Arc::new(training::TrainingJobs::new(
             store::TrainingJobStore::new(db.clone()),
-            services,
+            services.clone(),
             metrics.clone(),
+        ));
+        let processing = Arc::new(processing::ProcessingJobs::new(
+            store::jobs::JobStore::new(db.clone(), domain::job::Kind::ProcessingJob),
+            services,
         ));
         let tuning = Arc::new(tuning::Tuning::new(
             store::tuning::TuningStore::new(db.clone()),
@@ -98,6 +104,7 @@ impl ControlPlane {
             training,
             hosting,
             tuning,
+            processing,
             credentials,
             metrics,
             ledger,
@@ -134,6 +141,7 @@ impl ControlPlane {
     pub fn reports(&self, kind: domain::job::Kind) -> &dyn lifecycle::AgentReports {
         match kind {
             domain::job::Kind::TrainingJob => self.training.reports(),
+            domain::job::Kind::ProcessingJob => self.processing.reports(),
         }
     }
 }

@@ -115,7 +115,7 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
-    /// The training host agent (started by the server, one per host).
+    /// The host agent of a training or processing job (started by the server, one per host).
     Agent {
         /// The host spec file the local executor wrote.
         #[arg(long, required_unless_present = "from_control")]
@@ -229,12 +229,15 @@ fn main() -> Result<()> {
     } = &cli.command
     {
         let text = std::fs::read(spec).with_context(|| format!("reading {}", spec.display()))?;
-        let spec: clary_exec::protocol::HostSpec =
-            serde_json::from_slice(&text).context("the host spec is not valid")?;
+        let spec =
+            clary_exec::protocol::AgentSpec::from_slice(&text).map_err(anyhow::Error::msg)?;
         if *dry_run {
+            let clary_exec::protocol::AgentSpec::Training(spec) = &spec else {
+                anyhow::bail!("--dry-run shows a training host's contract; this spec is not one");
+            };
             println!(
                 "{}",
-                serde_json::to_string_pretty(&clary_agent::dry_run(&spec)?)?
+                serde_json::to_string_pretty(&clary_agent::dry_run(spec)?)?
             );
             return Ok(());
         }
@@ -242,7 +245,7 @@ fn main() -> Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        std::process::exit(rt.block_on(clary_agent::run_host(spec)));
+        std::process::exit(rt.block_on(clary_agent::run_agent(spec)));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -9,6 +9,7 @@ pub mod hosting;
 pub mod job;
 pub mod logs;
 pub mod metrics;
+pub mod processing;
 pub mod profiler;
 pub mod training;
 pub mod tuning;
