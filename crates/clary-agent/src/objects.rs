@@ -7,6 +7,7 @@ use clary_client::SignedClient;
 use clary_exec::protocol::HostSpec;
 use clary_sigv4::Signer;
 use clary_store::{LocalStore, ObjectStore, S3HttpStore};
+use std::path::Path;
 use std::sync::Arc;
 use tokio::runtime::Handle;
 
@@ -26,41 +27,32 @@ pub struct HostStore {
 /// server's disk (`local`), or the server's S3 API over HTTP when it does not (`http`: a
 /// cluster node). `handle` runs the HTTP requests.
 pub fn for_host(spec: &HostSpec, handle: Handle) -> Result<HostStore, String> {
-    open(
-        &Access {
-            object_access: &spec.object_access,
-            store_root: &spec.store_root,
-            control_url: &spec.control_url,
-            access_key: &spec.access_key,
-            secret_key: &spec.secret_key,
-            region: &spec.region,
+    for_access(
+        &spec.object_access,
+        &spec.store_root,
+        &spec.control_url,
+        Signer {
+            access_key: spec.access_key.clone(),
+            secret_key: spec.secret_key.clone(),
+            region: spec.region.clone(),
         },
         handle,
     )
 }
 
-/// How a host reaches objects (the fields every host spec carries).
-pub struct Access<'a> {
-    pub object_access: &'a str,
-    pub store_root: &'a std::path::Path,
-    pub control_url: &'a str,
-    pub access_key: &'a str,
-    pub secret_key: &'a str,
-    pub region: &'a str,
-}
-
-/// The store `access` asks for (see [`for_host`]).
-pub fn open(access: &Access<'_>, handle: Handle) -> Result<HostStore, String> {
-    if access.object_access == "http" {
-        let signer = Signer {
-            access_key: access.access_key.to_string(),
-            secret_key: access.secret_key.to_string(),
-            region: access.region.to_string(),
-        };
-        let store = S3HttpStore::new(SignedClient::new(access.control_url, signer), handle);
+/// [`for_host`] for any job kind's host: `object_access` (`local` or `http`), the local
+/// store's root, and the server's URL with the key pair for `http`.
+pub fn for_access(
+    object_access: &str,
+    store_root: &Path,
+    control_url: &str,
+    signer: Signer,
+    handle: Handle,
+) -> Result<HostStore, String> {
+    if object_access == "http" {
+        let store = S3HttpStore::new(SignedClient::new(control_url, signer), handle);
         let how = format!(
-            "Objects travel over the S3 API at {} (this host does not share the store's disk)",
-            access.control_url
+            "Objects travel over the S3 API at {control_url} (this host does not share the store's disk)"
         );
         return Ok(HostStore {
             objects: Arc::new(store),
@@ -68,7 +60,7 @@ pub fn open(access: &Access<'_>, handle: Handle) -> Result<HostStore, String> {
             how,
         });
     }
-    let root = access.store_root;
+    let root = store_root;
     let store = Arc::new(
         LocalStore::open(root)
             .map_err(|e| format!("opening the object store at {}: {e}", root.display()))?,

@@ -13,7 +13,7 @@ use crate::lifecycle::{AgentReports, HostPlan, JobKind, JobShape, Lifecycle, Ser
 use crate::now_secs;
 use crate::store::jobs::JobStore;
 use clary_exec::protocol::{
-    CaptureSpec, ModelServerSpec, SpecKind, TransformHostSpec, TransformInputSpec,
+    CaptureSpec, JobKind as WireKind, ModelServerSpec, TransformHostSpec, TransformInputSpec,
     TransformOutputSpec,
 };
 use std::sync::Arc;
@@ -99,7 +99,7 @@ impl JobKind for TransformKind {
             token: String::new(),
         };
         let host_spec = TransformHostSpec {
-            kind: SpecKind::Transform,
+            kind: WireKind::TransformJob,
             job_name: job.name.clone(),
             job_arn: job.arn.clone(),
             region: config.region.clone(),

@@ -22,15 +22,21 @@ pub const AGENT_API: clary_client::JsonApi = clary_client::JsonApi {
 pub enum JobKind {
     #[default]
     TrainingJob,
+    ProcessingJob,
     TransformJob,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 2] = [JobKind::TrainingJob, JobKind::TransformJob];
+    pub const ALL: [JobKind; 3] = [
+        JobKind::TrainingJob,
+        JobKind::ProcessingJob,
+        JobKind::TransformJob,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::TrainingJob => "TrainingJob",
+            JobKind::ProcessingJob => "ProcessingJob",
             JobKind::TransformJob => "TransformJob",
         }
     }
@@ -89,6 +95,16 @@ pub struct CheckpointSpec {
     pub prefix: String,
     /// Where the script finds it (the job's stand-in for `LocalPath`).
     pub local_path: PathBuf,
+}
+
+/// A command the job names for itself (`ContainerEntrypoint` and `ContainerArguments` of a
+/// training job, `AppSpecification`'s of a processing job): run under `/opt/ml` instead of the
+/// framework toolkit's entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerCommand {
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub arguments: Vec<String>,
 }
 
 /// Everything one host agent needs to run its share of a training job.
@@ -154,6 +170,9 @@ pub struct HostSpec {
     /// `ReportSystemMetrics`' answers. `None` from a control plane without one.
     #[serde(default)]
     pub monitor: Option<MonitorSettings>,
+    /// The job's own command instead of the toolkit's entry; `None` for script mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerCommand>,
 }
 
 /// What a host's system monitor does: sample every `interval_ms` (none while profiling is off)
@@ -194,6 +213,107 @@ impl HostSpec {
             .position(|h| h == host)
             .and_then(|i| self.addresses.get(i).cloned())
             .unwrap_or_else(|| "127.0.0.1".into())
+    }
+}
+
+/// One `ProcessingInput` as a host presents it: the objects (the same pieces as a training
+/// channel: `name` is the `InputName`, File or Pipe, prefix or manifest, sharded, gzip) and
+/// the container path they appear at.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessingInputSpec {
+    pub source: ChannelSpec,
+    /// `LocalPath` as the job gave it (`/opt/ml/processing/...`): a directory in File mode; in
+    /// Pipe mode the FIFOs `<name>_0`, `<name>_1`, … are made in it.
+    pub local_path: String,
+}
+
+/// One `ProcessingOutput`: a container directory uploaded under an S3 prefix.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessingOutputSpec {
+    pub name: String,
+    pub bucket: String,
+    pub prefix: String,
+    /// `LocalPath` as the job gave it (`/opt/ml/processing/...`).
+    pub local_path: String,
+    /// `S3UploadMode: Continuous`: files are uploaded as they are closed, not only at the end.
+    #[serde(default)]
+    pub continuous: bool,
+}
+
+/// Everything one host agent needs to run its share of a processing job: the image's runtime
+/// runs `entrypoint` + `arguments` with the inputs staged at their local paths, and the
+/// outputs' directories are uploaded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcessingHostSpec {
+    /// Always [`JobKind::ProcessingJob`]: a spec without `kind` is a training [`HostSpec`].
+    pub kind: JobKind,
+    pub job_name: String,
+    pub job_arn: String,
+    pub region: String,
+    pub current_host: String,
+    pub hosts: Vec<String>,
+    /// The address of each host, in the order of `hosts`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    pub instance_type: String,
+    /// The per-host directory standing in for `/opt/ml`.
+    pub base_dir: PathBuf,
+    pub inputs: Vec<ProcessingInputSpec>,
+    pub outputs: Vec<ProcessingOutputSpec>,
+    /// `AppSpecification.ContainerEntrypoint` and `ContainerArguments`.
+    pub command: ContainerCommand,
+    /// `Environment`.
+    pub environment: BTreeMap<String, String>,
+    pub max_runtime_secs: u64,
+    pub stop_grace_secs: u64,
+    pub store_root: PathBuf,
+    #[serde(default = "local_access")]
+    pub object_access: String,
+    pub control_url: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// `<job>/<host>-<epoch seconds>`.
+    pub log_stream: String,
+    pub python_shims: PathBuf,
+    pub runtimes_dir: PathBuf,
+    pub runtime: String,
+    pub device: String,
+    #[serde(default)]
+    pub attempt: u32,
+}
+
+/// A spec file an agent reads: a training host's, or one of another job kind (its `kind`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentSpec {
+    Training(Box<HostSpec>),
+    Processing(Box<ProcessingHostSpec>),
+    Transform(Box<TransformHostSpec>),
+}
+
+impl AgentSpec {
+    /// Reads a spec by its `kind` (none: training, as every spec before job kinds).
+    pub fn from_json(value: serde_json::Value) -> Result<Self, String> {
+        let kind = value.get("kind").and_then(|k| k.as_str()).map(String::from);
+        match kind.as_deref().map(|k| JobKind::parse(k).ok_or(k)) {
+            None | Some(Ok(JobKind::TrainingJob)) => serde_json::from_value(value)
+                .map(|s| AgentSpec::Training(Box::new(s)))
+                .map_err(|e| format!("the training host spec is not valid: {e}")),
+            Some(Ok(JobKind::ProcessingJob)) => serde_json::from_value(value)
+                .map(|s| AgentSpec::Processing(Box::new(s)))
+                .map_err(|e| format!("the processing host spec is not valid: {e}")),
+            Some(Ok(JobKind::TransformJob)) => serde_json::from_value(value)
+                .map(|s| AgentSpec::Transform(Box::new(s)))
+                .map_err(|e| format!("the transform host spec is not valid: {e}")),
+            Some(Err(other)) => Err(format!(
+                "the host spec is of kind {other:?}, which this agent does not run (is it an older clary binary than the server?)"
+            )),
+        }
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, String> {
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("the host spec is not JSON: {e}"))?;
+        Self::from_json(value)
     }
 }
 
@@ -292,15 +412,6 @@ pub const MODEL_SERVER_PARENT_ENV: &str = "CLARY_MODEL_SERVER_PARENT";
 /// The header that carries an endpoint instance's token from the router to its model server.
 pub const INSTANCE_TOKEN_HEADER: &str = "x-clary-instance-token";
 
-/// The discriminator of a transform host's spec file (`"kind": "transform"`); a spec without
-/// one is a training [`HostSpec`].
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-pub enum SpecKind {
-    #[default]
-    #[serde(rename = "transform")]
-    Transform,
-}
-
 /// `TransformInput`, resolved: where the objects are and how to read them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TransformInputSpec {
@@ -340,7 +451,8 @@ pub struct CaptureSpec {
 /// objects, the model to serve them with, and where the answers go.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TransformHostSpec {
-    pub kind: SpecKind,
+    /// Always [`JobKind::TransformJob`]: a spec without `kind` is a training [`HostSpec`].
+    pub kind: JobKind,
     pub job_name: String,
     pub job_arn: String,
     pub region: String,
@@ -379,41 +491,21 @@ pub struct TransformHostSpec {
     pub log_stream: String,
 }
 
-/// What an agent's spec file holds: a training host, or (with `"kind": "transform"`) a
-/// transform host.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AgentSpec {
-    Training(Box<HostSpec>),
-    Transform(Box<TransformHostSpec>),
-}
-
-impl AgentSpec {
-    /// Reads a spec, by its `kind`.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        let value: serde_json::Value = serde_json::from_slice(bytes)?;
-        match value.get("kind") {
-            None | Some(serde_json::Value::Null) => {
-                serde_json::from_value(value).map(|s| AgentSpec::Training(Box::new(s)))
-            }
-            Some(_) => serde_json::from_value(value).map(|s| AgentSpec::Transform(Box::new(s))),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn an_agent_spec_is_read_by_its_kind() {
-        let training = serde_json::json!({"job_name": "j"});
         // A training spec (no kind) that is incomplete says what is missing, as before.
-        let e = AgentSpec::from_json(training.to_string().as_bytes()).unwrap_err();
-        assert!(e.to_string().contains("missing field"), "{e}");
-        let bad = serde_json::json!({"kind": "painting"});
-        let e = AgentSpec::from_json(bad.to_string().as_bytes()).unwrap_err();
-        assert!(e.to_string().contains("unknown variant `painting`"), "{e}");
-        let kind = serde_json::to_value(SpecKind::Transform).unwrap();
-        assert_eq!(kind, "transform");
+        let e = AgentSpec::from_json(serde_json::json!({"job_name": "j"})).unwrap_err();
+        assert!(
+            e.starts_with("the training host spec is not valid: missing field"),
+            "{e}"
+        );
+        let e = AgentSpec::from_json(serde_json::json!({"kind": "TransformJob"})).unwrap_err();
+        assert!(e.starts_with("the transform host spec is not valid"), "{e}");
+        let e = AgentSpec::from_json(serde_json::json!({"kind": "painting"})).unwrap_err();
+        assert!(e.contains("of kind \"painting\""), "{e}");
     }
 }

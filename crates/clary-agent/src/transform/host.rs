@@ -355,16 +355,19 @@ async fn run(
 ) -> Result<(), String> {
     let host = &spec.current_host;
     let store = {
-        let access = objects::Access {
-            object_access: &spec.object_access,
-            store_root: &spec.store_root,
-            control_url: &spec.control_url,
-            access_key: &spec.access_key,
-            secret_key: &spec.secret_key,
-            region: &spec.region,
+        let signer = clary_sigv4::Signer {
+            access_key: spec.access_key.clone(),
+            secret_key: spec.secret_key.clone(),
+            region: spec.region.clone(),
         };
-        let s = objects::open(&access, tokio::runtime::Handle::current())
-            .map_err(|e| format!("InternalServerError: {e}"))?;
+        let s = objects::for_access(
+            &spec.object_access,
+            &spec.store_root,
+            &spec.control_url,
+            signer,
+            tokio::runtime::Handle::current(),
+        )
+        .map_err(|e| format!("InternalServerError: {e}"))?;
         log.info(&s.how);
         s.objects
     };

@@ -184,16 +184,18 @@ pub struct JobWords {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Kind {
     TrainingJob,
+    ProcessingJob,
     TransformJob,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::TrainingJob, Kind::TransformJob];
+    pub const ALL: [Kind; 3] = [Kind::TrainingJob, Kind::ProcessingJob, Kind::TransformJob];
 
     /// As the agents' API and stored credentials name it (`TrainingJob`).
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::TrainingJob => "TrainingJob",
+            Kind::ProcessingJob => "ProcessingJob",
             Kind::TransformJob => "TransformJob",
         }
     }
@@ -206,6 +208,7 @@ impl Kind {
     pub fn arn_resource(self) -> &'static str {
         match self {
             Kind::TrainingJob => "training-job",
+            Kind::ProcessingJob => "processing-job",
             Kind::TransformJob => "transform-job",
         }
     }
@@ -214,6 +217,7 @@ impl Kind {
     pub fn log_group(self) -> &'static str {
         match self {
             Kind::TrainingJob => "/aws/sagemaker/TrainingJobs",
+            Kind::ProcessingJob => "/aws/sagemaker/ProcessingJobs",
             Kind::TransformJob => "/aws/sagemaker/TransformJobs",
         }
     }
@@ -222,6 +226,7 @@ impl Kind {
     pub fn dir_name(self) -> &'static str {
         match self {
             Kind::TrainingJob => "jobs",
+            Kind::ProcessingJob => "processing-jobs",
             Kind::TransformJob => "transform-jobs",
         }
     }
@@ -232,6 +237,11 @@ impl Kind {
                 noun: "Training job",
                 script: "training script",
                 preparing: "Preparing the instances for training",
+            },
+            Kind::ProcessingJob => JobWords {
+                noun: "Processing job",
+                script: "processing container's command",
+                preparing: "Preparing the instances for processing",
             },
             Kind::TransformJob => JobWords {
                 noun: "Transform job",

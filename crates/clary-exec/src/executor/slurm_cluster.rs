@@ -38,7 +38,8 @@ const JOB_PREFIX: &str = "clary-";
 fn kind_prefix(kind: JobKind) -> &'static str {
     match kind {
         JobKind::TrainingJob => "",
-        JobKind::TransformJob => "tr-",
+        JobKind::ProcessingJob => "processing-",
+        JobKind::TransformJob => "transform-",
     }
 }
 const INSTANCE_PREFIX: &str = "clary-ep-";
