@@ -185,7 +185,7 @@ impl TransformJobs {
     }
 
     /// The queue and the watch; runs for the server's lifetime.
-    pub async fn run(self: Arc<Self>) {
+    pub async fn run_scheduler(self: Arc<Self>) {
         self.lifecycle.clone().run().await;
     }
 
