@@ -21,6 +21,7 @@ OPERATIONS = [
     "CreateHyperParameterTuningJob", "DescribeHyperParameterTuningJob", "ListHyperParameterTuningJobs",
     "ListTrainingJobsForHyperParameterTuningJob", "StopHyperParameterTuningJob",
     "CreateProcessingJob", "DescribeProcessingJob", "ListProcessingJobs", "StopProcessingJob",
+    "CreateTransformJob", "DescribeTransformJob", "ListTransformJobs", "StopTransformJob",
 ]
 
 

@@ -72,7 +72,9 @@ def _csv_array(data):
     text = data if isinstance(data, str) else data.decode("utf-8")
     if not text.strip():
         raise BadRequest(f"the {CSV} body is empty")
-    arr = np.genfromtxt(io.StringIO(text), delimiter=",")
+    # numpy's C reader (1.23+): several times faster than genfromtxt, which matters when a
+    # batch transform sends megabytes of rows per request.
+    arr = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64)
     if arr.size and np.isnan(arr).any():
         raise ValueError("a field is not a number")
     return arr

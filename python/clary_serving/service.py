@@ -22,13 +22,15 @@ HOOKS = (
 
 
 class Request:
-    __slots__ = ("body", "content_type", "accept", "custom_attributes")
+    __slots__ = ("body", "content_type", "accept", "custom_attributes", "shape")
 
-    def __init__(self, body, content_type, accept, custom_attributes):
+    def __init__(self, body, content_type, accept, custom_attributes, shape=None):
         self.body = body
         self.content_type = content_type or codecs.JSON
         self.accept = accept
         self.custom_attributes = custom_attributes
+        # A CSV body the model server already read: little-endian f64 values of this shape.
+        self.shape = shape
 
 
 class _RequestProperties:
@@ -262,7 +264,10 @@ class ModelService:
         ready = []  # (index, rows, accept)
         for i, r in enumerate(reqs):
             try:
-                arr = codecs.decode(codecs.body_for_handler(r.body, r.content_type), r.content_type, self.types)
+                if r.shape is not None:
+                    arr = np.frombuffer(r.body, dtype="<f8").reshape(r.shape)
+                else:
+                    arr = codecs.decode(codecs.body_for_handler(r.body, r.content_type), r.content_type, self.types)
                 if self.runner is not None:
                     if r.content_type == codecs.CSV:
                         arr = defaults.csv_rows(arr, self.runner.data_shape)

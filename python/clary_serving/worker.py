@@ -37,7 +37,7 @@ def main(argv=None):
         except EOFError:
             return 0
         reqs = [
-            Request(body, item.get("ct"), item.get("accept"), item.get("ca"))
+            Request(body, item.get("ct"), item.get("accept"), item.get("ca"), item.get("shape"))
             for item, body in zip(header["items"], bodies)
         ]
         out_items, out_bodies = [], []

@@ -107,6 +107,14 @@ pub async fn run(
         Ok(AgentSpec::Processing(s)) => {
             AgentSpec::Processing(Box::new(localize_processing(*s, &node, &node_dir)))
         }
+        Ok(AgentSpec::Transform(_)) => {
+            // CreateTransformJob refuses a server whose hosts do not share its disk.
+            eprintln!(
+                "clary agent: {} of {job} is a transform host, which runs only where it shares the server's disk",
+                node.host
+            );
+            return 1;
+        }
         Err(e) => {
             eprintln!(
                 "clary agent: fetching the spec of {} of {job}: {e}",
@@ -118,6 +126,7 @@ pub async fn run(
     let shims = match &spec {
         AgentSpec::Training(s) => s.python_shims.clone(),
         AgentSpec::Processing(s) => s.python_shims.clone(),
+        AgentSpec::Transform(s) => s.model.python_shims.clone(),
     };
     if let Err(e) = write_shims(&shims) {
         eprintln!(

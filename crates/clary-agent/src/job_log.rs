@@ -50,6 +50,13 @@ pub struct WeakJobLog {
 }
 
 impl WeakJobLog {
+    /// Logs like [`JobLog::line`] while the job's log is still open.
+    pub fn line(&self, message: &str) {
+        if let Some(tx) = self.tx.upgrade() {
+            JobLog { tx }.line(message);
+        }
+    }
+
     /// Logs like [`JobLog::info`] while the job's log is still open.
     pub fn info(&self, message: &str) {
         if let Some(tx) = self.tx.upgrade() {

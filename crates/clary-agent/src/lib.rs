@@ -19,15 +19,18 @@ pub mod pyvalue;
 pub mod reporter;
 pub mod runner;
 pub mod staging;
+pub mod transform;
 
 pub use host::{dry_run, run_host};
 pub use processing::run_processing_host;
+pub use transform::run_transform_host;
 
 /// Runs the host a spec describes, of whichever job kind; returns the agent's exit code.
 pub async fn run_agent(spec: clary_exec::protocol::AgentSpec) -> i32 {
     match spec {
         clary_exec::protocol::AgentSpec::Training(s) => run_host(*s).await,
         clary_exec::protocol::AgentSpec::Processing(s) => run_processing_host(*s).await,
+        clary_exec::protocol::AgentSpec::Transform(s) => run_transform_host(*s).await,
     }
 }
 

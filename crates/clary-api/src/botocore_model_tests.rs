@@ -197,3 +197,102 @@ fn processing_enums_and_limits_are_the_models() {
         assert!(described["members"].get(member).is_some(), "{member}");
     }
 }
+
+#[test]
+fn transform_enums_are_the_models() {
+    use clary_control::domain::transform::{BatchStrategy, SplitType};
+    assert_eq!(
+        set(crate::transform_api::TRANSFORM_JOB_STATUSES.iter().copied()),
+        enum_of("TransformJobStatus")
+    );
+    let domain = set(JobStatus::ALL.map(JobStatus::as_str));
+    assert_eq!(domain, enum_of("TransformJobStatus"));
+    assert_eq!(
+        set([BatchStrategy::MultiRecord, BatchStrategy::SingleRecord].map(BatchStrategy::as_str)),
+        enum_of("BatchStrategy")
+    );
+    // TFRecord is refused with a message saying what works (MXNet reads RecordIO).
+    let splits =
+        set([SplitType::None, SplitType::Line, SplitType::RecordIO].map(SplitType::as_str));
+    assert_eq!(
+        enum_of("SplitType").difference(&splits).collect::<Vec<_>>(),
+        ["TFRecord"]
+    );
+    assert_eq!(enum_of("CompressionType"), set(["None", "Gzip"]));
+    assert_eq!(enum_of("AssemblyType"), set(["None", "Line"]));
+    assert_eq!(enum_of("JoinSource"), set(["Input", "None"]));
+    // AugmentedManifestFile and Converse are refused for transform.
+    assert!(enum_of("S3DataType").is_superset(&set(["S3Prefix", "ManifestFile"])));
+}
+
+#[test]
+fn transform_limits_are_the_models() {
+    use clary_control::domain::transform::{
+        DEFAULT_INVOCATIONS_MAX_RETRIES, DEFAULT_INVOCATIONS_TIMEOUT_SECS,
+    };
+    let timeout = shape("InvocationsTimeoutInSeconds");
+    assert_eq!(
+        (timeout["min"].as_u64(), timeout["max"].as_u64()),
+        (Some(1), Some(3600))
+    );
+    assert!(DEFAULT_INVOCATIONS_TIMEOUT_SECS <= timeout["max"].as_u64().unwrap());
+    let retries = shape("InvocationsMaxRetries");
+    assert_eq!(
+        (retries["min"].as_u64(), retries["max"].as_u64()),
+        (Some(0), Some(3))
+    );
+    assert!(u64::from(DEFAULT_INVOCATIONS_MAX_RETRIES) <= retries["max"].as_u64().unwrap());
+    assert_eq!(shape("MaxPayloadInMB")["min"], 0);
+    assert_eq!(shape("MaxConcurrentTransforms")["min"], 0);
+    assert_eq!(shape("JsonPath")["max"], 63);
+    assert_eq!(shape("TransformEnvironmentMap")["max"], 16);
+    assert_eq!(shape("TransformInstanceCount")["min"], 1);
+    let name = shape("TransformJobName");
+    assert_eq!(name["max"], 63);
+    assert!(resource_name(&"a".repeat(63), "x").is_ok());
+    assert!(resource_name(&"a".repeat(64), "x").is_err());
+    // Every request member the API reads is one the model has.
+    let members = shape("CreateTransformJobRequest")["members"].clone();
+    for field in [
+        "TransformJobName",
+        "ModelName",
+        "MaxConcurrentTransforms",
+        "ModelClientConfig",
+        "MaxPayloadInMB",
+        "BatchStrategy",
+        "Environment",
+        "TransformInput",
+        "TransformOutput",
+        "DataCaptureConfig",
+        "TransformResources",
+        "DataProcessing",
+        "Tags",
+    ] {
+        assert!(members.get(field).is_some(), "{field}");
+    }
+    // And every member of the answer Clary gives is the model's.
+    let describe = shape("DescribeTransformJobResponse")["members"].clone();
+    for field in [
+        "TransformJobName",
+        "TransformJobArn",
+        "TransformJobStatus",
+        "FailureReason",
+        "ModelName",
+        "MaxConcurrentTransforms",
+        "ModelClientConfig",
+        "MaxPayloadInMB",
+        "BatchStrategy",
+        "Environment",
+        "TransformInput",
+        "TransformOutput",
+        "DataCaptureConfig",
+        "TransformResources",
+        "CreationTime",
+        "TransformStartTime",
+        "TransformEndTime",
+        "DataProcessing",
+        "ExperimentConfig",
+    ] {
+        assert!(describe.get(field).is_some(), "{field}");
+    }
+}

@@ -28,6 +28,7 @@ pub fn job_kind(kind: protocol::JobKind) -> Kind {
     match kind {
         protocol::JobKind::TrainingJob => Kind::TrainingJob,
         protocol::JobKind::ProcessingJob => Kind::ProcessingJob,
+        protocol::JobKind::TransformJob => Kind::TransformJob,
     }
 }
 

@@ -23,6 +23,7 @@ pub mod runtime;
 pub mod s3;
 pub mod sagemaker_api;
 pub mod training_api;
+pub mod transform_api;
 pub mod tuning_api;
 pub mod validate;
 mod wire;

@@ -7,7 +7,7 @@ use crate::wire::{required, tag_pairs, tags_json};
 use clary_control::ControlError;
 use serde_json::{Value, json};
 
-const SERVED: &str = "the training job, processing job, tuning job, tag, model, endpoint configuration and endpoint operations";
+const SERVED: &str = "the training job, processing job, transform job, tuning job, tag, model, endpoint configuration and endpoint operations";
 
 /// Every SageMaker operation Clary answers (the ones `scripts/vendor-botocore.py` vendors the
 /// model of).
@@ -43,6 +43,10 @@ pub const SERVED_OPERATIONS: &[&str] = &[
     "DescribeProcessingJob",
     "ListProcessingJobs",
     "StopProcessingJob",
+    "CreateTransformJob",
+    "DescribeTransformJob",
+    "ListTransformJobs",
+    "StopTransformJob",
 ];
 
 fn tags(state: &ApiState, op: &str, body: &Value) -> Option<Result<Value, ControlError>> {
@@ -88,6 +92,9 @@ pub fn handle(state: &ApiState, op: &str, body: Value) -> Result<Value, ApiError
         return result;
     }
     if let Some(result) = crate::processing_api::handle(state, op, &body) {
+        return result;
+    }
+    if let Some(result) = crate::transform_api::handle(state, op, &body) {
         return result;
     }
     if let Some(result) = crate::tuning_api::handle(state, op, &body) {

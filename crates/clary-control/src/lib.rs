@@ -19,6 +19,7 @@ pub mod routes;
 pub mod store;
 pub mod tags;
 pub mod training;
+pub mod transform;
 pub mod tuning;
 
 pub use config::ControlConfig;
@@ -33,6 +34,7 @@ pub struct ControlPlane {
     pub config: Arc<ControlConfig>,
     pub logs: logs::Logs,
     pub training: Arc<training::TrainingJobs>,
+    pub transform: Arc<transform::TransformJobs>,
     pub hosting: Arc<hosting::Hosting>,
     pub tuning: Arc<tuning::Tuning>,
     pub processing: Arc<processing::ProcessingJobs>,
@@ -82,7 +84,7 @@ impl ControlPlane {
         ));
         let processing = Arc::new(processing::ProcessingJobs::new(
             store::jobs::JobStore::new(db.clone(), domain::job::Kind::ProcessingJob),
-            services,
+            services.clone(),
         ));
         let tuning = Arc::new(tuning::Tuning::new(
             store::tuning::TuningStore::new(db.clone()),
@@ -98,10 +100,16 @@ impl ControlPlane {
             routes.clone(),
             credentials.clone(),
         ));
+        let transform = Arc::new(transform::TransformJobs::new(
+            store::jobs::JobStore::new(db.clone(), domain::job::Kind::TransformJob),
+            services,
+            hosting.clone(),
+        ));
         Ok(Arc::new(ControlPlane {
             config,
             logs,
             training,
+            transform,
             hosting,
             tuning,
             processing,
@@ -142,6 +150,7 @@ impl ControlPlane {
         match kind {
             domain::job::Kind::TrainingJob => self.training.reports(),
             domain::job::Kind::ProcessingJob => self.processing.reports(),
+            domain::job::Kind::TransformJob => self.transform.reports(),
         }
     }
 }

@@ -23,15 +23,21 @@ pub enum JobKind {
     #[default]
     TrainingJob,
     ProcessingJob,
+    TransformJob,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 2] = [JobKind::TrainingJob, JobKind::ProcessingJob];
+    pub const ALL: [JobKind; 3] = [
+        JobKind::TrainingJob,
+        JobKind::ProcessingJob,
+        JobKind::TransformJob,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::TrainingJob => "TrainingJob",
             JobKind::ProcessingJob => "ProcessingJob",
+            JobKind::TransformJob => "TransformJob",
         }
     }
 
@@ -281,6 +287,7 @@ pub struct ProcessingHostSpec {
 pub enum AgentSpec {
     Training(Box<HostSpec>),
     Processing(Box<ProcessingHostSpec>),
+    Transform(Box<TransformHostSpec>),
 }
 
 impl AgentSpec {
@@ -294,6 +301,9 @@ impl AgentSpec {
             Some(Ok(JobKind::ProcessingJob)) => serde_json::from_value(value)
                 .map(|s| AgentSpec::Processing(Box::new(s)))
                 .map_err(|e| format!("the processing host spec is not valid: {e}")),
+            Some(Ok(JobKind::TransformJob)) => serde_json::from_value(value)
+                .map(|s| AgentSpec::Transform(Box::new(s)))
+                .map_err(|e| format!("the transform host spec is not valid: {e}")),
             Some(Err(other)) => Err(format!(
                 "the host spec is of kind {other:?}, which this agent does not run (is it an older clary binary than the server?)"
             )),
@@ -395,5 +405,107 @@ pub struct ModelServerSpec {
     pub token: String,
 }
 
+/// The variable that names the process a `clary model-server` must not outlive (a transform
+/// host's agent starts one as its child).
+pub const MODEL_SERVER_PARENT_ENV: &str = "CLARY_MODEL_SERVER_PARENT";
+
 /// The header that carries an endpoint instance's token from the router to its model server.
 pub const INSTANCE_TOKEN_HEADER: &str = "x-clary-instance-token";
+
+/// `TransformInput`, resolved: where the objects are and how to read them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TransformInputSpec {
+    pub bucket: String,
+    /// The S3 prefix, or the key of the manifest.
+    pub prefix: String,
+    /// `S3Prefix` or `ManifestFile`.
+    pub data_type: String,
+    /// Sent as the request's Content-Type.
+    pub content_type: Option<String>,
+    /// `CompressionType: Gzip`.
+    pub gzip: bool,
+    /// `None`, `Line` or `RecordIO`.
+    pub split: String,
+}
+
+/// `TransformOutput`, resolved.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TransformOutputSpec {
+    pub bucket: String,
+    pub prefix: String,
+    /// Sent as the request's Accept, and the output objects' content type.
+    pub accept: Option<String>,
+    /// `None` or `Line`.
+    pub assemble_with: String,
+}
+
+/// `DataCaptureConfig`: captured requests and answers go under `s3://bucket/prefix`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CaptureSpec {
+    pub bucket: String,
+    pub prefix: String,
+    pub generate_inference_id: bool,
+}
+
+/// Everything one host (instance) of a batch transform job needs: its share of the input
+/// objects, the model to serve them with, and where the answers go.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TransformHostSpec {
+    /// Always [`JobKind::TransformJob`]: a spec without `kind` is a training [`HostSpec`].
+    pub kind: JobKind,
+    pub job_name: String,
+    pub job_arn: String,
+    pub region: String,
+    pub current_host: String,
+    /// Every host of the job, in order: host `i` of `N` takes objects `i, i+N, …`.
+    pub hosts: Vec<String>,
+    pub instance_type: String,
+    /// The host's own directory (the model server's, scratch output files).
+    pub work_dir: PathBuf,
+    pub input: TransformInputSpec,
+    pub output: TransformOutputSpec,
+    /// `BatchStrategy`, `MaxPayloadInMB`, `MaxConcurrentTransforms` as asked; what is left out
+    /// comes from the model server's `GET /execution-parameters`.
+    pub batch_strategy: Option<String>,
+    pub max_payload_mb: Option<u64>,
+    pub max_concurrent_transforms: Option<u32>,
+    /// `ModelClientConfig` with SageMaker's defaults filled in.
+    pub invocations_timeout_secs: u64,
+    pub invocations_max_retries: u32,
+    /// `DataProcessing`.
+    pub input_filter: Option<String>,
+    pub output_filter: Option<String>,
+    pub join_input: bool,
+    pub capture: Option<CaptureSpec>,
+    /// The model server this host starts for the model (`port` and `token` are the host's
+    /// to choose).
+    pub model: ModelServerSpec,
+    pub stop_grace_secs: u64,
+    pub store_root: PathBuf,
+    /// `local` or `http`, as for training hosts.
+    pub object_access: String,
+    pub control_url: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// `<job>/<host>`.
+    pub log_stream: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_spec_is_read_by_its_kind() {
+        // A training spec (no kind) that is incomplete says what is missing, as before.
+        let e = AgentSpec::from_json(serde_json::json!({"job_name": "j"})).unwrap_err();
+        assert!(
+            e.starts_with("the training host spec is not valid: missing field"),
+            "{e}"
+        );
+        let e = AgentSpec::from_json(serde_json::json!({"kind": "TransformJob"})).unwrap_err();
+        assert!(e.starts_with("the transform host spec is not valid"), "{e}");
+        let e = AgentSpec::from_json(serde_json::json!({"kind": "painting"})).unwrap_err();
+        assert!(e.contains("of kind \"painting\""), "{e}");
+    }
+}

@@ -37,6 +37,18 @@ pub struct ServeConfig {
     /// When set, every request must carry it in `x-clary-instance-token`: an endpoint
     /// instance answers only its router.
     pub token: Option<String>,
+    /// What `GET /execution-parameters` recommends to a batch transform job: SageMaker's
+    /// batch variables when set (`SAGEMAKER_BATCH`), else this server's own capacity.
+    pub execution: ExecutionParameters,
+}
+
+/// The answer of `GET /execution-parameters`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionParameters {
+    pub max_concurrent_transforms: usize,
+    /// `MULTI_RECORD` or `SINGLE_RECORD`.
+    pub batch_strategy: String,
+    pub max_payload_in_mb: usize,
 }
 
 impl ServeConfig {
@@ -83,7 +95,11 @@ impl ServeConfig {
             workers,
             timeout: Duration::from_secs(timeout),
             startup_timeout: Duration::from_secs(num("SAGEMAKER_STARTUP_TIMEOUT").unwrap_or(600)),
-            max_payload: num("SAGEMAKER_MAX_PAYLOAD_IN_MB").unwrap_or(6) as usize * 1024 * 1024,
+            // 0 is a batch transform job's "no limit" (MaxPayloadInMB 0).
+            max_payload: match num("SAGEMAKER_MAX_PAYLOAD_IN_MB").unwrap_or(6) {
+                0 => usize::MAX,
+                mb => mb as usize * 1024 * 1024,
+            },
             queue_size: num("CLARY_MODEL_SERVER_QUEUE")
                 .map(|n| n.max(1) as usize)
                 .unwrap_or(100 * workers),
@@ -93,6 +109,15 @@ impl ServeConfig {
             legacy_handlers: false,
             extra_env: Vec::new(),
             token: None,
+            execution: ExecutionParameters {
+                max_concurrent_transforms: num("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS")
+                    .map(|n| n.max(1) as usize)
+                    .unwrap_or(workers),
+                batch_strategy: get("SAGEMAKER_BATCH_STRATEGY")
+                    .filter(|s| s == "SINGLE_RECORD" || s == "MULTI_RECORD")
+                    .unwrap_or_else(|| "MULTI_RECORD".into()),
+                max_payload_in_mb: num("SAGEMAKER_MAX_PAYLOAD_IN_MB").unwrap_or(6) as usize,
+            },
         }
     }
 }
@@ -125,5 +150,37 @@ mod tests {
         assert_eq!(d.bind.port(), 8080);
         assert_eq!(d.max_payload, 6 << 20);
         assert_eq!(d.timeout, Duration::from_secs(60));
+        assert_eq!(
+            d.execution,
+            ExecutionParameters {
+                max_concurrent_transforms: d.workers,
+                batch_strategy: "MULTI_RECORD".into(),
+                max_payload_in_mb: 6
+            }
+        );
+    }
+
+    #[test]
+    fn the_batch_variables_set_the_execution_parameters() {
+        let env = |k: &str| {
+            match k {
+                "SAGEMAKER_BATCH" => Some("true"),
+                "SAGEMAKER_BATCH_STRATEGY" => Some("SINGLE_RECORD"),
+                "SAGEMAKER_MAX_PAYLOAD_IN_MB" => Some("2"),
+                "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS" => Some("4"),
+                _ => None,
+            }
+            .map(str::to_string)
+        };
+        let c = ServeConfig::from_lookup("/m".into(), "py".into(), "s".into(), "r".into(), env);
+        assert_eq!(
+            c.execution,
+            ExecutionParameters {
+                max_concurrent_transforms: 4,
+                batch_strategy: "SINGLE_RECORD".into(),
+                max_payload_in_mb: 2
+            }
+        );
+        assert_eq!(c.max_payload, 2 << 20);
     }
 }

@@ -21,6 +21,10 @@ pub struct RequestItem {
     /// `X-Amzn-SageMaker-Custom-Attributes`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
+    /// A CSV body already read ([`crate::csv::numbers`]): the body is its values as
+    /// little-endian f64, in this shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<Vec<usize>>,
 }
 
 /// One answer of a batch.
@@ -125,12 +129,14 @@ mod tests {
                 ct: Some("application/x-npy".into()),
                 accept: None,
                 ca: Some("trace=1".into()),
+                shape: None,
             },
             RequestItem {
                 len: small.len(),
                 ct: Some("application/json".into()),
                 accept: Some("text/csv".into()),
                 ca: None,
+                shape: Some(vec![1, 2]),
             },
         ];
         write_batch(&mut a, &items, &[&big, &small]).await.unwrap();

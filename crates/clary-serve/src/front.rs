@@ -85,9 +85,9 @@ impl Front {
                 StatusCode::OK,
                 "application/json",
                 serde_json::json!({
-                    "MaxConcurrentTransforms": self.config.workers,
-                    "BatchStrategy": "MULTI_RECORD",
-                    "MaxPayloadInMB": self.config.max_payload / (1024 * 1024),
+                    "MaxConcurrentTransforms": self.config.execution.max_concurrent_transforms,
+                    "BatchStrategy": self.config.execution.batch_strategy,
+                    "MaxPayloadInMB": self.config.execution.max_payload_in_mb,
                 })
                 .to_string(),
             ),

@@ -75,6 +75,7 @@ pub async fn run(launch: Launch) -> Result<(), ServeError> {
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
+            () = parent_gone() => eprintln!("clary model-server: the process that started it is gone"),
         }
         eprintln!("clary model-server: stopping (finishing requests in flight)");
     };
@@ -96,6 +97,21 @@ pub async fn run(launch: Launch) -> Result<(), ServeError> {
         }
     })
     .await
+}
+
+/// Resolves when the process named by `CLARY_MODEL_SERVER_PARENT` (a transform host's agent)
+/// is no longer this process's parent: an agent killed outright leaves no model server behind.
+/// Never resolves without the variable.
+async fn parent_gone() {
+    let Some(parent) = std::env::var(clary_exec::protocol::MODEL_SERVER_PARENT_ENV)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return std::future::pending().await;
+    };
+    while nix::unistd::getppid().as_raw() == parent {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// Where a node's model server tells the control plane it listens.

@@ -5,6 +5,7 @@
 
 pub mod config;
 mod control;
+pub mod csv;
 pub mod frame;
 pub mod front;
 pub mod host;

@@ -216,6 +216,8 @@ struct Worker {
     child: Child,
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
+    /// Every handler is a default: CSV bodies are read here ([`crate::csv`]).
+    fused: bool,
 }
 
 impl Worker {
@@ -302,6 +304,7 @@ impl Worker {
                     child,
                     reader,
                     writer,
+                    fused: h.fused,
                 })
             }
             Ok(h) => Err(StartError::Load(
@@ -349,16 +352,27 @@ impl Worker {
             if batch.is_empty() {
                 continue;
             }
-            let items: Vec<RequestItem> = batch
+            let (items, bodies): (Vec<RequestItem>, Vec<Bytes>) = batch
                 .iter()
-                .map(|j| RequestItem {
-                    len: j.inv.body.len(),
-                    ct: j.inv.content_type.clone(),
-                    accept: j.inv.accept.clone(),
-                    ca: j.inv.custom_attributes.clone(),
+                .map(|j| {
+                    let read = (self.fused && j.inv.content_type.as_deref() == Some("text/csv"))
+                        .then(|| crate::csv::numbers(&j.inv.body))
+                        .flatten();
+                    let (shape, body) = match read {
+                        Some((shape, values)) => (Some(shape), Bytes::from(values)),
+                        None => (None, j.inv.body.clone()),
+                    };
+                    let item = RequestItem {
+                        len: body.len(),
+                        ct: j.inv.content_type.clone(),
+                        accept: j.inv.accept.clone(),
+                        ca: j.inv.custom_attributes.clone(),
+                        shape,
+                    };
+                    (item, body)
                 })
-                .collect();
-            let bodies: Vec<&Bytes> = batch.iter().map(|j| &j.inv.body).collect();
+                .unzip();
+            let bodies: Vec<&Bytes> = bodies.iter().collect();
             let exchange = async {
                 frame::write_batch(&mut self.writer, &items, &bodies).await?;
                 frame::read_batch(&mut self.reader).await

@@ -8,6 +8,7 @@ mod runtimes_cli;
 mod server;
 mod settings;
 mod train;
+mod transform_cli;
 mod tuning_cli;
 
 use anyhow::{Context, Result};
@@ -46,6 +47,14 @@ enum Command {
         client: ClientArgs,
         #[command(flatten)]
         args: train::TrainArgs,
+    },
+    /// Run a model over S3 objects with a batch transform job (like `Transformer.transform`),
+    /// with a progress bar until it ends.
+    Transform {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: transform_cli::TransformArgs,
     },
     /// List, describe or stop training jobs.
     Jobs {
@@ -261,6 +270,9 @@ async fn run(command: Command) -> Result<()> {
             endpoint_url,
         } => env(data_dir, endpoint_url),
         Command::Train { client, args } => train::run(&Client::from_env(&client)?, args).await,
+        Command::Transform { client, args } => {
+            transform_cli::run(&Client::from_env(&client)?, args).await
+        }
         Command::Jobs { client, command } => jobs(&Client::from_env(&client)?, command).await,
         Command::Tuning { client, command } => {
             tuning_cli::run(&Client::from_env(&client)?, command).await

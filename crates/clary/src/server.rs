@@ -237,6 +237,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     tokio::spawn(control.processing.clone().run_scheduler());
     tokio::spawn(control.hosting.clone().run());
     tokio::spawn(control.endpoint_metrics.clone().run());
+    tokio::spawn(control.transform.clone().run_scheduler());
     control
         .tuning
         .set_trial_echo(clary_api::tuning_api::trial_echo);

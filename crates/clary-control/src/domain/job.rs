@@ -185,16 +185,18 @@ pub struct JobWords {
 pub enum Kind {
     TrainingJob,
     ProcessingJob,
+    TransformJob,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::TrainingJob, Kind::ProcessingJob];
+    pub const ALL: [Kind; 3] = [Kind::TrainingJob, Kind::ProcessingJob, Kind::TransformJob];
 
     /// As the agents' API and stored credentials name it (`TrainingJob`).
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::TrainingJob => "TrainingJob",
             Kind::ProcessingJob => "ProcessingJob",
+            Kind::TransformJob => "TransformJob",
         }
     }
 
@@ -207,6 +209,7 @@ impl Kind {
         match self {
             Kind::TrainingJob => "training-job",
             Kind::ProcessingJob => "processing-job",
+            Kind::TransformJob => "transform-job",
         }
     }
 
@@ -215,6 +218,7 @@ impl Kind {
         match self {
             Kind::TrainingJob => "/aws/sagemaker/TrainingJobs",
             Kind::ProcessingJob => "/aws/sagemaker/ProcessingJobs",
+            Kind::TransformJob => "/aws/sagemaker/TransformJobs",
         }
     }
 
@@ -223,6 +227,7 @@ impl Kind {
         match self {
             Kind::TrainingJob => "jobs",
             Kind::ProcessingJob => "processing-jobs",
+            Kind::TransformJob => "transform-jobs",
         }
     }
 
@@ -237,6 +242,11 @@ impl Kind {
                 noun: "Processing job",
                 script: "processing container's command",
                 preparing: "Preparing the instances for processing",
+            },
+            Kind::TransformJob => JobWords {
+                noun: "Transform job",
+                script: "model server",
+                preparing: "Preparing the instances for batch transform",
             },
         }
     }

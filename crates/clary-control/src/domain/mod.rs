@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod processing;
 pub mod profiler;
 pub mod training;
+pub mod transform;
 pub mod tuning;
 pub mod tuning_job;

@@ -204,6 +204,7 @@ fn wire_kind(kind: crate::domain::job::Kind) -> WireKind {
     match kind {
         crate::domain::job::Kind::TrainingJob => WireKind::TrainingJob,
         crate::domain::job::Kind::ProcessingJob => WireKind::ProcessingJob,
+        crate::domain::job::Kind::TransformJob => WireKind::TransformJob,
     }
 }
 

@@ -39,6 +39,7 @@ fn kind_prefix(kind: JobKind) -> &'static str {
     match kind {
         JobKind::TrainingJob => "",
         JobKind::ProcessingJob => "processing-",
+        JobKind::TransformJob => "transform-",
     }
 }
 const INSTANCE_PREFIX: &str = "clary-ep-";
