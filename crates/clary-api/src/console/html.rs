@@ -101,7 +101,7 @@ pub fn page(title: &str, section: Option<Section>, csrf: Option<&str>, body: &st
     }
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · Clary</title>\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><link rel=\"icon\" href=\"data:,\">\
 <link rel=\"stylesheet\" href=\"{base}assets/uPlot.min.css\"><link rel=\"stylesheet\" href=\"{base}assets/console.css\">\
 <script src=\"{base}assets/uPlot.iife.min.js\" defer></script><script src=\"{base}assets/console.js\" defer></script></head>\
 <body><header><a class=\"brand\" href=\"{base}\">Clary</a>{nav}</header><main>{body}</main></body></html>",

@@ -194,7 +194,9 @@ pub async fn dispatch(
 }
 
 /// The headers every console answer carries: nothing runs but the console's own scripts,
-/// nothing frames it, no address (a one-time link) leaks as a referrer, nothing is cached.
+/// nothing frames it, no address (a one-time link) leaks as a referrer to another site,
+/// nothing is cached. (`no-referrer` would make the browser post `Origin: null`, which the
+/// CSRF check refuses.)
 fn secure(mut resp: Response<Body>) -> Response<Body> {
     let h = resp.headers_mut();
     h.insert(
@@ -209,7 +211,7 @@ fn secure(mut resp: Response<Body>) -> Response<Body> {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !h.contains_key(header::CACHE_CONTROL) {

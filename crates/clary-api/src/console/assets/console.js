@@ -38,8 +38,10 @@
     return { box: box, el: plot };
   }
 
+  // Two charts side by side where the page is wide enough.
   function width(el) {
-    return Math.max(320, Math.min(640, (el.parentNode.clientWidth || 640) - 8));
+    var row = el.parentNode.parentNode.clientWidth || 1100;
+    return Math.max(320, Math.min(560, Math.floor(row / 2) - 24));
   }
 
   // A line chart of time series, one per label (a host, a variant).
