@@ -151,8 +151,11 @@ fn refused() -> Response<Body> {
 
 // ---------------------------------------------------------------- listings
 
+/// Renders a listing's rows.
+type Rows = Box<dyn Fn(&ApiState) -> Result<String, ConsoleError> + Send>;
+
 struct ListFeed {
-    render: Box<dyn Fn(&ApiState) -> Result<String, ConsoleError> + Send>,
+    render: Rows,
     last: String,
 }
 
@@ -183,7 +186,7 @@ pub fn list(
         .and_then(|p| p.parse::<u64>().ok())
         .unwrap_or(1)
         .clamp(1, 1_000_000);
-    let render: Box<dyn Fn(&ApiState) -> Result<String, ConsoleError> + Send> = match which {
+    let render: Rows = match which {
         "training-jobs" => {
             let f = TrainingFilter::of(&req.query);
             Box::new(move |s| pages::training_rows(s, &f))

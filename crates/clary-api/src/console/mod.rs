@@ -146,7 +146,7 @@ pub async fn dispatch(
     let Some(session) = state.console.session_of(&req.headers) else {
         // A page redirects to the sign-in form; anything else gets a bare 401. Neither says
         // anything of what exists.
-        return if get && !seg.last().is_some_and(|s| *s == "events") {
+        return if get && seg.last().is_none_or(|s| *s != "events") {
             redirect(&format!("{BASE}sign-in"))
         } else {
             plain(StatusCode::UNAUTHORIZED, "sign in to the console first")
