@@ -261,3 +261,26 @@ def test_an_endpoints_page_shows_its_instances_and_deletes_it(browser, server, s
     while time.time() < deadline and any(e["EndpointName"] == name for e in sm.list_endpoints(MaxResults=100)["Endpoints"]):
         time.sleep(0.25)
     assert not any(e["EndpointName"] == name for e in sm.list_endpoints(MaxResults=100)["Endpoints"])
+
+
+def test_a_tuning_jobs_page_ranks_trials_and_charts_the_objective(browser, server, sm, s3, bucket):
+    from test_tuning import SCRIPT as TUNE, tuning_request, wait_tuning
+    sign_in(browser, server)
+    name = unique("console-tune")[:32]
+    source = upload_code(s3, bucket, unique("console-tune-code"), {"tune.py": TUNE})
+    sm.create_hyper_parameter_tuning_job(**tuning_request(name, bucket, source, max_jobs=3, parallel=3, seed=3))
+    browser.get(server.url + BASE + "tuning-jobs/" + name)
+    wait(browser, lambda d: "Completed" in d.find_element(By.CSS_SELECTOR, "#status [data-status]").text, 180,
+         "the tuning job completing live")
+    d = wait_tuning(sm, name)
+    wait(browser, lambda d: css(d, 'figure[data-chart="objective-over-time"]')
+         and css(d, 'figure[data-chart="objective-over-time"]').get_attribute("data-points") == "3", 15,
+         "the objective chart's three points")
+    for p in ("lr", "layers", "act"):
+        assert css(browser, 'figure[data-chart="param-%s"] canvas' % p), p
+    rows = browser.find_elements(By.CSS_SELECTOR, "#trials tbody tr")
+    assert len(rows) == 3
+    # Best first: the first row is the tuning job's best trial.
+    best = d["BestTrainingJob"]["TrainingJobName"]
+    assert best in rows[0].text and browser.find_element(By.ID, "best-trial").text == best
+    shot(browser, "tuning")

@@ -10,7 +10,7 @@ use clary_control::domain::endpoint::{Endpoint, EndpointStatus, Instance};
 use clary_control::domain::hosting::ListHostingResources;
 use clary_control::domain::job::{JobStatus, ListJobs, SortBy};
 use clary_control::domain::training::TrainingJob;
-use clary_control::domain::tuning::{ObjectiveType, ParameterRange};
+use clary_control::domain::tuning::{ObjectiveType, ParameterRange, Scaling};
 use clary_control::domain::tuning_job::{Trial, TuningJob, TuningStatus};
 use http::{Response, StatusCode};
 use std::fmt::Write;
@@ -651,7 +651,18 @@ pub fn tuning_chart_data(job: &TuningJob, views: &[TrialView]) -> serde_json::Va
                     Some([x, v.objective?])
                 })
                 .collect();
-            serde_json::json!({"name": r.name(), "categories": categories, "points": points})
+            // A logarithmic range is searched (and best read) on a log axis.
+            let log = matches!(
+                r,
+                ParameterRange::Continuous {
+                    scaling: Scaling::Logarithmic,
+                    ..
+                } | ParameterRange::Integer {
+                    scaling: Scaling::Logarithmic,
+                    ..
+                }
+            );
+            serde_json::json!({"name": r.name(), "categories": categories, "points": points, "log": log})
         })
         .collect();
     serde_json::json!({

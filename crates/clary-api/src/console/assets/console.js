@@ -93,7 +93,7 @@
   }
 
   // A scatter of points [x, y]: no lines, x categorical when `categories` name them.
-  function scatter(parentId, name, title, points, categories, time) {
+  function scatter(parentId, name, title, points, categories, time, log) {
     var c = charts[parentId + "/" + name];
     if (!c) {
       var b = chartBox(parentId, name, title);
@@ -110,7 +110,7 @@
     }
     c.plot = new uPlot({
       width: width(c.el), height: 220,
-      scales: { x: { time: !!time } },
+      scales: { x: log ? { time: false, distr: 3 } : { time: !!time } },
       axes: [xAxis, {}],
       series: [{}, { label: title, stroke: palette[0], paths: function () { return null; }, points: { show: true, size: 8, fill: palette[0] } }]
     }, data, c.el);
@@ -119,7 +119,7 @@
   function tuning(d) {
     scatter("tuning-charts", "objective-over-time", d.objective + " over time", d.overTime, null, true);
     d.params.forEach(function (p) {
-      scatter("tuning-charts", "param-" + p.name, d.objective + " by " + p.name, p.points, p.categories, false);
+      scatter("tuning-charts", "param-" + p.name, d.objective + " by " + p.name, p.points, p.categories, false, p.log);
     });
   }
 
