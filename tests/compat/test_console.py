@@ -149,6 +149,12 @@ def test_sign_in_then_a_job_appears_runs_and_finishes_live(browser, server, sm, 
     wait(browser, lambda d: css(d, 'tr[data-job="%s"]' % name), 15, "the new job's row")
     assert browser.execute_script("return window.__sameDocument") == marker, "the page reloaded"
     shot(browser, "jobs-list")
+    # Search and filter (pages are read from SQL with the same filters).
+    search = browser.find_element(By.ID, "search")
+    search.send_keys(name)
+    search.submit()
+    wait(browser, lambda d: "q=" in d.current_url, 10, "the search")
+    assert [r.get_attribute("data-job") for r in browser.find_elements(By.CSS_SELECTOR, "#rows tr[data-job]")] == [name]
 
     browser.find_element(By.LINK_TEXT, name).click()
     wait_secondary(sm, name, "Training", timeout=120)
@@ -250,6 +256,7 @@ def test_an_endpoints_page_shows_its_instances_and_deletes_it(browser, server, s
     assert "AllTraffic" in browser.find_element(By.ID, "variants").text
     for _ in range(5):
         rt.invoke_endpoint(EndpointName=name, ContentType="application/json", Body="[1, 2]")
+    wait(browser, lambda d: "model loaded" in d.find_element(By.ID, "logs").text, 30, "the endpoint's log")
     shot(browser, "endpoint")
     browser.find_element(By.ID, "delete").click()
     alert = browser.switch_to.alert
@@ -273,6 +280,8 @@ def test_a_tuning_jobs_page_ranks_trials_and_charts_the_objective(browser, serve
     wait(browser, lambda d: "Completed" in d.find_element(By.CSS_SELECTOR, "#status [data-status]").text, 180,
          "the tuning job completing live")
     d = wait_tuning(sm, name)
+    # Once its stream has ended the page no longer changes under the reads below.
+    wait(browser, lambda d: d.find_element(By.ID, "live").get_attribute("data-state") == "ended", 15, "the stream ending")
     wait(browser, lambda d: css(d, 'figure[data-chart="objective-over-time"]')
          and css(d, 'figure[data-chart="objective-over-time"]').get_attribute("data-points") == "3", 15,
          "the objective chart's three points")

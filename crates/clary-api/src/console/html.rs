@@ -46,6 +46,15 @@ pub fn duration(secs: f64) -> String {
     }
 }
 
+/// How long something took; while it runs, a span the browser counts up from `start` (so the
+/// fragment holding it does not change every second).
+pub fn elapsed(start: f64, end: Option<f64>) -> String {
+    match end {
+        Some(end) => duration(end - start),
+        None => format!("<span data-since=\"{start:.3}\">…</span>"),
+    }
+}
+
 /// A status as a badge; the class is derived from a fixed set of status words.
 pub fn badge(status: &str) -> String {
     let class = match status {

@@ -194,17 +194,15 @@ impl TrainingFilter {
 /// event stream sends when it changes. One SQL query, `PAGE_SIZE` rows.
 pub fn training_rows(state: &ApiState, f: &TrainingFilter) -> Result<String, ConsoleError> {
     let page = state.control.training.list(&f.query())?;
-    let now = clary_control::now_secs();
     let mut rows = String::new();
     for j in &page.items {
-        let took = j.end_time.unwrap_or(now) - j.creation_time;
         let _ = write!(
             rows,
             "<tr data-job=\"{n}\"><td><a href=\"{BASE}training-jobs/{u}\">{n}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             badge(j.status.as_str()),
             esc(j.secondary.as_str()),
             time(j.creation_time),
-            html::duration(took),
+            html::elapsed(j.creation_time, j.end_time),
             n = esc(&j.name),
             u = url_part(&j.name),
         );
@@ -278,7 +276,6 @@ fn live_page(title: &str, section: Section, csrf: &str, feed: &str, body: &str) 
 /// stop button.
 pub fn training_status(job: &TrainingJob, csrf: &str) -> String {
     let s = &job.state;
-    let now = clary_control::now_secs();
     let mut out = String::from("<div class=\"status-line\">");
     let _ = write!(
         out,
@@ -302,12 +299,16 @@ pub fn training_status(job: &TrainingJob, csrf: &str) -> String {
     }
     // The timeline: one segment per secondary-status transition, sized by its duration.
     out.push_str("<div class=\"timeline\" id=\"timeline\">");
+    // The open stage's width grows in the browser (from its start), so this fragment stays the
+    // same, and is not sent again, while nothing changes.
     for t in &s.transitions {
-        let secs = t.end_time.unwrap_or(now) - t.start_time;
+        let size = match t.end_time {
+            Some(end) => format!("data-secs=\"{:.3}\"", (end - t.start_time).max(0.5)),
+            None => format!("data-start=\"{:.3}\"", t.start_time),
+        };
         let _ = write!(
             out,
-            "<span class=\"seg s-{st}\" data-secs=\"{:.3}\" title=\"{st}: {}\">{st}</span>",
-            secs.max(0.5),
+            "<span class=\"seg s-{st}\" {size} title=\"{st}: {}\">{st}</span>",
             esc(&t.status_message),
             st = esc(t.status.as_str()),
         );
@@ -320,12 +321,11 @@ pub fn training_status(job: &TrainingJob, csrf: &str) -> String {
             esc(t.status.as_str()),
             time(t.start_time),
             opt_time(t.end_time),
-            html::duration(t.end_time.unwrap_or(now) - t.start_time),
+            html::elapsed(t.start_time, t.end_time),
             esc(&t.status_message)
         );
     }
     out.push_str("</tbody></table>");
-    let took = s.end_time.unwrap_or(now) - s.start_time.unwrap_or(s.creation_time);
     let artifacts = s
         .artifacts
         .as_deref()
@@ -335,7 +335,10 @@ pub fn training_status(job: &TrainingJob, csrf: &str) -> String {
         ("Created", time(s.creation_time)),
         ("Started", opt_time(s.start_time)),
         ("Ended", opt_time(s.end_time)),
-        ("Duration", html::duration(took)),
+        (
+            "Duration",
+            html::elapsed(s.start_time.unwrap_or(s.creation_time), s.end_time),
+        ),
         ("Model artifacts", artifacts),
         (
             "Hosts",

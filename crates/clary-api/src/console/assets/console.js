@@ -13,12 +13,27 @@
     }
   }, true);
 
-  // Timeline segments are sized by their duration (style attributes are barred by the CSP).
+  function duration(secs) {
+    var s = Math.max(0, Math.floor(secs)), h = Math.floor(s / 3600), m = Math.floor(s / 60) % 60;
+    s = s % 60;
+    var pad = function (n) { return (n < 10 ? "0" : "") + n; };
+    if (h) { return h + "h " + pad(m) + "m " + pad(s) + "s"; }
+    if (m) { return m + "m " + pad(s) + "s"; }
+    return s + "s";
+  }
+
+  // Timeline segments are sized by their duration (style attributes are barred by the CSP);
+  // the open stage, and every running duration, counts up here rather than on the server.
   function sizeTimelines() {
+    var now = Date.now() / 1000;
     document.querySelectorAll(".timeline .seg").forEach(function (s) {
-      s.style.flexGrow = s.dataset.secs;
+      s.style.flexGrow = s.dataset.secs || String(Math.max(0.5, now - Number(s.dataset.start)));
+    });
+    document.querySelectorAll("[data-since]").forEach(function (el) {
+      el.textContent = duration(now - Number(el.dataset.since));
     });
   }
+  setInterval(sizeTimelines, 1000);
 
   // ------------------------------------------------------------ charts
   var charts = {};
