@@ -30,6 +30,17 @@ if [ ! -x "$V1_VENV/bin/python" ] || ! cmp -s tests/requirements-sdk-v1.txt "$st
 fi
 export CLARY_SDK_V1_PYTHON="$V1_VENV/bin/python"
 
+V3_VENV=${CLARY_SDK_V3_VENV:-$CACHE/clary-sdk3-venv}
+echo "== SageMaker SDK v3 environment ($V3_VENV)"
+stamp="$V3_VENV/.clary-requirements"
+if [ ! -x "$V3_VENV/bin/python" ] || ! cmp -s tests/requirements-sdk-v3.txt "$stamp"; then
+  "$PYTHON" -m venv "$V3_VENV"
+  "$V3_VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$V3_VENV/bin/python" -m pip install --quiet -r tests/requirements-sdk-v3.txt
+  cp tests/requirements-sdk-v3.txt "$stamp"
+fi
+export CLARY_SDK_V3_PYTHON="$V3_VENV/bin/python"
+
 # Headless Chromium and its driver from Debian, for the console's browser tests
 # (tests/compat/test_console.py); where they cannot be installed, those tests skip and say why.
 echo "== browser (Debian's chromium and chromium-driver)"

@@ -20,6 +20,7 @@ OPERATIONS = [
     "AddTags", "ListTags", "DeleteTags", "ListMonitoringSchedules",
     "CreateHyperParameterTuningJob", "DescribeHyperParameterTuningJob", "ListHyperParameterTuningJobs",
     "ListTrainingJobsForHyperParameterTuningJob", "StopHyperParameterTuningJob",
+    "CreateProcessingJob", "DescribeProcessingJob", "ListProcessingJobs", "StopProcessingJob",
 ]
 
 

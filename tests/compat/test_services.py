@@ -114,3 +114,21 @@ def test_cli_train_wait_then_jobs_and_logs(server, tmp_path):
     assert "final test accuracy" in logs
     bad = subprocess.run([CLARY, "jobs", "describe", "no-such-job"], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "ValidationException" in bad.stderr
+
+
+def test_cli_uses_the_account_of_the_server_it_talks_to(server, tmp_path):
+    """`clary train` without --bucket takes the default bucket of the server it is pointed at,
+    not of whatever data dir (and identity.json) is local."""
+    env = dict(os.environ)
+    env.update(server.env())
+    env["CLARY_DATA_DIR"] = str(tmp_path / "another-data-dir")  # another identity, another account
+    script = tmp_path / "train.py"
+    script.write_text("print('trained against the right server')\n")
+    job = unique("cli-account")
+    out = subprocess.run([CLARY, "train", str(script), "--job-name", job, "--wait"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    account = server.client("sts").get_caller_identity()["Account"]
+    assert "Model artifacts: s3://sagemaker-us-east-1-%s/" % account in out.stdout, out.stdout
+    d = server.client("sagemaker").describe_training_job(TrainingJobName=job)
+    assert d["RoleArn"] == "arn:aws:iam::%s:role/SageMakerRole" % account

@@ -231,3 +231,29 @@ def test_endpoint_on_slurm_answers_and_a_lost_instance_is_replaced(clients, clus
             break
         time.sleep(0.5)
     assert "endpoint instance " + name not in status
+
+
+def test_a_processing_job_runs_one_agent_per_node(clients):
+    """Processing on two nodes: each agent fetches its processing spec by its kind, reads its
+    sharded input and writes its output over the S3 API, and is told its host."""
+    from test_processing import create_job, proc_lines, wait_processing
+    sm, s3, logs, bucket = clients
+    name = unique("slurm-proc")
+    for i in range(2):
+        s3.put_object(Bucket=bucket, Key="%s/data/part-%d.csv" % (name, i), Body=b"1,2\n")
+    with open(os.path.join(os.path.dirname(__file__), "sdk", "processing", "prep.py"), "rb") as f:
+        s3.put_object(Bucket=bucket, Key="%s/code/prep.py" % name, Body=f.read())
+    create_job(sm, s3, bucket, name, ["--mode", "none"],
+               ProcessingResources={"ClusterConfig": {"InstanceCount": 2, "InstanceType": "ml.c5.xlarge", "VolumeSizeInGB": 5}},
+               ProcessingInputs=[
+                   {"InputName": "code", "S3Input": {"S3Uri": "s3://%s/%s/code/" % (bucket, name),
+                                                     "LocalPath": "/opt/ml/processing/input/code", "S3DataType": "S3Prefix"}},
+                   {"InputName": "data", "S3Input": {"S3Uri": "s3://%s/%s/data/" % (bucket, name),
+                                                     "LocalPath": "/opt/ml/processing/input/data", "S3DataType": "S3Prefix",
+                                                     "S3DataDistributionType": "ShardedByS3Key"}}])
+    d = wait_processing(sm, name, timeout=300)
+    assert d["ProcessingJobStatus"] == "Completed", d.get("FailureReason")
+    seen = {p["resourceconfig"]["current_host"]: p for p in proc_lines(logs, name)}
+    assert sorted(seen) == ["algo-1", "algo-2"]
+    assert seen["algo-1"]["inputs"]["data"] == ["part-0.csv"]
+    assert seen["algo-2"]["inputs"]["data"] == ["part-1.csv"]

@@ -121,6 +121,12 @@ impl Synced {
     }
 }
 
+/// Uploads every file under `dir.local_path` to its prefix now (an `EndOfJob` output);
+/// returns how many.
+pub fn upload_dir(store: &Objects, dir: &CheckpointSpec) -> Result<usize, String> {
+    Synced::default().scan(store, dir, true)
+}
+
 /// The running uploader of one host's checkpoints.
 pub struct CheckpointSync {
     stop: watch::Sender<bool>,

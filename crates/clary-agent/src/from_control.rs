@@ -3,7 +3,7 @@
 //! node-local directories, the nodes' own addresses, and objects over HTTP.
 
 use crate::reporter::Reporter;
-use clary_exec::protocol::HostSpec;
+use clary_exec::protocol::{AgentSpec, HostSpec, ProcessingHostSpec};
 use clary_exec::slurm::{SlurmExecutor, node_job_dir};
 use std::path::{Path, PathBuf};
 
@@ -41,20 +41,38 @@ pub fn localize(mut spec: HostSpec, node: &NodeIdentity, node_dir: &Path) -> Hos
     let dir = node_job_dir(node_dir, &spec.job_name, &spec.current_host);
     spec.base_dir = dir.join("opt_ml");
     spec.python_shims = dir.join("python");
-    // Host `algo-i` is node `i-1`.
-    let by_node: Option<Vec<String>> = spec
-        .hosts
+    if let Some(addresses) = node_addresses(&spec.hosts, node) {
+        spec.addresses = addresses;
+    }
+    spec.object_access = "http".into();
+    spec
+}
+
+/// [`localize`] for a processing host.
+pub fn localize_processing(
+    mut spec: ProcessingHostSpec,
+    node: &NodeIdentity,
+    node_dir: &Path,
+) -> ProcessingHostSpec {
+    let dir = node_job_dir(node_dir, &spec.job_name, &spec.current_host);
+    spec.base_dir = dir.join("opt_ml");
+    spec.python_shims = dir.join("python");
+    if let Some(addresses) = node_addresses(&spec.hosts, node) {
+        spec.addresses = addresses;
+    }
+    spec.object_access = "http".into();
+    spec
+}
+
+/// Host `algo-i` is node `i-1`.
+fn node_addresses(hosts: &[String], node: &NodeIdentity) -> Option<Vec<String>> {
+    hosts
         .iter()
         .map(|h| {
             let i: usize = h.strip_prefix("algo-")?.parse().ok()?;
             node.addresses.get(i.checked_sub(1)?).cloned()
         })
-        .collect();
-    if let Some(addresses) = by_node {
-        spec.addresses = addresses;
-    }
-    spec.object_access = "http".into();
-    spec
+        .collect()
 }
 
 /// Runs this node's host of `job`; `write_shims` puts the Python helpers in a directory.
@@ -85,7 +103,10 @@ pub async fn run(
     };
     let reporter = Reporter::new(control_url, &access, &secret, region, job).for_kind(kind);
     let spec = match reporter.host_spec(&node.host).await {
-        Ok(s) => localize(s, &node, &node_dir),
+        Ok(AgentSpec::Training(s)) => AgentSpec::Training(Box::new(localize(*s, &node, &node_dir))),
+        Ok(AgentSpec::Processing(s)) => {
+            AgentSpec::Processing(Box::new(localize_processing(*s, &node, &node_dir)))
+        }
         Err(e) => {
             eprintln!(
                 "clary agent: fetching the spec of {} of {job}: {e}",
@@ -94,14 +115,18 @@ pub async fn run(
             return 1;
         }
     };
-    if let Err(e) = write_shims(&spec.python_shims) {
+    let shims = match &spec {
+        AgentSpec::Training(s) => s.python_shims.clone(),
+        AgentSpec::Processing(s) => s.python_shims.clone(),
+    };
+    if let Err(e) = write_shims(&shims) {
         eprintln!(
             "clary agent: writing the Python helpers to {}: {e}",
-            spec.python_shims.display()
+            shims.display()
         );
         return 1;
     }
-    crate::run_host(spec).await
+    crate::run_agent(spec).await
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! One host's run of a training job: stage, install, run the script, package, report.
 
 use crate::checkpoints::{self, CheckpointSync};
+use crate::container_command;
 use crate::contract::{Layout, TrainingContract, check_channel_name};
 use crate::input_overlay::{self, InputOverlay};
 use crate::job_log::JobLog;
@@ -9,9 +10,9 @@ use crate::objects::{self, Objects};
 use crate::parameter_server::{PsLayout, PsProcesses};
 use crate::pipe;
 use crate::reporter::Reporter;
-use crate::runner::{EntryPoint, RunContext, RunEnd, run_user_process};
+use crate::runner::{EntryPoint, RunContext, RunEnd, RunLimits, run_user_process};
 use crate::staging;
-use clary_exec::protocol::{HostSpec, Outcome, ResultReport};
+use clary_exec::protocol::{ContainerCommand, HostSpec, Outcome, ResultReport};
 use clary_exec::runtimes::Runtimes;
 use clary_store::LocalStore;
 use std::collections::BTreeMap;
@@ -137,6 +138,27 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
             );
         }
     };
+    // A job's own command uses /opt/ml as written, so it runs only where the host's directory
+    // can be bound there; script mode gets it where possible (for scripts with hard-coded
+    // /opt/ml paths) and otherwise finds its files through SM_* and SAGEMAKER_BASE_DIR.
+    match identity.bind_opt_ml(&layout.base) {
+        Ok(()) => log.info(&format!(
+            "The job's processes see this host's directory at /opt/ml (a private mount namespace): {}",
+            layout.base.display()
+        )),
+        Err(why) if spec.container.is_some() => {
+            return failed(
+                spec,
+                format!(
+                    "ClientError: this job runs its own ContainerEntrypoint, which finds its files under /opt/ml as on SageMaker, and this host cannot put them there: {why}"
+                ),
+            );
+        }
+        Err(why) => log.info(&format!(
+            "The job finds its files through the SM_* variables and SAGEMAKER_BASE_DIR ({}); /opt/ml itself is not this host's: {why}",
+            layout.base.display()
+        )),
+    }
     // The runtime (built once, with its progress in this job's log) and the data, in parallel.
     let python = {
         let runtimes = Runtimes::new(spec.runtimes_dir.clone());
@@ -197,6 +219,33 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
     if spec.device == "gpu" && contract.num_gpus == 0 {
         log.info("The job asked for a GPU image, but this host has no GPU: it runs on CPU MXNet (SM_NUM_GPUS=0)");
     }
+    if let Some(command) = &spec.container {
+        // The toolkit does not run: no code from sagemaker_submit_directory, no
+        // requirements.txt, no parameter server; the command does what it needs itself.
+        let venv = layout.base.join(".clary-venv");
+        let python = {
+            let (python, venv) = (python.clone(), venv.clone());
+            match blocking(move || container_command::prepare_python(&python, &venv)).await {
+                Ok(p) => p,
+                Err(e) => {
+                    return failed(
+                        spec,
+                        format!("InternalServerError: preparing the job's Python environment: {e}"),
+                    );
+                }
+            }
+        };
+        let mut env = build_env(spec, &contract, &python);
+        env.insert(
+            "CLARY_HOSTS_FILE".into(),
+            identity.hosts_file.display().to_string(),
+        );
+        let run = UserProcess::Container { command };
+        return run_and_report(
+            spec, store, reporter, log, &identity, &layout, None, &env, run,
+        )
+        .await;
+    }
     let code = {
         let (store, module_dir, code, log) = (
             store.clone(),
@@ -245,6 +294,43 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
         }
         env.extend(ps_layout.role_env("worker"));
     }
+    let run = UserProcess::Toolkit {
+        entry: &entry,
+        python: &python,
+        args: &args,
+    };
+    run_and_report(
+        spec, store, reporter, log, &identity, &layout, ps, &env, run,
+    )
+    .await
+}
+
+/// What runs as the job's user process.
+enum UserProcess<'a> {
+    /// The toolkit's way: the entry point with the hyperparameter arguments.
+    Toolkit {
+        entry: &'a EntryPoint,
+        python: &'a Path,
+        args: &'a [String],
+    },
+    /// The job's own `ContainerEntrypoint` and `ContainerArguments`.
+    Container { command: &'a ContainerCommand },
+}
+
+/// Runs the user's process with what goes along with it (checkpoint sync, the system monitor,
+/// the parameter server's supervision), then uploads what it left and shapes the result.
+#[allow(clippy::too_many_arguments)]
+async fn run_and_report(
+    spec: &HostSpec,
+    store: Objects,
+    reporter: &Reporter,
+    log: &JobLog,
+    identity: &HostIdentity,
+    layout: &Layout,
+    mut ps: Option<PsProcesses>,
+    env: &BTreeMap<String, String>,
+    run: UserProcess<'_>,
+) -> ResultReport {
     let sync = spec
         .checkpoint
         .clone()
@@ -256,17 +342,31 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
             "Training image download completed. Training in progress.",
         )
         .await;
-    let code_dir = layout.code();
+    let code_dir = match run {
+        UserProcess::Toolkit { .. } => layout.code(),
+        // A container starts in its image's working directory; /opt/ml stands in for it.
+        UserProcess::Container { .. } => layout.base.clone(),
+    };
     let monitor =
         crate::monitor::Monitor::start(spec, store.clone(), reporter.clone(), log.clone());
     let ctx = RunContext {
-        code_dir: &code_dir,
-        spec,
+        cwd: &code_dir,
+        limits: RunLimits {
+            max_runtime_secs: spec.max_runtime_secs,
+            stop_grace_secs: spec.stop_grace_secs,
+        },
         log,
-        identity: &identity,
+        identity,
         abort: ps.as_mut().map(|p| &mut p.failures),
     };
-    let end = run_user_process(&entry, &python, &args, &env, ctx).await;
+    let end = match run {
+        UserProcess::Toolkit {
+            entry,
+            python,
+            args,
+        } => run_user_process(entry, python, args, env, ctx).await,
+        UserProcess::Container { command } => container_command::run(command, env, ctx).await,
+    };
     if let Some(m) = monitor {
         m.finish().await;
     }

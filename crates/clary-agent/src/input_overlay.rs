@@ -149,13 +149,27 @@ impl InputOverlay {
 pub const JOB_NAMESPACES: nix::libc::c_int = nix::libc::CLONE_NEWNS | nix::libc::CLONE_NEWUTS;
 
 /// Moves the calling process into new namespaces (`flags`, `CLONE_NEWNS` among them) whose
-/// mounts never propagate back to the host. Call only in a child between fork and exec.
+/// mounts never propagate back to the host. Where this process may not (not root), it first
+/// enters an unprivileged user namespace of its own, where the kernel allows one, with its
+/// user and group mapped to themselves: it then may make the others, and the job runs as the
+/// same user. Call only in a child between fork and exec.
 pub fn enter_private_namespace(flags: nix::libc::c_int) -> io::Result<()> {
     use nix::libc;
-    // SAFETY: unshare takes no pointers; mount gets static NUL-terminated strings and nulls.
+    // SAFETY: unshare takes no pointers; mount gets static NUL-terminated strings and nulls;
+    // the id maps are written from stack buffers.
     unsafe {
         if libc::unshare(flags) != 0 {
-            return Err(io::Error::last_os_error());
+            let denied = io::Error::last_os_error();
+            let (uid, gid) = (libc::geteuid(), libc::getegid());
+            if uid == 0 || libc::unshare(libc::CLONE_NEWUSER | flags) != 0 {
+                return Err(denied);
+            }
+            // setgroups must be denied before an unprivileged gid_map is written.
+            write_proc_file(c"/proc/self/setgroups", b"deny")?;
+            let mut buf = [0u8; 32];
+            write_proc_file(c"/proc/self/uid_map", id_map_line(uid, &mut buf))?;
+            let mut buf = [0u8; 32];
+            write_proc_file(c"/proc/self/gid_map", id_map_line(gid, &mut buf))?;
         }
         if libc::mount(
             c"none".as_ptr(),
@@ -166,6 +180,53 @@ pub fn enter_private_namespace(flags: nix::libc::c_int) -> io::Result<()> {
         ) != 0
         {
             return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// `"<id> <id> 1\n"` (an id mapped to itself) in `buf`, without allocating (it runs between
+/// fork and exec).
+fn id_map_line(id: u32, buf: &mut [u8; 32]) -> &[u8] {
+    let mut digits = [0u8; 10];
+    let mut n = 0;
+    let mut v = id;
+    loop {
+        digits[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut len = 0;
+    for _ in 0..2 {
+        for i in (0..n).rev() {
+            buf[len] = digits[i];
+            len += 1;
+        }
+        buf[len] = b' ';
+        len += 1;
+    }
+    buf[len] = b'1';
+    buf[len + 1] = b'\n';
+    &buf[..len + 2]
+}
+
+/// Writes `data` to a `/proc` file in one write(2). Only async-signal-safe calls.
+fn write_proc_file(path: &std::ffi::CStr, data: &[u8]) -> io::Result<()> {
+    use nix::libc;
+    // SAFETY: `path` is NUL-terminated and `data` valid for its length during the calls.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = libc::write(fd, data.as_ptr().cast(), data.len());
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if n != data.len() as isize {
+            return Err(err);
         }
     }
     Ok(())
@@ -219,6 +280,19 @@ pub fn probe(state: &Path) -> Result<(), String> {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn id_maps_map_an_id_to_itself() {
+        let mut buf = [0u8; 32];
+        assert_eq!(id_map_line(0, &mut buf), b"0 0 1\n");
+        let mut buf = [0u8; 32];
+        assert_eq!(
+            id_map_line(u32::MAX, &mut buf),
+            b"4294967295 4294967295 1\n"
+        );
+        let mut buf = [0u8; 32];
+        assert_eq!(id_map_line(1000, &mut buf), b"1000 1000 1\n");
+    }
 
     #[test]
     fn paths_overlayfs_cannot_parse_are_refused() {

@@ -1,8 +1,9 @@
-//! The training host agent: one per host of a training job. It implements the SageMaker MXNet
+//! The host agent: one per host of a training or processing job. It implements the SageMaker MXNet
 //! container contract (docs/contract.md §2–§7.1) around the user's script and reports to the
 //! control plane over HTTP; it knows nothing of the control plane's tables.
 
 pub mod checkpoints;
+pub mod container_command;
 pub mod contract;
 pub mod from_control;
 pub mod host;
@@ -13,12 +14,22 @@ pub mod network;
 pub mod objects;
 pub mod parameter_server;
 pub mod pipe;
+pub mod processing;
 pub mod pyvalue;
 pub mod reporter;
 pub mod runner;
 pub mod staging;
 
 pub use host::{dry_run, run_host};
+pub use processing::run_processing_host;
+
+/// Runs the host a spec describes, of whichever job kind; returns the agent's exit code.
+pub async fn run_agent(spec: clary_exec::protocol::AgentSpec) -> i32 {
+    match spec {
+        clary_exec::protocol::AgentSpec::Training(s) => run_host(*s).await,
+        clary_exec::protocol::AgentSpec::Processing(s) => run_processing_host(*s).await,
+    }
+}
 
 /// A host spec for unit tests: two hosts, `algo-2` first in `hosts` (so order matters), with
 /// the fields a test cares about given as JSON overrides.

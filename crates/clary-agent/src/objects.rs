@@ -7,6 +7,7 @@ use clary_client::SignedClient;
 use clary_exec::protocol::HostSpec;
 use clary_sigv4::Signer;
 use clary_store::{LocalStore, ObjectStore, S3HttpStore};
+use std::path::Path;
 use std::sync::Arc;
 use tokio::runtime::Handle;
 
@@ -26,16 +27,32 @@ pub struct HostStore {
 /// server's disk (`local`), or the server's S3 API over HTTP when it does not (`http`: a
 /// cluster node). `handle` runs the HTTP requests.
 pub fn for_host(spec: &HostSpec, handle: Handle) -> Result<HostStore, String> {
-    if spec.object_access == "http" {
-        let signer = Signer {
+    for_access(
+        &spec.object_access,
+        &spec.store_root,
+        &spec.control_url,
+        Signer {
             access_key: spec.access_key.clone(),
             secret_key: spec.secret_key.clone(),
             region: spec.region.clone(),
-        };
-        let store = S3HttpStore::new(SignedClient::new(&spec.control_url, signer), handle);
+        },
+        handle,
+    )
+}
+
+/// [`for_host`] for any job kind's host: `object_access` (`local` or `http`), the local
+/// store's root, and the server's URL with the key pair for `http`.
+pub fn for_access(
+    object_access: &str,
+    store_root: &Path,
+    control_url: &str,
+    signer: Signer,
+    handle: Handle,
+) -> Result<HostStore, String> {
+    if object_access == "http" {
+        let store = S3HttpStore::new(SignedClient::new(control_url, signer), handle);
         let how = format!(
-            "Objects travel over the S3 API at {} (this host does not share the store's disk)",
-            spec.control_url
+            "Objects travel over the S3 API at {control_url} (this host does not share the store's disk)"
         );
         return Ok(HostStore {
             objects: Arc::new(store),
@@ -43,7 +60,7 @@ pub fn for_host(spec: &HostSpec, handle: Handle) -> Result<HostStore, String> {
             how,
         });
     }
-    let root = &spec.store_root;
+    let root = store_root;
     let store = Arc::new(
         LocalStore::open(root)
             .map_err(|e| format!("opening the object store at {}: {e}", root.display()))?,

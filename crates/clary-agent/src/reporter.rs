@@ -4,7 +4,7 @@
 
 use clary_client::{Retry, SignedClient};
 use clary_exec::protocol::{
-    AGENT_API, HostSpec, JobKind, LogBatch, LogLine, MonitorSettings, ResultReport, StatusReport,
+    AGENT_API, AgentSpec, JobKind, LogBatch, LogLine, MonitorSettings, ResultReport, StatusReport,
     SystemMetricsReport, SystemSample,
 };
 use clary_sigv4::Signer;
@@ -85,12 +85,12 @@ impl Reporter {
     }
 
     /// The spec of `host` in this job's current attempt (agents started by Slurm have only
-    /// the server's URL).
-    pub async fn host_spec(&self, host: &str) -> Result<HostSpec, String> {
+    /// the server's URL), of whichever kind the job is.
+    pub async fn host_spec(&self, host: &str) -> Result<AgentSpec, String> {
         let body =
             serde_json::json!({"Kind": self.kind.as_str(), "JobName": self.job_name, "Host": host});
         let answer = self.call_for("GetHostSpec", &body).await?;
-        serde_json::from_value(answer).map_err(|e| format!("the host spec is not valid: {e}"))
+        AgentSpec::from_json(answer)
     }
 
     /// A batch of the system monitor's samples; answers with the monitor's settings now.

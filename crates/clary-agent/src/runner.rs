@@ -4,7 +4,7 @@
 use crate::input_overlay::InputView;
 use crate::job_log::JobLog;
 use crate::network::HostIdentity;
-use clary_exec::protocol::{HostSpec, LogLine};
+use clary_exec::protocol::LogLine;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -61,7 +61,7 @@ pub enum RunEnd {
     Aborted(String),
 }
 
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b))
@@ -146,10 +146,19 @@ pub async fn stream_command(
     Ok(status.code().unwrap_or(1))
 }
 
+/// When a job's process is ended: `MaxRuntimeInSeconds`, and how long SIGTERM has before
+/// SIGKILL follows.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    pub max_runtime_secs: u64,
+    pub stop_grace_secs: u64,
+}
+
 /// How the user's process is started and what can end it early.
 pub struct RunContext<'a> {
-    pub code_dir: &'a Path,
-    pub spec: &'a HostSpec,
+    /// The working directory of the process.
+    pub cwd: &'a Path,
+    pub limits: RunLimits,
     pub log: &'a JobLog,
     pub identity: &'a HostIdentity,
     /// A reason arriving here ends the script (SIGTERM, then SIGKILL after the grace period).
@@ -168,21 +177,12 @@ pub async fn run_user_process(
         // The toolkit makes the script 0777; executable by its owner is all a run needs, and
         // nothing under the data dir is for other users.
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(
-            ctx.code_dir.join(script),
-            std::fs::Permissions::from_mode(0o700),
-        );
+        let _ =
+            std::fs::set_permissions(ctx.cwd.join(script), std::fs::Permissions::from_mode(0o700));
     }
     let (program, argv) = command_line(entry, python, args);
-    let RunContext {
-        code_dir,
-        spec,
-        log,
-        identity,
-        mut abort,
-    } = ctx;
     let shown = format!("{program} {}", argv.join(" "));
-    log.info(&format!(
+    ctx.log.info(&format!(
         "Invoking user script\n\nTraining Env:\n\n{}\n\nEnvironment variables:\n\n{}\n\nInvoking script with the following command:\n\n{shown}\n",
         env.get("SM_TRAINING_ENV").cloned().unwrap_or_default(),
         env.iter()
@@ -191,9 +191,29 @@ pub async fn run_user_process(
             .collect::<Vec<_>>()
             .join("\n")
     ));
+    run_process(&program, &argv, env, ctx).await
+}
+
+/// Runs `program` with `argv` in its own process group to its end, streaming its output into
+/// the job log, with the job's environment `env` (nothing else), its namespaces, stop and
+/// `MaxRuntimeInSeconds` handling.
+pub async fn run_process(
+    program: &str,
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    ctx: RunContext<'_>,
+) -> RunEnd {
+    let RunContext {
+        cwd,
+        limits,
+        log,
+        identity,
+        mut abort,
+    } = ctx;
+    let shown = format!("{program} {}", argv.join(" "));
     let mut cmd = Command::new(program);
     cmd.args(argv)
-        .current_dir(code_dir)
+        .current_dir(cwd)
         .env_clear()
         .envs(env)
         .stdin(Stdio::null())
@@ -209,7 +229,7 @@ pub async fn run_user_process(
     let out = forward_lines(child.stdout.take().expect("piped"), log.sender());
     let err = forward_lines(child.stderr.take().expect("piped"), log.sender());
     let mut sigterm = signal(SignalKind::terminate()).ok();
-    let deadline = tokio::time::sleep(Duration::from_secs(spec.max_runtime_secs));
+    let deadline = tokio::time::sleep(Duration::from_secs(limits.max_runtime_secs));
     tokio::pin!(deadline);
     let mut stopped = false;
     let mut timed_out = false;
@@ -220,22 +240,22 @@ pub async fn run_user_process(
             s = child.wait() => break s,
             reason = async { abort.as_mut().expect("guarded").recv().await }, if abort.is_some() && aborted.is_none() && !stopped && !timed_out => {
                 let Some(reason) = reason else { abort = None; continue };
-                log.info(&format!("Ending the training process: {reason}; SIGKILL follows in {} s", spec.stop_grace_secs));
+                log.info(&format!("Ending the training process: {reason}; SIGKILL follows in {} s", limits.stop_grace_secs));
                 let _ = killpg(pgid, Signal::SIGTERM);
                 aborted = Some(reason);
-                kill_at = Some(Box::pin(tokio::time::sleep(Duration::from_secs(spec.stop_grace_secs))));
+                kill_at = Some(Box::pin(tokio::time::sleep(Duration::from_secs(limits.stop_grace_secs))));
             }
             _ = async { sigterm.as_mut().expect("guarded").recv().await }, if sigterm.is_some() && !stopped && !timed_out => {
                 stopped = true;
-                log.info(&format!("Stop requested: sending SIGTERM to the training process group; SIGKILL follows in {} s", spec.stop_grace_secs));
+                log.info(&format!("Stop requested: sending SIGTERM to the training process group; SIGKILL follows in {} s", limits.stop_grace_secs));
                 let _ = killpg(pgid, Signal::SIGTERM);
-                kill_at = Some(Box::pin(tokio::time::sleep(Duration::from_secs(spec.stop_grace_secs))));
+                kill_at = Some(Box::pin(tokio::time::sleep(Duration::from_secs(limits.stop_grace_secs))));
             }
             _ = &mut deadline, if !stopped && !timed_out => {
                 timed_out = true;
-                log.info(&format!("MaxRuntimeInSeconds ({} s) exceeded: sending SIGTERM; SIGKILL follows in {} s", spec.max_runtime_secs, spec.stop_grace_secs));
+                log.info(&format!("MaxRuntimeInSeconds ({} s) exceeded: sending SIGTERM; SIGKILL follows in {} s", limits.max_runtime_secs, limits.stop_grace_secs));
                 let _ = killpg(pgid, Signal::SIGTERM);
-                kill_at = Some(Box::pin(tokio::time::sleep(Duration::from_secs(spec.stop_grace_secs))));
+                kill_at = Some(Box::pin(tokio::time::sleep(Duration::from_secs(limits.stop_grace_secs))));
             }
             _ = async { kill_at.as_mut().expect("guarded").await }, if kill_at.is_some() => {
                 log.info("Grace period over: sending SIGKILL");

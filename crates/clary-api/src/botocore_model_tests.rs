@@ -131,3 +131,69 @@ fn tuning_statuses_and_strategies_are_the_models() {
         set(["Off", "Auto"])
     );
 }
+
+#[test]
+fn processing_enums_and_limits_are_the_models() {
+    // A processing job's status is the shared job status, all five of the model's.
+    assert_eq!(
+        set(JobStatus::ALL.map(JobStatus::as_str)),
+        enum_of("ProcessingJobStatus")
+    );
+    use clary_control::domain::processing::ProcessingInputMode;
+    assert_eq!(
+        set([ProcessingInputMode::File, ProcessingInputMode::Pipe].map(ProcessingInputMode::as_str)),
+        enum_of("ProcessingS3InputMode")
+    );
+    assert_eq!(
+        enum_of("ProcessingS3UploadMode"),
+        set(["Continuous", "EndOfJob"])
+    );
+    assert_eq!(
+        enum_of("ProcessingS3DataDistributionType"),
+        set(["FullyReplicated", "ShardedByS3Key"])
+    );
+    assert_eq!(
+        enum_of("ProcessingS3DataType"),
+        set(["ManifestFile", "S3Prefix"])
+    );
+    assert_eq!(
+        enum_of("ProcessingS3CompressionType"),
+        set(["None", "Gzip"])
+    );
+    assert_eq!(shape("ProcessingJobName")["max"], 63);
+    assert_eq!(shape("ProcessingMaxRuntimeInSeconds")["max"], 777_600);
+    assert_eq!(shape("ProcessingInstanceCount")["max"], 100);
+    assert_eq!(shape("ProcessingInputs")["max"], 10);
+    assert_eq!(shape("ProcessingOutputs")["max"], 10);
+    assert_eq!(shape("ContainerEntrypoint")["max"], 100);
+    assert_eq!(shape("ProcessingEnvironmentMap")["max"], 100);
+    assert_eq!(
+        shape("ProcessingEnvironmentKey")["pattern"],
+        "[a-zA-Z_][a-zA-Z0-9_]*"
+    );
+    assert_eq!(shape("ExitMessage")["max"], 1024);
+    // The members Describe answers are the model's.
+    let described = shape("DescribeProcessingJobResponse");
+    for member in [
+        "ProcessingJobName",
+        "ProcessingJobArn",
+        "ProcessingJobStatus",
+        "ProcessingInputs",
+        "ProcessingOutputConfig",
+        "ProcessingResources",
+        "StoppingCondition",
+        "AppSpecification",
+        "Environment",
+        "NetworkConfig",
+        "RoleArn",
+        "ExperimentConfig",
+        "ExitMessage",
+        "FailureReason",
+        "ProcessingStartTime",
+        "ProcessingEndTime",
+        "LastModifiedTime",
+        "CreationTime",
+    ] {
+        assert!(described["members"].get(member).is_some(), "{member}");
+    }
+}

@@ -1,5 +1,7 @@
 //! CloudWatch metrics of training jobs (namespace `/aws/sagemaker/TrainingJobs`, dimensions
-//! `TrainingJobName` and optionally `Host`): `GetMetricStatistics`, `GetMetricData` and
+//! `TrainingJobName` and optionally `Host`) and of endpoints (namespace `AWS/SageMaker`,
+//! dimensions `EndpointName` and `VariantName`: `Invocations`, `Invocation4XXErrors`,
+//! `Invocation5XXErrors`, `ModelLatency`, `OverheadLatency`): `GetMetricStatistics`, `GetMetricData` and
 //! `ListMetrics`, over the AWS JSON 1.0 protocol current botocore sends
 //! (`X-Amz-Target: GraniteServiceVersion20100801.<Op>`) and the query protocol older clients
 //! send. A query request is read into the same JSON shape and its answer written as XML, so
@@ -8,6 +10,7 @@
 use crate::errors::ApiError;
 use crate::wire::str_field;
 use crate::{ApiState, Body, full, request_id};
+use clary_control::domain::endpoint_metrics::EndpointMetric;
 use clary_control::domain::metrics::{Datapoint, datapoints};
 use clary_control::metrics::TRAINING_NAMESPACE;
 use clary_control::store::metrics::SampleQuery;
@@ -78,6 +81,66 @@ fn series_of(dimensions: Option<&Value>) -> Option<(String, Option<String>)> {
     Some((job, host))
 }
 
+/// CloudWatch's namespace of SageMaker's endpoint metrics.
+pub const ENDPOINT_NAMESPACE: &str = "AWS/SageMaker";
+
+/// The endpoint and variant a metric's dimensions name; `None` when they name something else.
+fn endpoint_series_of(dimensions: Option<&Value>) -> Option<(String, Option<String>)> {
+    let mut endpoint = None;
+    let mut variant = None;
+    for d in dimensions.and_then(Value::as_array).into_iter().flatten() {
+        match (str_field(d, "Name"), str_field(d, "Value")) {
+            (Some("EndpointName"), Some(v)) => endpoint = Some(v.to_string()),
+            (Some("VariantName"), Some(v)) => variant = Some(v.to_string()),
+            _ => return None,
+        }
+    }
+    Some((endpoint?, variant))
+}
+
+/// The datapoints of one endpoint metric.
+fn endpoint_points(
+    state: &ApiState,
+    metric: &Value,
+    start: f64,
+    end: f64,
+    period: f64,
+) -> Result<Vec<Datapoint>, ApiError> {
+    let Some(name) = str_field(metric, "MetricName") else {
+        return Err(invalid(
+            "MissingParameter",
+            "The parameter MetricName is required.".into(),
+        ));
+    };
+    let (Some(which), Some((endpoint, variant))) = (
+        EndpointMetric::parse(name),
+        endpoint_series_of(metric.get("Dimensions")),
+    ) else {
+        return Ok(Vec::new());
+    };
+    Ok(state.control.endpoint_metrics.datapoints(
+        &endpoint,
+        variant.as_deref(),
+        which,
+        start,
+        end,
+        period,
+    )?)
+}
+
+/// The unit CloudWatch reports a metric's datapoints in.
+fn unit_of(metric: &Value) -> &'static str {
+    match (
+        str_field(metric, "Namespace"),
+        str_field(metric, "MetricName"),
+    ) {
+        (Some(ENDPOINT_NAMESPACE), Some(name)) => {
+            EndpointMetric::parse(name).map_or("None", EndpointMetric::unit)
+        }
+        _ => "None",
+    }
+}
+
 /// The datapoints of one metric over `[start, end)` by `period`.
 fn points(
     state: &ApiState,
@@ -86,6 +149,9 @@ fn points(
     end: f64,
     period: f64,
 ) -> Result<Vec<Datapoint>, ApiError> {
+    if str_field(metric, "Namespace") == Some(ENDPOINT_NAMESPACE) {
+        return endpoint_points(state, metric, start, end, period);
+    }
     if str_field(metric, "Namespace") != Some(TRAINING_NAMESPACE) {
         return Ok(Vec::new());
     }
@@ -155,7 +221,7 @@ fn get_metric_statistics(state: &ApiState, body: &Value) -> Result<Value, ApiErr
             for s in &stats {
                 p.insert((*s).into(), json!(statistic(d, s)));
             }
-            p.insert("Unit".into(), json!("None"));
+            p.insert("Unit".into(), json!(unit_of(body)));
             Value::Object(p)
         })
         .collect();
@@ -203,8 +269,51 @@ fn get_metric_data(state: &ApiState, body: &Value) -> Result<Value, ApiError> {
     Ok(json!({"MetricDataResults": results, "Messages": []}))
 }
 
+/// `ListMetrics` of `AWS/SageMaker`: every endpoint metric of each variant with invocations.
+fn endpoint_metric_list(state: &ApiState, body: &Value) -> Result<Vec<Value>, ApiError> {
+    let mut endpoint = None;
+    let mut variant = None;
+    for d in body
+        .get("Dimensions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        match str_field(d, "Name") {
+            Some("EndpointName") => endpoint = str_field(d, "Value"),
+            Some("VariantName") => variant = str_field(d, "Value"),
+            _ => return Ok(Vec::new()),
+        }
+    }
+    let wanted = str_field(body, "MetricName");
+    let mut out = Vec::new();
+    for (e, v) in state.control.endpoint_metrics.series(endpoint)? {
+        if variant.is_some_and(|want| want != v) {
+            continue;
+        }
+        for m in EndpointMetric::ALL {
+            if wanted.is_some_and(|w| w != m.name()) {
+                continue;
+            }
+            out.push(
+                json!({"Namespace": ENDPOINT_NAMESPACE, "MetricName": m.name(),
+                "Dimensions": [{"Name": "EndpointName", "Value": e},
+                               {"Name": "VariantName", "Value": v}]}),
+            );
+        }
+    }
+    Ok(out)
+}
+
 fn list_metrics(state: &ApiState, body: &Value) -> Result<Value, ApiError> {
     let namespace = str_field(body, "Namespace");
+    let mut endpoint_metrics = Vec::new();
+    if namespace.is_none_or(|n| n == ENDPOINT_NAMESPACE) {
+        endpoint_metrics = endpoint_metric_list(state, body)?;
+    }
+    if namespace == Some(ENDPOINT_NAMESPACE) {
+        return Ok(json!({"Metrics": endpoint_metrics}));
+    }
     if namespace.is_some_and(|n| n != TRAINING_NAMESPACE) {
         return Ok(json!({"Metrics": []}));
     }
@@ -240,6 +349,7 @@ fn list_metrics(state: &ApiState, body: &Value) -> Result<Value, ApiError> {
                                            dim("TrainingJobName", s.job.clone())]}),
         );
     }
+    metrics.extend(endpoint_metrics);
     Ok(json!({"Metrics": metrics}))
 }
 
@@ -252,7 +362,7 @@ pub fn handle(state: &ApiState, op: &str, body: &Value) -> Result<Value, ApiErro
         other => Err(ApiError::UnknownOperation {
             service: "CloudWatch",
             operation: other.to_string(),
-            served: "GetMetricStatistics, GetMetricData and ListMetrics for training jobs",
+            served: "GetMetricStatistics, GetMetricData and ListMetrics for training jobs and endpoints",
         }),
     }
 }

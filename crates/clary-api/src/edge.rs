@@ -29,6 +29,8 @@ pub const LOGGED_INPUT_MAX: usize = 200;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Health,
+    /// The server's metrics for Prometheus (`/_clary/metrics`).
+    Metrics,
     /// JSON 1.1 with `X-Amz-Target`: SageMaker, CloudWatch Logs, agent reports.
     Json,
     /// SageMaker Runtime `InvokeEndpoint`.
@@ -45,6 +47,9 @@ impl Route {
         let path = req.uri().path();
         if path == "/_clary/health" {
             return Route::Health;
+        }
+        if path == crate::prometheus_api::METRICS_PATH && req.method() == Method::GET {
+            return Route::Metrics;
         }
         if req.headers().contains_key("x-amz-target") {
             return Route::Json;

@@ -27,6 +27,7 @@ fn host_result(r: &ResultReport) -> HostResult {
 pub fn job_kind(kind: protocol::JobKind) -> Kind {
     match kind {
         protocol::JobKind::TrainingJob => Kind::TrainingJob,
+        protocol::JobKind::ProcessingJob => Kind::ProcessingJob,
     }
 }
 

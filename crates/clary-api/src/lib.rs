@@ -17,7 +17,9 @@ pub mod errors;
 pub mod hosting_api;
 pub mod json_api;
 pub mod logs_api;
+pub mod processing_api;
 pub mod profiler_api;
+pub mod prometheus_api;
 pub mod query;
 pub mod runtime;
 pub mod s3;
@@ -51,6 +53,8 @@ pub struct ApiState {
     pub body_budget: edge::BodyBudget,
     /// The web console's sessions (in memory: a restart signs everyone out).
     pub console: console::auth::Sessions,
+    /// What `/_clary/metrics` counts as it happens.
+    pub telemetry: prometheus_api::Telemetry,
 }
 
 impl ApiState {
@@ -82,6 +86,7 @@ impl ApiState {
             connections: Default::default(),
             body_budget: Default::default(),
             console: Default::default(),
+            telemetry: Default::default(),
         })
     }
 }
@@ -144,6 +149,11 @@ pub async fn handle(
     let access_key = api_log::access_key_of(req.headers(), req.uri().query());
     let resp = match route {
         Route::S3 => s3(state, req).await,
+        Route::Metrics => {
+            let mut resp = prometheus_api::scrape(&state, req.headers()).await;
+            api_log::note(&mut resp, "Metrics", None);
+            resp
+        }
         _ => signed_call(state, route, req).await,
     };
     api_log::record(
@@ -237,6 +247,7 @@ async fn signed_call(
                 .trim_end_matches("/invocations");
             let mut resp = runtime::invoke(
                 &state.control,
+                Some(&state.telemetry),
                 &state.connections,
                 &state.account,
                 name,

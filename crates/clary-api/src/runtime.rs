@@ -7,6 +7,7 @@ use crate::{Body, full, json_error, request_id};
 use bytes::Bytes;
 use clary_control::ControlPlane;
 use clary_control::domain::endpoint::endpoint_log_group;
+use clary_control::domain::endpoint_metrics::{Answer, Invocation};
 use clary_control::routes::InstanceRoute;
 use clary_exec::protocol::INSTANCE_TOKEN_HEADER;
 use http::{HeaderMap, Request, Response, StatusCode, header};
@@ -142,6 +143,7 @@ fn model_error(
 /// Handles a verified InvokeEndpoint call.
 pub async fn invoke(
     control: &ControlPlane,
+    telemetry: Option<&crate::prometheus_api::Telemetry>,
     connections: &Connections,
     account: &str,
     endpoint: &str,
@@ -194,6 +196,22 @@ pub async fn invoke(
             ),
         );
     };
+    let started = std::time::Instant::now();
+    let record = |answer: Answer, model: Option<std::time::Duration>| {
+        let total = started.elapsed().as_secs_f64() * 1e6;
+        let model_micros = model.map(|m| m.as_secs_f64() * 1e6);
+        let invocation = Invocation {
+            answer,
+            model_micros,
+            overhead_micros: (total - model_micros.unwrap_or(0.0)).max(0.0),
+        };
+        control
+            .endpoint_metrics
+            .record(endpoint, &variant.name, &invocation);
+        if let Some(telemetry) = telemetry {
+            telemetry.invocation(endpoint, &variant.name, &invocation);
+        }
+    };
     // The least busy instance; the others only if it cannot be reached.
     let first = variant.least_busy();
     let rest = variant
@@ -203,10 +221,13 @@ pub async fn invoke(
     let mut last_error = String::from("no instance of this variant is running");
     for instance in first.into_iter().chain(rest) {
         instance.in_flight.fetch_add(1, Ordering::Relaxed);
+        let sent = std::time::Instant::now();
         let result = connections.call(instance, headers, body.clone()).await;
+        let model = sent.elapsed();
         instance.in_flight.fetch_sub(1, Ordering::Relaxed);
         match result {
             Ok((status, h, out)) if status.is_success() => {
+                record(Answer::Success, Some(model));
                 let mut resp = Response::builder()
                     .status(StatusCode::OK)
                     .header(INVOKED_VARIANT, &variant.name)
@@ -222,11 +243,18 @@ pub async fn invoke(
                     .expect("headers came from a valid response");
             }
             Ok((status, _, out)) => {
+                let answer = if status.is_server_error() {
+                    Answer::ServerError
+                } else {
+                    Answer::ClientError
+                };
+                record(answer, Some(model));
                 return model_error(control, endpoint, &variant.name, status, &out);
             }
             Err(e) => last_error = format!("instance {} did not answer: {e}", instance.id),
         }
     }
+    record(Answer::ServerError, None);
     json_error(
         StatusCode::SERVICE_UNAVAILABLE,
         "ServiceUnavailable",

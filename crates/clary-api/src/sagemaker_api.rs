@@ -7,8 +7,7 @@ use crate::wire::{required, tag_pairs, tags_json};
 use clary_control::ControlError;
 use serde_json::{Value, json};
 
-const SERVED: &str =
-    "the training job, tuning job, tag, model, endpoint configuration and endpoint operations";
+const SERVED: &str = "the training job, processing job, tuning job, tag, model, endpoint configuration and endpoint operations";
 
 /// Every SageMaker operation Clary answers (the ones `scripts/vendor-botocore.py` vendors the
 /// model of).
@@ -40,6 +39,10 @@ pub const SERVED_OPERATIONS: &[&str] = &[
     "ListHyperParameterTuningJobs",
     "ListTrainingJobsForHyperParameterTuningJob",
     "StopHyperParameterTuningJob",
+    "CreateProcessingJob",
+    "DescribeProcessingJob",
+    "ListProcessingJobs",
+    "StopProcessingJob",
 ];
 
 fn tags(state: &ApiState, op: &str, body: &Value) -> Option<Result<Value, ControlError>> {
@@ -82,6 +85,9 @@ fn empty_listing(op: &str) -> Option<Value> {
 
 pub fn handle(state: &ApiState, op: &str, body: Value) -> Result<Value, ApiError> {
     if let Some(result) = crate::training_api::handle(state, op, &body) {
+        return result;
+    }
+    if let Some(result) = crate::processing_api::handle(state, op, &body) {
         return result;
     }
     if let Some(result) = crate::tuning_api::handle(state, op, &body) {

@@ -11,8 +11,8 @@ use clary_control::ControlError;
 use clary_control::domain::job::{JobState, JobStatus, Transition};
 use clary_control::domain::metrics::{FinalMetric, MetricDefinition};
 use clary_control::domain::training::{
-    Channel as DomainChannel, Checkpoints, InputMode, ListTrainingJobs, S3Location, SortBy,
-    TrainingJob, TrainingJobSpec, TrainingJobSummary,
+    Channel as DomainChannel, Checkpoints, ContainerCommand, InputMode, ListTrainingJobs,
+    S3Location, SortBy, TrainingJob, TrainingJobSpec, TrainingJobSummary,
 };
 use clary_control::training::NewTrainingJob;
 use serde::Deserialize;
@@ -50,6 +50,10 @@ pub struct AlgorithmSpecification {
     pub training_input_mode: String,
     #[serde(default)]
     pub metric_definitions: Vec<MetricDefinitionShape>,
+    #[serde(default)]
+    pub container_entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub container_arguments: Option<Vec<String>>,
 }
 
 /// `MetricDefinition`.
@@ -228,6 +232,18 @@ impl CreateTrainingJobRequest {
                     regex: d.regex.clone(),
                 })
                 .collect(),
+            container: self
+                .algorithm_specification
+                .container_entrypoint
+                .clone()
+                .map(|entrypoint| ContainerCommand {
+                    entrypoint,
+                    arguments: self
+                        .algorithm_specification
+                        .container_arguments
+                        .clone()
+                        .unwrap_or_default(),
+                }),
             // Filled in by `create` (it needs the account's default output path).
             profiler: Default::default(),
             debug_rules: Vec::new(),

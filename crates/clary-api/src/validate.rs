@@ -11,14 +11,14 @@ pub(crate) fn fail(value: &str, at: &str, constraint: &str) -> ControlError {
     ))
 }
 
-fn need<'a>(v: &'a Value, field: &str, at: &str) -> Result<&'a Value, ControlError> {
+pub(crate) fn need<'a>(v: &'a Value, field: &str, at: &str) -> Result<&'a Value, ControlError> {
     match v.get(field) {
         Some(x) if !x.is_null() => Ok(x),
         _ => Err(fail("null", at, "Member must not be null")),
     }
 }
 
-fn string<'a>(v: &'a Value, at: &str) -> Result<&'a str, ControlError> {
+pub(crate) fn string<'a>(v: &'a Value, at: &str) -> Result<&'a str, ControlError> {
     v.as_str()
         .ok_or_else(|| fail(&v.to_string(), at, "Member must be a string"))
 }
@@ -73,6 +73,31 @@ pub fn channel_name(name: &str, at: &str) -> Result<(), ControlError> {
 
 /// `AlgorithmSpecification.MetricDefinitions`: at most 40, each a `Name` (1 to 255
 /// characters) and a `Regex` (1 to 500) that compiles.
+/// `ContainerEntrypoint` or `ContainerArguments`: 1 to 100 strings of at most 256 characters.
+fn container_strings(list: &Value, at: &str) -> Result<(), ControlError> {
+    let items = list
+        .as_array()
+        .ok_or_else(|| fail(&list.to_string(), at, "Member must be a list of strings"))?;
+    if !(1..=100).contains(&items.len()) {
+        return Err(fail(
+            &format!("{} entries", items.len()),
+            at,
+            "Member must have length between 1 and 100",
+        ));
+    }
+    for item in items {
+        let s = string(item, &format!("{at}.member"))?;
+        if s.chars().count() > 256 {
+            return Err(fail(
+                s,
+                &format!("{at}.member"),
+                "Member must have length less than or equal to 256",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn metric_definitions(defs: &Value) -> Result<(), ControlError> {
     const AT: &str = "algorithmSpecification.metricDefinitions";
     let list = defs
@@ -168,7 +193,7 @@ pub(crate) fn role_arn(arn: &str) -> bool {
         && (20..=2048).contains(&arn.len())
 }
 
-fn one_of(value: &str, allowed: &[&str], at: &str) -> Result<(), ControlError> {
+pub(crate) fn one_of(value: &str, allowed: &[&str], at: &str) -> Result<(), ControlError> {
     if allowed.contains(&value) {
         Ok(())
     } else {
@@ -217,6 +242,20 @@ pub fn create_training_job(
     )?;
     if let Some(defs) = algo.get("MetricDefinitions") {
         metric_definitions(defs)?;
+    }
+    let entrypoint = algo.get("ContainerEntrypoint").filter(|v| !v.is_null());
+    if let Some(e) = entrypoint {
+        container_strings(e, "algorithmSpecification.containerEntrypoint")?;
+    }
+    if let Some(a) = algo.get("ContainerArguments").filter(|v| !v.is_null()) {
+        container_strings(a, "algorithmSpecification.containerArguments")?;
+        // Without an entrypoint the arguments would go to the image's own entry, which in
+        // Clary is the MXNet toolkit: it takes none, and dropping them silently would lie.
+        if entrypoint.is_none() {
+            return Err(ControlError::Validation(
+                "AlgorithmSpecification.ContainerArguments needs ContainerEntrypoint: Clary runs the MXNet training toolkit for an image's own entry, and it takes no arguments. Give ContainerEntrypoint (for example [\"/bin/bash\"]) with the arguments, or leave both out.".into(),
+            ));
+        }
     }
     if let Some(img) = algo.get("TrainingImage") {
         let img = string(img, "algorithmSpecification.trainingImage")?;
@@ -474,6 +513,36 @@ mod tests {
             "ResourceConfig": {"InstanceType": "ml.c5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
             "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://bkt/data"}}}],
         })
+    }
+
+    #[test]
+    fn container_entrypoint_and_arguments_follow_the_model() {
+        let exists = |b: &str| b == "bkt";
+        let mut r = good();
+        r["AlgorithmSpecification"]["ContainerEntrypoint"] = json!(["/bin/bash"]);
+        r["AlgorithmSpecification"]["ContainerArguments"] = json!(["-c", "echo hi"]);
+        create_training_job(&r, &exists).unwrap();
+        let err = |r: &Value| create_training_job(r, &exists).unwrap_err().to_string();
+        let mut long = r.clone();
+        long["AlgorithmSpecification"]["ContainerArguments"] = json!(["x".repeat(257)]);
+        assert!(
+            err(&long).contains("containerArguments.member"),
+            "{}",
+            err(&long)
+        );
+        let mut empty = r.clone();
+        empty["AlgorithmSpecification"]["ContainerEntrypoint"] = json!([]);
+        assert!(err(&empty).contains("between 1 and 100"), "{}", err(&empty));
+        let mut args_only = r.clone();
+        args_only["AlgorithmSpecification"]
+            .as_object_mut()
+            .unwrap()
+            .remove("ContainerEntrypoint");
+        assert!(
+            err(&args_only).contains("needs ContainerEntrypoint"),
+            "{}",
+            err(&args_only)
+        );
     }
 
     #[test]

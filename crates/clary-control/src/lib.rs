@@ -7,12 +7,14 @@
 pub mod config;
 pub mod credentials;
 pub mod domain;
+pub mod endpoint_metrics;
 pub mod error;
 pub mod failpoint;
 pub mod hosting;
 pub mod lifecycle;
 pub mod logs;
 pub mod metrics;
+pub mod processing;
 pub mod routes;
 pub mod store;
 pub mod tags;
@@ -33,8 +35,15 @@ pub struct ControlPlane {
     pub training: Arc<training::TrainingJobs>,
     pub hosting: Arc<hosting::Hosting>,
     pub tuning: Arc<tuning::Tuning>,
+    pub processing: Arc<processing::ProcessingJobs>,
     pub credentials: Arc<credentials::Credentials>,
     pub metrics: Arc<metrics::Metrics>,
+    /// What running jobs of every kind hold of this machine.
+    pub ledger: Arc<lifecycle::ledger::Ledger>,
+    /// Counts across kinds, for the server's metrics.
+    pub stats: store::stats::StatsStore,
+    /// Endpoint invocations, for CloudWatch's `AWS/SageMaker` namespace.
+    pub endpoint_metrics: Arc<endpoint_metrics::EndpointMetrics>,
     pub tags: tags::Tags,
     /// Where `InvokeEndpoint` goes: the healthy instances of each in-service endpoint.
     pub routes: Arc<routes::Routes>,
@@ -58,17 +67,22 @@ impl ControlPlane {
         let metrics = Arc::new(metrics::Metrics::new(store::metrics::MetricStore::new(
             db.clone(),
         )));
+        let ledger = Arc::new(lifecycle::ledger::Ledger::new(config.capacity.clone()));
         let services = lifecycle::Services {
             executor: executor.clone(),
             config: config.clone(),
             logs: logs.clone(),
             credentials: credentials.clone(),
-            ledger: Arc::new(lifecycle::ledger::Ledger::new(config.capacity.clone())),
+            ledger: ledger.clone(),
         };
         let training = Arc::new(training::TrainingJobs::new(
             store::TrainingJobStore::new(db.clone()),
-            services,
+            services.clone(),
             metrics.clone(),
+        ));
+        let processing = Arc::new(processing::ProcessingJobs::new(
+            store::jobs::JobStore::new(db.clone(), domain::job::Kind::ProcessingJob),
+            services,
         ));
         let tuning = Arc::new(tuning::Tuning::new(
             store::tuning::TuningStore::new(db.clone()),
@@ -90,8 +104,14 @@ impl ControlPlane {
             training,
             hosting,
             tuning,
+            processing,
             credentials,
             metrics,
+            ledger,
+            stats: store::stats::StatsStore::new(db.clone()),
+            endpoint_metrics: Arc::new(endpoint_metrics::EndpointMetrics::new(
+                store::endpoint_metrics::EndpointMetricStore::new(db.clone()),
+            )),
             tags: tags::Tags::new(store::TagStore::new(db)),
             routes,
         }))
@@ -121,6 +141,7 @@ impl ControlPlane {
     pub fn reports(&self, kind: domain::job::Kind) -> &dyn lifecycle::AgentReports {
         match kind {
             domain::job::Kind::TrainingJob => self.training.reports(),
+            domain::job::Kind::ProcessingJob => self.processing.reports(),
         }
     }
 }

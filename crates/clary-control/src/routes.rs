@@ -100,6 +100,16 @@ impl Routes {
         }
     }
 
+    /// Every routed endpoint.
+    pub fn all(&self) -> Vec<Arc<EndpointRoute>> {
+        self.table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     pub fn publish(&self, route: EndpointRoute) {
         self.table
             .write()

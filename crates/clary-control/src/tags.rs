@@ -17,7 +17,7 @@ impl Tags {
             return Ok(());
         }
         Err(ControlError::Validation(format!(
-            "Resource {arn} does not exist; pass the ARN of an existing training job, model, endpoint configuration or endpoint"
+            "Resource {arn} does not exist; pass the ARN of an existing training job, processing job, model, endpoint configuration or endpoint"
         )))
     }
 

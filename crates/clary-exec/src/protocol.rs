@@ -22,14 +22,16 @@ pub const AGENT_API: clary_client::JsonApi = clary_client::JsonApi {
 pub enum JobKind {
     #[default]
     TrainingJob,
+    ProcessingJob,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 1] = [JobKind::TrainingJob];
+    pub const ALL: [JobKind; 2] = [JobKind::TrainingJob, JobKind::ProcessingJob];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::TrainingJob => "TrainingJob",
+            JobKind::ProcessingJob => "ProcessingJob",
         }
     }
 
@@ -87,6 +89,16 @@ pub struct CheckpointSpec {
     pub prefix: String,
     /// Where the script finds it (the job's stand-in for `LocalPath`).
     pub local_path: PathBuf,
+}
+
+/// A command the job names for itself (`ContainerEntrypoint` and `ContainerArguments` of a
+/// training job, `AppSpecification`'s of a processing job): run under `/opt/ml` instead of the
+/// framework toolkit's entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerCommand {
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub arguments: Vec<String>,
 }
 
 /// Everything one host agent needs to run its share of a training job.
@@ -152,6 +164,9 @@ pub struct HostSpec {
     /// `ReportSystemMetrics`' answers. `None` from a control plane without one.
     #[serde(default)]
     pub monitor: Option<MonitorSettings>,
+    /// The job's own command instead of the toolkit's entry; `None` for script mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerCommand>,
 }
 
 /// What a host's system monitor does: sample every `interval_ms` (none while profiling is off)
@@ -192,6 +207,103 @@ impl HostSpec {
             .position(|h| h == host)
             .and_then(|i| self.addresses.get(i).cloned())
             .unwrap_or_else(|| "127.0.0.1".into())
+    }
+}
+
+/// One `ProcessingInput` as a host presents it: the objects (the same pieces as a training
+/// channel: `name` is the `InputName`, File or Pipe, prefix or manifest, sharded, gzip) and
+/// the container path they appear at.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessingInputSpec {
+    pub source: ChannelSpec,
+    /// `LocalPath` as the job gave it (`/opt/ml/processing/...`): a directory in File mode; in
+    /// Pipe mode the FIFOs `<name>_0`, `<name>_1`, … are made in it.
+    pub local_path: String,
+}
+
+/// One `ProcessingOutput`: a container directory uploaded under an S3 prefix.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessingOutputSpec {
+    pub name: String,
+    pub bucket: String,
+    pub prefix: String,
+    /// `LocalPath` as the job gave it (`/opt/ml/processing/...`).
+    pub local_path: String,
+    /// `S3UploadMode: Continuous`: files are uploaded as they are closed, not only at the end.
+    #[serde(default)]
+    pub continuous: bool,
+}
+
+/// Everything one host agent needs to run its share of a processing job: the image's runtime
+/// runs `entrypoint` + `arguments` with the inputs staged at their local paths, and the
+/// outputs' directories are uploaded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcessingHostSpec {
+    /// Always [`JobKind::ProcessingJob`]: a spec without `kind` is a training [`HostSpec`].
+    pub kind: JobKind,
+    pub job_name: String,
+    pub job_arn: String,
+    pub region: String,
+    pub current_host: String,
+    pub hosts: Vec<String>,
+    /// The address of each host, in the order of `hosts`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    pub instance_type: String,
+    /// The per-host directory standing in for `/opt/ml`.
+    pub base_dir: PathBuf,
+    pub inputs: Vec<ProcessingInputSpec>,
+    pub outputs: Vec<ProcessingOutputSpec>,
+    /// `AppSpecification.ContainerEntrypoint` and `ContainerArguments`.
+    pub command: ContainerCommand,
+    /// `Environment`.
+    pub environment: BTreeMap<String, String>,
+    pub max_runtime_secs: u64,
+    pub stop_grace_secs: u64,
+    pub store_root: PathBuf,
+    #[serde(default = "local_access")]
+    pub object_access: String,
+    pub control_url: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// `<job>/<host>-<epoch seconds>`.
+    pub log_stream: String,
+    pub python_shims: PathBuf,
+    pub runtimes_dir: PathBuf,
+    pub runtime: String,
+    pub device: String,
+    #[serde(default)]
+    pub attempt: u32,
+}
+
+/// A spec file an agent reads: a training host's, or one of another job kind (its `kind`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentSpec {
+    Training(Box<HostSpec>),
+    Processing(Box<ProcessingHostSpec>),
+}
+
+impl AgentSpec {
+    /// Reads a spec by its `kind` (none: training, as every spec before job kinds).
+    pub fn from_json(value: serde_json::Value) -> Result<Self, String> {
+        let kind = value.get("kind").and_then(|k| k.as_str()).map(String::from);
+        match kind.as_deref().map(|k| JobKind::parse(k).ok_or(k)) {
+            None | Some(Ok(JobKind::TrainingJob)) => serde_json::from_value(value)
+                .map(|s| AgentSpec::Training(Box::new(s)))
+                .map_err(|e| format!("the training host spec is not valid: {e}")),
+            Some(Ok(JobKind::ProcessingJob)) => serde_json::from_value(value)
+                .map(|s| AgentSpec::Processing(Box::new(s)))
+                .map_err(|e| format!("the processing host spec is not valid: {e}")),
+            Some(Err(other)) => Err(format!(
+                "the host spec is of kind {other:?}, which this agent does not run (is it an older clary binary than the server?)"
+            )),
+        }
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, String> {
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("the host spec is not JSON: {e}"))?;
+        Self::from_json(value)
     }
 }
 

@@ -105,7 +105,13 @@ impl Front {
             HealthState::Healthy(n) => respond(
                 StatusCode::OK,
                 "application/json",
-                serde_json::json!({"status": "Healthy", "workers": n}).to_string(),
+                serde_json::json!({
+                    "status": "Healthy",
+                    "workers": n,
+                    "queued": self.pool.queued(),
+                    "worker_restarts": self.pool.health.restarts(),
+                })
+                .to_string(),
             ),
             HealthState::Loading => respond(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -7,7 +7,7 @@ use crate::config::ServeConfig;
 use crate::frame::{self, RequestItem};
 use bytes::Bytes;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::BufReader;
@@ -55,6 +55,8 @@ struct Job {
 pub struct Health {
     ready: AtomicUsize,
     failure: Mutex<Option<String>>,
+    /// Workers replaced after they crashed or hung (for the server's metrics).
+    restarts: AtomicU64,
 }
 
 pub enum HealthState {
@@ -78,6 +80,11 @@ impl Health {
             Some(reason) => HealthState::Failed(reason),
             None => HealthState::Loading,
         }
+    }
+
+    /// How many workers were replaced so far.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
     }
 
     /// Marks the model as failed to load (the first reason wins).
@@ -118,6 +125,13 @@ impl Pool {
             None => return Err(QueueFull),
         }
         Ok(rx)
+    }
+
+    /// Requests waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.tx
+            .as_ref()
+            .map_or(0, |q| q.max_capacity() - q.capacity())
     }
 
     /// Lets the workers finish what they hold, then stops them.
@@ -173,6 +187,7 @@ async fn supervise(
             End::Shutdown => return,
             End::Replace(why) => {
                 eprintln!("worker {slot}: {why}; starting a new one");
+                health.restarts.fetch_add(1, Ordering::Relaxed);
                 // A worker that dies right after loading, again and again, backs off.
                 if started.elapsed() < Duration::from_secs(5) {
                     quick_failures += 1;

@@ -21,7 +21,6 @@ pub struct Client {
     pub url: String,
     pub region: String,
     signed: SignedClient,
-    pub account: Option<String>,
 }
 
 /// The SageMaker API, as boto3 calls it.
@@ -85,7 +84,6 @@ impl Client {
             url: signed.base_url().to_string(),
             signed,
             region,
-            account: identity.map(|i| i.account),
         })
     }
 
@@ -189,6 +187,37 @@ impl Client {
             .unwrap_or_default()
             .to_string();
         Ok((status, ct, resp.bytes().await?.to_vec()))
+    }
+
+    /// The account of the server this client talks to, from its STS `GetCallerIdentity` (the
+    /// default bucket and role ARNs are that server's, not those of whatever data dir is local).
+    pub async fn account(&self) -> Result<String> {
+        let body = b"Action=GetCallerIdentity&Version=2011-06-15".to_vec();
+        let hash = payload_hash(&body);
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "content-type",
+            http::HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
+        );
+        let resp = self
+            .signed
+            .send("sts", http::Method::POST, "/", headers, body.into(), &hash)
+            .await
+            .map_err(|e| self.explain(e))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let account = text
+            .split_once("<Account>")
+            .and_then(|(_, rest)| rest.split_once("</Account>"))
+            .map(|(a, _)| a.trim().to_string())
+            .filter(|a| !a.is_empty());
+        match account {
+            Some(a) if status.is_success() => Ok(a),
+            _ => bail!(
+                "the server at {} did not say its account (STS GetCallerIdentity answered {status}); check that AWS_ENDPOINT_URL and the key pair are a Clary server's (eval \"$(clary env)\")",
+                self.url
+            ),
+        }
     }
 
     pub async fn bucket_exists(&self, bucket: &str) -> Result<bool> {

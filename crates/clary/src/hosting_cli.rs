@@ -145,10 +145,7 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> Result<()> {
             json!("/opt/ml/model/code"),
         );
     }
-    let account = client
-        .account
-        .clone()
-        .unwrap_or_else(|| "000000000000".into());
+    let account = client.account().await?;
     client
         .sagemaker(
             "CreateModel",
@@ -232,11 +229,7 @@ async fn repack(
     }
     let packed = work.path().join("model.tar.gz");
     pack_dir(&root, std::fs::File::create(&packed)?, DEFAULT_GZIP_LEVEL)?;
-    let out_bucket = format!(
-        "sagemaker-{}-{}",
-        client.region,
-        client.account.clone().unwrap_or_default()
-    );
+    let out_bucket = format!("sagemaker-{}-{}", client.region, client.account().await?);
     let out_key = format!("{name}/model.tar.gz");
     client
         .put_file(&out_bucket, &out_key, &packed, |_| {})

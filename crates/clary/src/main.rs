@@ -123,7 +123,7 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
-    /// The training host agent (started by the server, one per host).
+    /// The host agent of a training or processing job (started by the server, one per host).
     Agent {
         /// The host spec file the local executor wrote.
         #[arg(long, required_unless_present = "from_control")]
@@ -237,12 +237,15 @@ fn main() -> Result<()> {
     } = &cli.command
     {
         let text = std::fs::read(spec).with_context(|| format!("reading {}", spec.display()))?;
-        let spec: clary_exec::protocol::HostSpec =
-            serde_json::from_slice(&text).context("the host spec is not valid")?;
+        let spec =
+            clary_exec::protocol::AgentSpec::from_slice(&text).map_err(anyhow::Error::msg)?;
         if *dry_run {
+            let clary_exec::protocol::AgentSpec::Training(spec) = &spec else {
+                anyhow::bail!("--dry-run shows a training host's contract; this spec is not one");
+            };
             println!(
                 "{}",
-                serde_json::to_string_pretty(&clary_agent::dry_run(&spec)?)?
+                serde_json::to_string_pretty(&clary_agent::dry_run(spec)?)?
             );
             return Ok(());
         }
@@ -250,7 +253,7 @@ fn main() -> Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        std::process::exit(rt.block_on(clary_agent::run_host(spec)));
+        std::process::exit(rt.block_on(clary_agent::run_agent(spec)));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -363,7 +366,7 @@ fn env(data_dir: Option<PathBuf>, endpoint_url: Option<String>) -> Result<()> {
     let region = info
         .map(|i| i.region)
         .unwrap_or_else(|| settings::DEFAULT_REGION.into());
-    let config = settings::write_sdk_config(&data_dir, &id.default_bucket(&region))?;
+    let config = settings::write_sdk_config(&data_dir, &id.default_bucket(&region), &id.account)?;
     let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
     println!("export AWS_ENDPOINT_URL={}", q(&url));
     println!("export AWS_ACCESS_KEY_ID={}", q(&access_key));

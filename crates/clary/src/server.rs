@@ -234,7 +234,9 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         &serde_json::to_vec_pretty(&info)?,
     )?;
     tokio::spawn(control.training.clone().run_scheduler());
+    tokio::spawn(control.processing.clone().run_scheduler());
     tokio::spawn(control.hosting.clone().run());
+    tokio::spawn(control.endpoint_metrics.clone().run());
     control
         .tuning
         .set_trial_echo(clary_api::tuning_api::trial_echo);

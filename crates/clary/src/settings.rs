@@ -141,21 +141,53 @@ impl ServerInfo {
     }
 }
 
+/// The role the generated SDK config names as every job's and model's default: the one the
+/// server's principal acts as (any role name resolves in the server's account, and every one
+/// may do everything).
+pub const DEFAULT_ROLE_NAME: &str = clary_api::query::CALLER_ROLE;
+
 /// Writes the SageMaker Python SDK config that keeps the SDK away from real AWS
-/// (docs/sdk-wire.md §2): a default bucket, so no hard-wired STS call, and no telemetry.
-pub fn write_sdk_config(data_dir: &Path, bucket: &str) -> Result<PathBuf> {
+/// (docs/sdk-wire.md §2): a default bucket, so no hard-wired STS call, and no telemetry; and the
+/// default execution roles (in `account`) that v2 and v3 read when a user passes no role, so
+/// `role=None` works (v3's `ModelTrainer`, `Estimator(role=None)`, processing). Transform jobs
+/// take their role from their model's, so the schema has no role of their own.
+pub fn write_sdk_config(data_dir: &Path, bucket: &str, account: &str) -> Result<PathBuf> {
     let path = data_dir.join("sagemaker-config.yaml");
-    let text = format!(
-        "# Written by `clary env`: the SageMaker Python SDK reads it through SAGEMAKER_USER_CONFIG_OVERRIDE.\n\
-         SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n      Session:\n        DefaultS3Bucket: {bucket}\n"
-    );
-    write_private(&path, text.as_bytes())?;
+    write_private(&path, sdk_config_text(bucket, account).as_bytes())?;
     Ok(path)
+}
+
+fn sdk_config_text(bucket: &str, account: &str) -> String {
+    let role = format!("arn:aws:iam::{account}:role/{DEFAULT_ROLE_NAME}");
+    format!(
+        "# Written by `clary env`: the SageMaker Python SDK reads it through SAGEMAKER_USER_CONFIG_OVERRIDE.\n\
+         SchemaVersion: '1.0'\n\
+         SageMaker:\n  \
+           PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n      Session:\n        DefaultS3Bucket: {bucket}\n  \
+           TrainingJob:\n    RoleArn: {role}\n  \
+           ProcessingJob:\n    RoleArn: {role}\n  \
+           Model:\n    ExecutionRoleArn: {role}\n"
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sdk_config_names_the_bucket_and_the_default_roles() {
+        let text = sdk_config_text("sagemaker-us-east-1-111122223333", "111122223333");
+        let role = "arn:aws:iam::111122223333:role/SageMakerRole";
+        for line in [
+            "        DefaultS3Bucket: sagemaker-us-east-1-111122223333\n",
+            "      TelemetryOptOut: true\n",
+            &format!("  TrainingJob:\n    RoleArn: {role}\n"),
+            &format!("  ProcessingJob:\n    RoleArn: {role}\n"),
+            &format!("  Model:\n    ExecutionRoleArn: {role}\n"),
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
+    }
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777

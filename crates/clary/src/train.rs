@@ -94,11 +94,7 @@ pub async fn run(client: &Client, args: TrainArgs) -> Result<()> {
     });
     let bucket = match &args.bucket {
         Some(b) => b.clone(),
-        None => format!(
-            "sagemaker-{}-{}",
-            client.region,
-            client.account.clone().unwrap_or_default()
-        ),
+        None => format!("sagemaker-{}-{}", client.region, client.account().await?),
     };
     if !client.bucket_exists(&bucket).await? {
         bail!(
@@ -222,14 +218,14 @@ pub async fn run(client: &Client, args: TrainArgs) -> Result<()> {
     ] {
         hps.insert(k.to_string(), Value::String(v));
     }
-    let account = client
-        .account
-        .clone()
-        .unwrap_or_else(|| "000000000000".into());
     let role = if args.role.starts_with("arn:") {
         args.role.clone()
     } else {
-        format!("arn:aws:iam::{account}:role/{}", args.role)
+        format!(
+            "arn:aws:iam::{}:role/{}",
+            client.account().await?,
+            args.role
+        )
     };
     let output_path = args
         .output_path

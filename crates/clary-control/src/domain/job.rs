@@ -184,15 +184,17 @@ pub struct JobWords {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Kind {
     TrainingJob,
+    ProcessingJob,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 1] = [Kind::TrainingJob];
+    pub const ALL: [Kind; 2] = [Kind::TrainingJob, Kind::ProcessingJob];
 
     /// As the agents' API and stored credentials name it (`TrainingJob`).
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::TrainingJob => "TrainingJob",
+            Kind::ProcessingJob => "ProcessingJob",
         }
     }
 
@@ -204,6 +206,7 @@ impl Kind {
     pub fn arn_resource(self) -> &'static str {
         match self {
             Kind::TrainingJob => "training-job",
+            Kind::ProcessingJob => "processing-job",
         }
     }
 
@@ -211,6 +214,7 @@ impl Kind {
     pub fn log_group(self) -> &'static str {
         match self {
             Kind::TrainingJob => "/aws/sagemaker/TrainingJobs",
+            Kind::ProcessingJob => "/aws/sagemaker/ProcessingJobs",
         }
     }
 
@@ -218,6 +222,7 @@ impl Kind {
     pub fn dir_name(self) -> &'static str {
         match self {
             Kind::TrainingJob => "jobs",
+            Kind::ProcessingJob => "processing-jobs",
         }
     }
 
@@ -227,6 +232,11 @@ impl Kind {
                 noun: "Training job",
                 script: "training script",
                 preparing: "Preparing the instances for training",
+            },
+            Kind::ProcessingJob => JobWords {
+                noun: "Processing job",
+                script: "processing container's command",
+                preparing: "Preparing the instances for processing",
             },
         }
     }

@@ -4,10 +4,12 @@
 pub mod capacity;
 pub mod credentials;
 pub mod endpoint;
+pub mod endpoint_metrics;
 pub mod hosting;
 pub mod job;
 pub mod logs;
 pub mod metrics;
+pub mod processing;
 pub mod profiler;
 pub mod training;
 pub mod tuning;

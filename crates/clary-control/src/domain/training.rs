@@ -75,6 +75,14 @@ pub struct Checkpoints {
     pub local_path: Option<String>,
 }
 
+/// `AlgorithmSpecification.ContainerEntrypoint` and `ContainerArguments`: the command a job runs
+/// instead of the framework toolkit's entry, as a container's entrypoint and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerCommand {
+    pub entrypoint: Vec<String>,
+    pub arguments: Vec<String>,
+}
+
 /// What a training job runs, on what, from what, to where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrainingJobSpec {
@@ -100,6 +108,9 @@ pub struct TrainingJobSpec {
     /// `DebugRuleConfigurations`.
     #[serde(default)]
     pub debug_rules: Vec<super::profiler::ConfiguredRule>,
+    /// The job's own command, when it names one (`None`: the toolkit runs the script).
+    #[serde(default)]
+    pub container: Option<ContainerCommand>,
 }
 
 /// A training job.

@@ -46,6 +46,7 @@ fn job(max_trials: u32, max_parallel: u32) -> TuningJob {
                 }],
                 profiler: Default::default(),
                 debug_rules: Vec::new(),
+                container: None,
             },
             parents: Vec::new(),
             definitions: Vec::new(),

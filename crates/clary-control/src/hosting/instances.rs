@@ -240,3 +240,23 @@ pub(super) fn log_tail(path: &std::path::Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// What a healthy model server says of itself in its health answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstanceStats {
+    /// Requests waiting for one of its workers.
+    pub queued: u64,
+    /// Workers it replaced after a crash or a hang.
+    pub worker_restarts: u64,
+}
+
+/// Asks the model server at `authority` (`host:port`) for its [`InstanceStats`].
+pub async fn probe(authority: &str, token: &str) -> Option<InstanceStats> {
+    let (host, port) = authority.rsplit_once(':')?;
+    let (status, body) = ping(host, port.parse().ok()?, token).await?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
+    Some(InstanceStats {
+        queued: v["queued"].as_u64().unwrap_or(0),
+        worker_restarts: v["worker_restarts"].as_u64().unwrap_or(0),
+    })
+}

@@ -5,6 +5,7 @@
 
 mod endpoints;
 mod instances;
+pub use instances::{InstanceStats, probe};
 mod reconciler;
 mod resources;
 

@@ -203,6 +203,7 @@ impl<K: JobKind> Lifecycle<K> {
 fn wire_kind(kind: crate::domain::job::Kind) -> WireKind {
     match kind {
         crate::domain::job::Kind::TrainingJob => WireKind::TrainingJob,
+        crate::domain::job::Kind::ProcessingJob => WireKind::ProcessingJob,
     }
 }
 

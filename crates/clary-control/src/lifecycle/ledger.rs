@@ -115,6 +115,14 @@ impl Ledger {
         block
     }
 
+    /// (vCPUs, GiB) running jobs of every kind hold, and the machine's total.
+    pub fn in_use(&self) -> (Demand, Demand) {
+        let used = self.claims().values().fold((0u32, 0f64), |(c, m), cl| {
+            (c + cl.demand.0, m + cl.demand.1)
+        });
+        (used, (self.capacity.cpus, self.capacity.memory_gib))
+    }
+
     /// The job no longer runs.
     pub fn release(&self, kind: Kind, name: &str) {
         self.claims().remove(&(kind, name.to_string()));

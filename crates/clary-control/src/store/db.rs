@@ -130,6 +130,25 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (kind, name)
      );
      CREATE INDEX jobs_by_creation ON jobs(kind, creation_time);",
+    // 10: endpoint invocation metrics, one row per endpoint, variant and second.
+    "CREATE TABLE endpoint_metrics (
+        endpoint TEXT NOT NULL,
+        variant TEXT NOT NULL,
+        second INTEGER NOT NULL,
+        invocations REAL NOT NULL,
+        client_errors REAL NOT NULL,
+        server_errors REAL NOT NULL,
+        model_count REAL NOT NULL,
+        model_sum REAL NOT NULL,
+        model_min REAL,
+        model_max REAL,
+        overhead_count REAL NOT NULL,
+        overhead_sum REAL NOT NULL,
+        overhead_min REAL,
+        overhead_max REAL,
+        PRIMARY KEY (endpoint, variant, second)
+     );
+     CREATE INDEX endpoint_metrics_by_second ON endpoint_metrics(second);",
 ];
 
 #[derive(Clone)]

@@ -2,11 +2,13 @@
 
 pub mod credentials;
 mod db;
+pub mod endpoint_metrics;
 pub mod hosting;
 mod job_state;
 pub mod jobs;
 pub mod logs;
 pub mod metrics;
+pub mod stats;
 pub mod tags;
 pub mod training_jobs;
 pub mod tuning;

@@ -45,11 +45,12 @@ impl TagStore {
         Ok(())
     }
 
-    /// Whether a training job, model, endpoint configuration or endpoint has this ARN.
+    /// Whether a job (of any kind), model, endpoint configuration or endpoint has this ARN.
     pub fn resource_exists(&self, arn: &str) -> Result<bool, ControlError> {
         let n: i64 = self.db.lock().query_row(
             "SELECT (SELECT COUNT(*) FROM training_jobs WHERE arn = ?1) + (SELECT COUNT(*) FROM models WHERE arn = ?1)
-                + (SELECT COUNT(*) FROM endpoint_configs WHERE arn = ?1) + (SELECT COUNT(*) FROM endpoints WHERE arn = ?1)",
+                + (SELECT COUNT(*) FROM endpoint_configs WHERE arn = ?1) + (SELECT COUNT(*) FROM endpoints WHERE arn = ?1)
+                + (SELECT COUNT(*) FROM jobs WHERE arn = ?1)",
             params![arn],
             |r| r.get(0),
         )?;

@@ -88,6 +88,7 @@ fn placeholder_spec() -> TrainingJobSpec {
         metric_definitions: Vec::new(),
         profiler: Default::default(),
         debug_rules: Vec::new(),
+        container: None,
     }
 }
 

@@ -6,7 +6,9 @@ use super::profiler::PROFILER_OUTPUT_DIR;
 use crate::domain::credentials::WriteGrant;
 use crate::domain::training::{Channel, InputMode, S3Location, TrainingJob};
 use crate::lifecycle::HostPlan;
-use clary_exec::protocol::{ChannelSpec, CheckpointSpec, HostSpec, MonitorSettings};
+use clary_exec::protocol::{
+    ChannelSpec, CheckpointSpec, ContainerCommand, HostSpec, MonitorSettings,
+};
 use clary_exec::runtimes::{MXNET_TRAINING_MODULE, Mode};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -125,6 +127,10 @@ impl TrainingKind {
             legacy: image.mode == Mode::Legacy,
             attempt: plan.attempt,
             monitor: Some(monitor),
+            container: spec.container.as_ref().map(|c| ContainerCommand {
+                entrypoint: c.entrypoint.clone(),
+                arguments: c.arguments.clone(),
+            }),
             checkpoint: spec.checkpoints.as_ref().map(|c| CheckpointSpec {
                 bucket: c.destination.bucket.clone(),
                 prefix: c.destination.prefix.clone(),

@@ -38,6 +38,7 @@ const JOB_PREFIX: &str = "clary-";
 fn kind_prefix(kind: JobKind) -> &'static str {
     match kind {
         JobKind::TrainingJob => "",
+        JobKind::ProcessingJob => "processing-",
     }
 }
 const INSTANCE_PREFIX: &str = "clary-ep-";
