@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 import urllib.parse
 
@@ -254,10 +255,35 @@ def test_an_endpoints_page_shows_its_instances_and_deletes_it(browser, server, s
          "the endpoint turning InService live")
     assert "Healthy" in browser.find_element(By.ID, "instances").text
     assert "AllTraffic" in browser.find_element(By.ID, "variants").text
-    for _ in range(5):
-        rt.invoke_endpoint(EndpointName=name, ContentType="application/json", Body="[1, 2]")
     wait(browser, lambda d: "model loaded" in d.find_element(By.ID, "logs").text, 30, "the endpoint's log")
-    shot(browser, "endpoint")
+
+    # Under load, the invocations chart moves (one point a second per variant) and shows the
+    # calls; the latency chart appears with p50 and p99.
+    def chart(d, title):
+        return css(d, 'figure[data-chart="%s"]' % title)
+    wait(browser, lambda d: chart(d, "Invocations per second"), 15, "the invocations chart")
+    before = int(chart(browser, "Invocations per second").get_attribute("data-points"))
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            rt.invoke_endpoint(EndpointName=name, ContentType="application/json", Body="[1, 2]")
+    workers = [threading.Thread(target=load) for _ in range(2)]
+    for w in workers:
+        w.start()
+    try:
+        wait(browser, lambda d: float(chart(d, "Invocations per second").get_attribute("data-max") or 0) >= 1
+             and int(chart(d, "Invocations per second").get_attribute("data-points")) > before, 20,
+             "the invocations chart moving under load")
+        wait(browser, lambda d: chart(d, "Latency (ms)") and chart(d, "Latency (ms)").find_elements(By.TAG_NAME, "canvas"),
+             10, "the latency chart")
+        shot(browser, "endpoint")
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+    assert "p99 AllTraffic" in chart(browser, "Latency (ms)").text
+    assert "Errors per second" in browser.find_element(By.ID, "charts").text
     browser.find_element(By.ID, "delete").click()
     alert = browser.switch_to.alert
     assert name in alert.text

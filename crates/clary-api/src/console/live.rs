@@ -436,11 +436,93 @@ pub fn tuning_job(state: Arc<ApiState>, session: &Session, name: String) -> Resp
 
 // ---------------------------------------------------------------- one endpoint
 
+/// History an endpoint's charts open with.
+const INVOCATION_HISTORY_SECS: i64 = 600;
+
+/// An endpoint's invocation charts, one point per second and variant: invocations and 4xx/5xx
+/// from the stored per-second aggregates (`AWS/SageMaker`'s), latency p50/p99 from the recent
+/// histograms. A second is sent once it is over (and one more has passed, so an invocation
+/// that ended at its close has been recorded).
+struct InvocationFollower {
+    endpoint: String,
+    /// The first second not yet sent (0 before the first look).
+    next: i64,
+}
+
+impl InvocationFollower {
+    fn look(
+        &mut self,
+        state: &ApiState,
+        variants: &[String],
+        since: f64,
+    ) -> Result<Vec<Value>, ConsoleError> {
+        use clary_control::domain::endpoint_metrics::EndpointMetric;
+        let end = chrono::Utc::now().timestamp() - 1;
+        let start = if self.next == 0 {
+            (end - INVOCATION_HISTORY_SECS).max(since.floor() as i64)
+        } else {
+            self.next
+        };
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.next = end;
+        let metrics = &state.control.endpoint_metrics;
+        let mut out = Vec::new();
+        for v in variants {
+            let per_second = |metric| -> Result<Vec<Value>, ConsoleError> {
+                let found: HashMap<i64, f64> = metrics
+                    .datapoints(
+                        &self.endpoint,
+                        Some(v),
+                        metric,
+                        start as f64,
+                        end as f64,
+                        1.0,
+                    )?
+                    .into_iter()
+                    .map(|d| (d.timestamp as i64, d.sum))
+                    .collect();
+                // A second without invocations is a zero, not a gap.
+                Ok((start..end)
+                    .map(|t| json!([t, found.get(&t).copied().unwrap_or(0.0)]))
+                    .collect())
+            };
+            out.push(json!({"chart": "Invocations per second", "label": v,
+                "points": per_second(EndpointMetric::Invocations)?}));
+            out.push(
+                json!({"chart": "Errors per second", "label": format!("4xx {v}"),
+                "points": per_second(EndpointMetric::Invocation4XXErrors)?}),
+            );
+            out.push(
+                json!({"chart": "Errors per second", "label": format!("5xx {v}"),
+                "points": per_second(EndpointMetric::Invocation5XXErrors)?}),
+            );
+            let latency = state
+                .telemetry
+                .recent
+                .percentiles(&self.endpoint, v, start, end);
+            if !latency.is_empty() {
+                let p50: Vec<Value> = latency.iter().map(|(t, p, _)| json!([t, p])).collect();
+                let p99: Vec<Value> = latency.iter().map(|(t, _, p)| json!([t, p])).collect();
+                out.push(
+                    json!({"chart": "Latency (ms)", "label": format!("p50 {v}"), "points": p50}),
+                );
+                out.push(
+                    json!({"chart": "Latency (ms)", "label": format!("p99 {v}"), "points": p99}),
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
 struct EndpointFeed {
     name: String,
     csrf: String,
     status: String,
     logs: LogFollower,
+    invocations: InvocationFollower,
 }
 
 impl Feed for EndpointFeed {
@@ -463,6 +545,18 @@ impl Feed for EndpointFeed {
         if !lines.is_empty() {
             message.insert("logs".into(), Value::Array(lines));
         }
+        let mut variants: Vec<String> = endpoint.live.plan.iter().map(|v| v.name.clone()).collect();
+        if let Some(p) = &endpoint.pending {
+            variants.extend(p.plan.iter().map(|v| v.name.clone()));
+        }
+        variants.sort();
+        variants.dedup();
+        let series = self
+            .invocations
+            .look(state, &variants, endpoint.creation_time)?;
+        if !series.is_empty() {
+            message.insert("series".into(), Value::Array(series));
+        }
         Ok(Look {
             message: (!message.is_empty()).then_some(Value::Object(message)),
             done: false,
@@ -474,6 +568,10 @@ impl Feed for EndpointFeed {
 pub fn endpoint(state: Arc<ApiState>, session: &Session, name: String) -> Response<Body> {
     let feed = EndpointFeed {
         logs: LogFollower::new(endpoint_log_group(&name), None),
+        invocations: InvocationFollower {
+            endpoint: name.clone(),
+            next: 0,
+        },
         csrf: session.csrf.clone(),
         status: String::new(),
         name,

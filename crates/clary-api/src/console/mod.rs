@@ -9,6 +9,7 @@
 
 pub mod auth;
 mod html;
+pub mod latency;
 mod live;
 mod pages;
 

@@ -69,6 +69,7 @@
     return c;
   }
 
+  var MAX_POINTS = 3600;
   var palette = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563"];
 
   function drawTime(c) {
@@ -76,14 +77,15 @@
     c.labels.forEach(function (l) { c.series[l].forEach(function (p) { xs[p[0]] = true; }); });
     var x = Object.keys(xs).map(Number).sort(function (a, b) { return a - b; });
     var data = [x];
-    var total = 0;
+    var total = 0, max = null;
     c.labels.forEach(function (l) {
       var at = {};
-      c.series[l].forEach(function (p) { at[p[0]] = p[1]; });
+      c.series[l].forEach(function (p) { at[p[0]] = p[1]; if (max === null || p[1] > max) { max = p[1]; } });
       total += c.series[l].length;
       data.push(x.map(function (t) { return t in at ? at[t] : null; }));
     });
     c.box.dataset.points = String(total);
+    c.box.dataset.max = String(max);
     if (!window.uPlot) { return; }
     if (c.plot && c.plot.series.length === c.labels.length + 1) {
       c.plot.setData(data);
@@ -102,6 +104,8 @@
       var c = timeChart(parentId, s.chart, s.chart);
       if (!c.series[s.label]) { c.series[s.label] = []; c.labels.push(s.label); }
       Array.prototype.push.apply(c.series[s.label], s.points);
+      // A page left open keeps the last hour or so of each series.
+      if (c.series[s.label].length > MAX_POINTS) { c.series[s.label].splice(0, c.series[s.label].length - MAX_POINTS); }
       touched[s.chart] = c;
     });
     Object.keys(touched).forEach(function (k) { drawTime(touched[k]); });
