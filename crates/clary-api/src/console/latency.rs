@@ -15,6 +15,8 @@ const BUCKETS: usize = 104;
 const FLOOR_MICROS: f64 = 10.0;
 
 type Histogram = [u32; BUCKETS];
+/// One variant's seconds, oldest first.
+type Seconds = VecDeque<(i64, Box<Histogram>)>;
 
 fn bucket(micros: f64) -> usize {
     if micros <= FLOOR_MICROS {
@@ -49,7 +51,7 @@ fn quantile(h: &Histogram, q: f64) -> Option<f64> {
 #[derive(Default)]
 pub struct RecentLatencies {
     /// (endpoint, variant) → seconds, oldest first.
-    series: Mutex<HashMap<(String, String), VecDeque<(i64, Box<Histogram>)>>>,
+    series: Mutex<HashMap<(String, String), Seconds>>,
 }
 
 impl RecentLatencies {

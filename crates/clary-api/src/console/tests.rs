@@ -51,6 +51,7 @@ fn seed(dir: &std::path::Path, n: usize) {
         metric_definitions: vec![],
         profiler: Default::default(),
         debug_rules: vec![],
+        container: None,
     };
     let spec = serde_json::to_string(&spec).unwrap().replace('\'', "''");
     let mut sql = String::from("BEGIN;");
