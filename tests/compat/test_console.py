@@ -18,7 +18,7 @@ from conftest import (CLARY, deploy, job_request, unique, upload_code, wait_endp
                       wait_secondary)
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -53,10 +53,22 @@ def shot(driver, name):
 
 def wait(driver, cond, timeout=60, what="the page"):
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: cond(d))
+        # A live fragment may be swapped between finding an element and reading it.
+        return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: cond(d))
     except TimeoutException:
         shot(driver, "timeout")
         raise AssertionError("%s did not happen within %ss" % (what, timeout))
+
+
+def text(driver, element_id):
+    """The text of an element that a live update may replace meanwhile."""
+    return wait(driver, lambda d: d.find_element(By.ID, element_id).text or " ", 10, "#" + element_id)
+
+
+def click(driver, element_id):
+    """Clicks an element of a live fragment (found again if it was swapped meanwhile)."""
+    wait(driver, lambda d: d.find_element(By.ID, element_id).click() or True, 10, "clicking #" + element_id)
 
 
 def css(driver, selector):
@@ -137,7 +149,7 @@ def test_sign_in_then_a_job_appears_runs_and_finishes_live(browser, server, sm, 
     browser.find_element(By.ID, "access_key").send_keys(env["AWS_ACCESS_KEY_ID"])
     browser.find_element(By.ID, "secret_key").send_keys("not-the-secret")
     browser.find_element(By.ID, "sign-in").click()
-    assert "not the server's credentials" in browser.find_element(By.ID, "sign-in-error").text
+    assert "not the server's credentials" in text(browser, "sign-in-error")
     sign_in(browser, server)
     cookie = next(c for c in browser.get_cookies() if c["name"] == "clary_console")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/_clary/console"
@@ -173,14 +185,14 @@ def test_sign_in_then_a_job_appears_runs_and_finishes_live(browser, server, sm, 
          "the job's status turning Completed")
     assert browser.execute_script("return window.__sameDocument") == 2, "the page reloaded"
     assert points(browser) >= 12
-    logs = browser.find_element(By.ID, "logs").text
+    logs = text(browser, "logs")
     assert "epoch 12 loss=" in logs
     # A log line is text, never markup.
     assert "done <b>not markup</b>" in logs
-    timeline = browser.find_element(By.ID, "timeline").text
+    timeline = text(browser, "timeline")
     for stage in ("Starting", "Downloading", "Training", "Uploading", "Completed"):
         assert stage in timeline
-    assert browser.find_element(By.ID, "artifacts").text.startswith("s3://%s/output/%s/" % (bucket, name))
+    assert text(browser, "artifacts").startswith("s3://%s/output/%s/" % (bucket, name))
     assert not css(browser, "#stop"), "an ended job has no stop button"
     wait(browser, lambda d: d.find_element(By.ID, "live").get_attribute("data-state") == "ended", 15, "the stream ending")
     shot(browser, "job-completed")
@@ -202,11 +214,11 @@ def test_stop_from_the_page_and_csrf(browser, server, sm, s3, bucket):
     assert sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] == "InProgress"
 
     # Dismissing the confirmation stops nothing; accepting it stops the job.
-    browser.find_element(By.ID, "stop").click()
+    click(browser, "stop")
     browser.switch_to.alert.dismiss()
     time.sleep(0.5)
     assert sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] == "InProgress"
-    browser.find_element(By.ID, "stop").click()
+    click(browser, "stop")
     alert = browser.switch_to.alert
     assert name in alert.text
     alert.accept()
@@ -230,7 +242,7 @@ def test_a_one_time_link_signs_in_once(browser, server):
     browser.delete_all_cookies()
     browser.get(link)
     browser.find_element(By.ID, "sign-in").click()
-    assert "used already" in browser.find_element(By.ID, "sign-in-error").text
+    assert "used already" in text(browser, "sign-in-error")
     status, _, _ = raw(server, "GET", BASE + "training-jobs",
                        {"Cookie": "; ".join("%s=%s" % (c["name"], c["value"]) for c in browser.get_cookies())})
     assert status == 303
@@ -253,8 +265,8 @@ def test_an_endpoints_page_shows_its_instances_and_deletes_it(browser, server, s
     browser.get(server.url + BASE + "endpoints/" + name)
     wait(browser, lambda d: "InService" in d.find_element(By.CSS_SELECTOR, "#status [data-status]").text, 180,
          "the endpoint turning InService live")
-    assert "Healthy" in browser.find_element(By.ID, "instances").text
-    assert "AllTraffic" in browser.find_element(By.ID, "variants").text
+    assert "Healthy" in text(browser, "instances")
+    assert "AllTraffic" in text(browser, "variants")
     wait(browser, lambda d: "model loaded" in d.find_element(By.ID, "logs").text, 30, "the endpoint's log")
 
     # Under load, the invocations chart moves (one point a second per variant) and shows the
@@ -283,8 +295,8 @@ def test_an_endpoints_page_shows_its_instances_and_deletes_it(browser, server, s
         for w in workers:
             w.join()
     assert "p99 AllTraffic" in chart(browser, "Latency (ms)").text
-    assert "Errors per second" in browser.find_element(By.ID, "charts").text
-    browser.find_element(By.ID, "delete").click()
+    assert "Errors per second" in text(browser, "charts")
+    click(browser, "delete")
     alert = browser.switch_to.alert
     assert name in alert.text
     alert.accept()
@@ -317,5 +329,27 @@ def test_a_tuning_jobs_page_ranks_trials_and_charts_the_objective(browser, serve
     assert len(rows) == 3
     # Best first: the first row is the tuning job's best trial.
     best = d["BestTrainingJob"]["TrainingJobName"]
-    assert best in rows[0].text and browser.find_element(By.ID, "best-trial").text == best
+    assert best in rows[0].text and text(browser, "best-trial") == best
     shot(browser, "tuning")
+
+
+def test_a_processing_job_appears_logs_live_and_stops_from_its_page(browser, server, sm, s3, bucket):
+    from test_processing import create_job, wait_processing
+    sign_in(browser, server)
+    browser.get(server.url + BASE + "processing-jobs")
+    wait(browser, lambda d: d.find_element(By.ID, "live").get_attribute("data-state") == "live", 10, "the listing's stream")
+    name = unique("console-proc")
+    create_job(sm, s3, bucket, name, ["--mode", "none", "--sleep", "120"])
+    wait(browser, lambda d: css(d, 'tr[data-job="%s"]' % name), 15, "the new processing job's row")
+    browser.find_element(By.LINK_TEXT, name).click()
+    wait(browser, lambda d: "still processing" in d.find_element(By.ID, "logs").text, 60, "its log, live")
+    assert "s3://%s/%s/code/" % (bucket, name) in text(browser, "inputs")
+    assert "Starting" in text(browser, "timeline")
+    shot(browser, "processing-running")
+    click(browser, "stop")
+    alert = browser.switch_to.alert
+    assert name in alert.text
+    alert.accept()
+    wait(browser, lambda d: "Stopped" in d.find_element(By.CSS_SELECTOR, "#status [data-status]").text, 60,
+         "the processing job's status turning Stopped")
+    assert wait_processing(sm, name, timeout=30)["ProcessingJobStatus"] == "Stopped"

@@ -73,6 +73,7 @@ pub fn badge(status: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
     Training,
+    Processing,
     Tuning,
     Endpoints,
     Models,
@@ -87,6 +88,7 @@ pub fn page(title: &str, section: Option<Section>, csrf: Option<&str>, body: &st
         for (s, href, label) in [
             (Section::Training, "training-jobs", "Training jobs"),
             (Section::Tuning, "tuning-jobs", "Tuning jobs"),
+            (Section::Processing, "processing-jobs", "Processing jobs"),
             (Section::Endpoints, "endpoints", "Endpoints"),
             (Section::Models, "models", "Models"),
         ] {

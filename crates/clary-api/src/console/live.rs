@@ -10,12 +10,13 @@
 //! `event: end` says the page will not change again.
 
 use super::auth::Session;
-use super::pages::{self, TrainingFilter};
+use super::pages::{self, JobFilter};
 use super::{ConsoleError, ConsoleRequest, plain};
 use crate::{ApiState, Body, BoxError};
 use bytes::Bytes;
 use clary_control::domain::endpoint::endpoint_log_group;
-use clary_control::logs::{GetEvents, TRAINING_LOG_GROUP};
+use clary_control::domain::job::Kind;
+use clary_control::logs::GetEvents;
 use clary_control::store::logs::StreamOrder;
 use clary_control::store::metrics::SampleQuery;
 use http::{Response, StatusCode, header};
@@ -188,8 +189,12 @@ pub fn list(
         .clamp(1, 1_000_000);
     let render: Rows = match which {
         "training-jobs" => {
-            let f = TrainingFilter::of(&req.query);
+            let f = JobFilter::of(&req.query);
             Box::new(move |s| pages::training_rows(s, &f))
+        }
+        "processing-jobs" => {
+            let f = JobFilter::of(&req.query);
+            Box::new(move |s| pages::processing_rows(s, &f))
         }
         "tuning-jobs" => Box::new(move |s| pages::tuning_rows(s, page)),
         "endpoints" => Box::new(move |s| pages::endpoint_rows(s, page)),
@@ -327,22 +332,38 @@ impl MetricFollower {
     }
 }
 
-// ---------------------------------------------------------------- one training job
+// ---------------------------------------------------------------- one job
 
-struct TrainingFeed {
+/// A job of any kind: its status fragment, every host's log, and (training) its metrics.
+struct JobFeed {
+    kind: Kind,
     name: String,
     csrf: String,
     status: String,
     logs: LogFollower,
-    metrics: MetricFollower,
+    metrics: Option<MetricFollower>,
     after_end: u8,
 }
 
-impl Feed for TrainingFeed {
+impl Feed for JobFeed {
     fn look(&mut self, state: &ApiState) -> Result<Look, ConsoleError> {
-        let job = state.control.training.get(&self.name)?;
+        let (status, ended) = match self.kind {
+            Kind::TrainingJob => {
+                let job = state.control.training.get(&self.name)?;
+                (
+                    pages::training_status(&job, &self.csrf),
+                    job.state.status.is_terminal(),
+                )
+            }
+            Kind::ProcessingJob => {
+                let job = state.control.processing.get(&self.name)?;
+                (
+                    pages::processing_status(&job, &self.csrf),
+                    job.state.status.is_terminal(),
+                )
+            }
+        };
         let mut message = serde_json::Map::new();
-        let status = pages::training_status(&job, &self.csrf);
         if status != self.status {
             message.insert("fragments".into(), json!({ "status": status }));
             self.status = status;
@@ -351,11 +372,13 @@ impl Feed for TrainingFeed {
         if !lines.is_empty() {
             message.insert("logs".into(), Value::Array(lines));
         }
-        let series = self.metrics.look(state)?;
-        if !series.is_empty() {
-            message.insert("series".into(), Value::Array(series));
+        if let Some(metrics) = &mut self.metrics {
+            let series = metrics.look(state)?;
+            if !series.is_empty() {
+                message.insert("series".into(), Value::Array(series));
+            }
         }
-        let done = if job.state.status.is_terminal() && !more {
+        let done = if ended && !more {
             self.after_end += 1;
             self.after_end > AFTER_END
         } else {
@@ -369,21 +392,29 @@ impl Feed for TrainingFeed {
     }
 }
 
-pub fn training_job(state: Arc<ApiState>, session: &Session, name: String) -> Response<Body> {
-    let prefix = format!("{name}/");
-    let feed = TrainingFeed {
+fn job_feed(kind: Kind, session: &Session, name: String) -> JobFeed {
+    JobFeed {
+        kind,
         csrf: session.csrf.clone(),
         // Empty, so the first look sends the status with everything else.
         status: String::new(),
-        logs: LogFollower::new(TRAINING_LOG_GROUP.into(), Some(prefix)),
-        metrics: MetricFollower {
+        // A job's streams are `<job>/<host>-<epoch>` in its kind's group.
+        logs: LogFollower::new(kind.log_group().into(), Some(format!("{name}/"))),
+        metrics: (kind == Kind::TrainingJob).then(|| MetricFollower {
             job: name.clone(),
             ..Default::default()
-        },
+        }),
         name,
         after_end: 0,
-    };
-    event_stream(state, feed)
+    }
+}
+
+pub fn training_job(state: Arc<ApiState>, session: &Session, name: String) -> Response<Body> {
+    event_stream(state, job_feed(Kind::TrainingJob, session, name))
+}
+
+pub fn processing_job(state: Arc<ApiState>, session: &Session, name: String) -> Response<Body> {
+    event_stream(state, job_feed(Kind::ProcessingJob, session, name))
 }
 
 // ---------------------------------------------------------------- one tuning job

@@ -168,6 +168,9 @@ pub async fn dispatch(
         (true, _, ["training-jobs", name, "events"]) => {
             return live::training_job(state, &session, name.to_string());
         }
+        (true, _, ["processing-jobs", name, "events"]) => {
+            return live::processing_job(state, &session, name.to_string());
+        }
         (true, _, ["tuning-jobs", name, "events"]) => {
             return live::tuning_job(state, &session, name.to_string());
         }

@@ -9,6 +9,7 @@ use crate::{ApiState, Body};
 use clary_control::domain::endpoint::{Endpoint, EndpointStatus, Instance};
 use clary_control::domain::hosting::ListHostingResources;
 use clary_control::domain::job::{JobStatus, ListJobs, SortBy};
+use clary_control::domain::processing::ProcessingJob;
 use clary_control::domain::training::TrainingJob;
 use clary_control::domain::tuning::{ObjectiveType, ParameterRange, Scaling};
 use clary_control::domain::tuning_job::{Trial, TuningJob, TuningStatus};
@@ -30,8 +31,10 @@ pub async fn get(state: Arc<ApiState>, session: &Session, req: &ConsoleRequest) 
         let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
         let q = &query;
         let body = match seg.as_slice() {
-            ["training-jobs"] => training_jobs(&state, &csrf, &TrainingFilter::of(q))?,
+            ["training-jobs"] => training_jobs(&state, &csrf, &JobFilter::of(q))?,
             ["training-jobs", name] => training_job(&state, &csrf, name)?,
+            ["processing-jobs"] => processing_jobs(&state, &csrf, &JobFilter::of(q))?,
+            ["processing-jobs", name] => processing_job(&state, &csrf, name)?,
             ["tuning-jobs"] => tuning_jobs(&state, &csrf, q)?,
             ["tuning-jobs", name] => tuning_job(&state, &csrf, name)?,
             ["endpoints"] => endpoints(&state, &csrf, q)?,
@@ -51,6 +54,14 @@ pub async fn act(state: Arc<ApiState>, req: &ConsoleRequest) -> Page {
     tokio::task::spawn_blocking(move || {
         let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
         match seg.as_slice() {
+            ["processing-jobs", name, "stop"] => {
+                state.control.processing.stop(name)?;
+                tracing::info!(job = %name, "console: stop processing job");
+                Ok(redirect(&format!(
+                    "{BASE}processing-jobs/{}",
+                    url_part(name)
+                )))
+            }
             ["training-jobs", name, "stop"] => {
                 state.control.training.stop(name)?;
                 tracing::info!(job = %name, "console: stop training job");
@@ -133,16 +144,16 @@ fn page_number(q: &Query) -> u64 {
 
 /// The training-jobs listing's filters, from its query string.
 #[derive(Debug, Clone, Default)]
-pub struct TrainingFilter {
+pub struct JobFilter {
     pub search: Option<String>,
     pub status: Option<JobStatus>,
     pub sort: &'static str,
     pub page: u64,
 }
 
-impl TrainingFilter {
+impl JobFilter {
     pub fn of(q: &Query) -> Self {
-        TrainingFilter {
+        JobFilter {
             search: param(q, "q").map(|s| s.chars().take(63).collect()),
             status: param(q, "status").and_then(JobStatus::parse),
             sort: match param(q, "sort") {
@@ -192,7 +203,7 @@ impl TrainingFilter {
 
 /// One page of the training-jobs table body and its pager: what the page shows and what its
 /// event stream sends when it changes. One SQL query, `PAGE_SIZE` rows.
-pub fn training_rows(state: &ApiState, f: &TrainingFilter) -> Result<String, ConsoleError> {
+pub fn training_rows(state: &ApiState, f: &JobFilter) -> Result<String, ConsoleError> {
     let page = state.control.training.list(&f.query())?;
     let mut rows = String::new();
     for j in &page.items {
@@ -221,11 +232,8 @@ pub fn training_rows(state: &ApiState, f: &TrainingFilter) -> Result<String, Con
     ))
 }
 
-pub fn training_jobs(
-    state: &ApiState,
-    csrf: &str,
-    f: &TrainingFilter,
-) -> Result<String, ConsoleError> {
+/// A job listing's search, status filter and order.
+fn filters(list: &str, f: &JobFilter) -> String {
     let mut status_options = String::from("<option value=\"\">Any status</option>");
     for s in JobStatus::ALL {
         let sel = if f.status == Some(s) { " selected" } else { "" };
@@ -240,14 +248,20 @@ pub fn training_jobs(
         let sel = if f.sort == v { " selected" } else { "" };
         let _ = write!(sort_options, "<option value=\"{v}\"{sel}>{label}</option>");
     }
-    let body = format!(
-        "<h1>Training jobs</h1>\
-<form method=\"get\" class=\"filters\" action=\"{BASE}training-jobs\">\
+    format!(
+        "<form method=\"get\" class=\"filters\" action=\"{BASE}{list}\">\
 <input type=\"search\" name=\"q\" id=\"search\" placeholder=\"Name contains\" value=\"{}\">\
 <select name=\"status\" id=\"status-filter\">{status_options}</select>\
-<select name=\"sort\">{sort_options}</select><button type=\"submit\">Filter</button></form>\
-<table class=\"list\" id=\"jobs\" data-fragment=\"list\"><thead><tr><th>Name</th><th>Status</th><th>Stage</th><th>Created</th><th>Duration</th></tr></thead>{}</table>",
+<select name=\"sort\">{sort_options}</select><button type=\"submit\">Filter</button></form>",
         esc(f.search.as_deref().unwrap_or("")),
+    )
+}
+
+pub fn training_jobs(state: &ApiState, csrf: &str, f: &JobFilter) -> Result<String, ConsoleError> {
+    let body = format!(
+        "<h1>Training jobs</h1>{}\
+<table class=\"list\" id=\"jobs\" data-fragment=\"list\"><thead><tr><th>Name</th><th>Status</th><th>Stage</th><th>Created</th><th>Duration</th></tr></thead>{}</table>",
+        filters("training-jobs", f),
         training_rows(state, f)?,
     );
     Ok(live_page(
@@ -272,10 +286,20 @@ fn live_page(title: &str, section: Section, csrf: &str, feed: &str, body: &str) 
     )
 }
 
-/// The part of a job's page that changes while it runs: status, timeline, artifacts, the
-/// stop button.
+/// The part of a training job's page that changes while it runs: status, timeline,
+/// artifacts, the stop button.
 pub fn training_status(job: &TrainingJob, csrf: &str) -> String {
-    let s = &job.state;
+    job_status("training-jobs", "training job", &job.name, &job.state, csrf)
+}
+
+/// The changing part of any job's page (`kind_path` is its listing's path, `noun` its name).
+pub fn job_status(
+    kind_path: &str,
+    noun: &str,
+    name: &str,
+    s: &clary_control::domain::job::JobState,
+    csrf: &str,
+) -> String {
     let mut out = String::from("<div class=\"status-line\">");
     let _ = write!(
         out,
@@ -286,11 +310,11 @@ pub fn training_status(job: &TrainingJob, csrf: &str) -> String {
     );
     if s.status == JobStatus::InProgress {
         out.push_str(&action_form(
-            &format!("training-jobs/{}/stop", url_part(&job.name)),
+            &format!("{kind_path}/{}/stop", url_part(name)),
             csrf,
             "stop",
             "Stop",
-            &format!("Stop training job {}?", job.name),
+            &format!("Stop {noun} {name}?"),
         ));
     }
     out.push_str("</div>");
@@ -339,7 +363,7 @@ pub fn training_status(job: &TrainingJob, csrf: &str) -> String {
             "Duration",
             html::elapsed(s.start_time.unwrap_or(s.creation_time), s.end_time),
         ),
-        ("Model artifacts", artifacts),
+        ("Artifacts", artifacts),
         (
             "Hosts",
             s.hosts
@@ -439,6 +463,134 @@ pub fn training_job(state: &ApiState, csrf: &str, name: &str) -> Result<String, 
         Section::Training,
         csrf,
         &format!("training-jobs/{}/events", url_part(&job.name)),
+        &body,
+    ))
+}
+
+// ---------------------------------------------------------------- processing jobs
+
+pub fn processing_rows(state: &ApiState, f: &JobFilter) -> Result<String, ConsoleError> {
+    let page = state.control.processing.list(&f.query())?;
+    let mut rows = String::new();
+    for j in &page.items {
+        let _ = write!(
+            rows,
+            "<tr data-job=\"{n}\"><td><a href=\"{BASE}processing-jobs/{u}\">{n}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            badge(j.state.status.as_str()),
+            esc(j.state.secondary.as_str()),
+            time(j.state.creation_time),
+            html::elapsed(j.state.creation_time, j.state.end_time),
+            n = esc(&j.name),
+            u = url_part(&j.name),
+        );
+    }
+    if page.items.is_empty() {
+        rows.push_str("<tr><td colspan=\"5\" class=\"empty\">No processing jobs match.</td></tr>");
+    }
+    Ok(format!(
+        "<tbody id=\"rows\">{rows}</tbody><tfoot><tr><td colspan=\"5\">{}</td></tr></tfoot>",
+        pager(
+            "processing-jobs",
+            &f.params(),
+            f.page,
+            page.next_offset.is_some()
+        )
+    ))
+}
+
+fn processing_jobs(state: &ApiState, csrf: &str, f: &JobFilter) -> Result<String, ConsoleError> {
+    let body = format!(
+        "<h1>Processing jobs</h1>{}\
+<table class=\"list\" id=\"jobs\" data-fragment=\"list\"><thead><tr><th>Name</th><th>Status</th><th>Stage</th><th>Created</th><th>Duration</th></tr></thead>{}</table>",
+        filters("processing-jobs", f),
+        processing_rows(state, f)?,
+    );
+    Ok(live_page(
+        "Processing jobs",
+        Section::Processing,
+        csrf,
+        &format!("processing-jobs/events?{}", f.query_string()),
+        &body,
+    ))
+}
+
+pub fn processing_status(job: &ProcessingJob, csrf: &str) -> String {
+    job_status(
+        "processing-jobs",
+        "processing job",
+        &job.name,
+        &job.state,
+        csrf,
+    )
+}
+
+fn processing_job(state: &ApiState, csrf: &str, name: &str) -> Result<String, ConsoleError> {
+    let job = state.control.processing.get(name)?;
+    let spec = &job.spec;
+    let mut inputs = String::new();
+    for i in &spec.inputs {
+        let _ = write!(
+            inputs,
+            "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+            esc(&i.name),
+            esc(&s3_uri(&i.source.bucket, &i.source.prefix)),
+            esc(&i.local_path),
+            esc(i.input_mode.as_str()),
+            esc(&i.distribution),
+        );
+    }
+    if inputs.is_empty() {
+        inputs.push_str("<tr><td colspan=\"5\" class=\"empty\">No inputs.</td></tr>");
+    }
+    let mut outputs = String::new();
+    for o in &spec.outputs {
+        let _ = write!(
+            outputs,
+            "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{:?}</td></tr>",
+            esc(&o.name),
+            esc(&s3_uri(&o.destination.bucket, &o.destination.prefix)),
+            esc(&o.local_path),
+            o.upload_mode,
+        );
+    }
+    if outputs.is_empty() {
+        outputs.push_str("<tr><td colspan=\"4\" class=\"empty\">No outputs.</td></tr>");
+    }
+    let command: Vec<&str> = spec
+        .entrypoint
+        .iter()
+        .chain(&spec.arguments)
+        .map(String::as_str)
+        .collect();
+    let setup = facts(&[
+        ("ARN", esc(&job.arn)),
+        (
+            "Instances",
+            format!("{} × {}", spec.instance_count, esc(&spec.instance_type)),
+        ),
+        ("Image", esc(&spec.image)),
+        ("Runtime", esc(&spec.runtime)),
+        (
+            "Command",
+            format!("<code>{}</code>", esc(&command.join(" "))),
+        ),
+        ("Max runtime", html::duration(spec.max_runtime_secs as f64)),
+    ]);
+    let body = format!(
+        "<p class=\"crumbs\"><a href=\"{BASE}processing-jobs\">Processing jobs</a> /</p><h1 id=\"job-name\">{name}</h1>\
+<section id=\"status\" data-fragment=\"status\">{status}</section>\
+<section><h2>Logs</h2><div id=\"logs\" class=\"logs\"></div></section>\
+<section><h2>Setup</h2>{setup}</section>\
+<section><h2>Inputs</h2><table class=\"list\" id=\"inputs\"><thead><tr><th>Input</th><th>S3 URI</th><th>Local path</th><th>Mode</th><th>Distribution</th></tr></thead><tbody>{inputs}</tbody></table></section>\
+<section><h2>Outputs</h2><table class=\"list\" id=\"outputs\"><thead><tr><th>Output</th><th>S3 URI</th><th>Local path</th><th>Upload</th></tr></thead><tbody>{outputs}</tbody></table></section>",
+        name = esc(&job.name),
+        status = processing_status(&job, csrf),
+    );
+    Ok(live_page(
+        &job.name,
+        Section::Processing,
+        csrf,
+        &format!("processing-jobs/{}/events", url_part(&job.name)),
         &body,
     ))
 }
