@@ -379,3 +379,43 @@ def test_server_restart_keeps_endpoints_serving(tmp_path):
             second.stop()
     finally:
         first.stop()
+
+
+# The first worker to load is quick; every later one (the second worker, a replacement) takes
+# seconds, as workers do on a loaded machine.
+SLOW_SECOND = '''
+import json, os, time
+def model_fn(model_dir):
+    marker = os.path.join(model_dir, "..", "first-worker-loaded")
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        time.sleep(6)
+    return "plain"
+def input_fn(data, content_type):
+    return json.loads(data)
+def predict_fn(data, model):
+    if data == "crash":
+        os._exit(3)
+    return data
+def output_fn(prediction, accept):
+    return json.dumps(prediction)
+'''
+
+
+def test_requests_wait_while_every_worker_is_being_replaced(sm, s3, rt, bucket):
+    """The only loaded worker crashes while the other is still loading: the next request waits
+    for a worker instead of being refused as if the model had never loaded (the cause of an
+    intermittent 503 "still loading" under load)."""
+    name = unique("replacing")
+    deploy(sm, s3, bucket, name, {"code/inference.py": SLOW_SECOND},
+           env={"SAGEMAKER_MODEL_SERVER_WORKERS": "2"})
+    assert wait_endpoint(sm, name)["EndpointStatus"] == "InService"
+    with pytest.raises(ClientError) as e:
+        rt.invoke_endpoint(EndpointName=name, ContentType="application/json", Body='"crash"')
+    assert "crashed" in e.value.response["OriginalMessage"]
+    started = time.time()
+    r = rt.invoke_endpoint(EndpointName=name, ContentType="application/json", Body='"after"')
+    assert json.loads(r["Body"].read()) == "after"
+    assert time.time() - started > 1, "a worker was already back: the test did not reach the gap"
+    sm.delete_endpoint(EndpointName=name)

@@ -155,6 +155,9 @@ impl Front {
         };
         match self.pool.health.state() {
             HealthState::Healthy(_) => {}
+            // Every worker is being replaced at once (one crashed while the other was still
+            // starting): the request waits in the queue for the first to come back.
+            HealthState::Loading if self.pool.health.loaded_once() => {}
             HealthState::Failed(_) => {
                 // The reason may name files of the server; it is in the endpoint's log.
                 return text(

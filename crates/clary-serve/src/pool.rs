@@ -57,6 +57,9 @@ pub struct Health {
     failure: Mutex<Option<String>>,
     /// Workers replaced after they crashed or hung (for the server's metrics).
     restarts: AtomicU64,
+    /// A worker has loaded the model at least once: with none ready now, they are being
+    /// replaced, and requests wait in the queue for them rather than being refused.
+    loaded_once: std::sync::atomic::AtomicBool,
 }
 
 pub enum HealthState {
@@ -80,6 +83,11 @@ impl Health {
             Some(reason) => HealthState::Failed(reason),
             None => HealthState::Loading,
         }
+    }
+
+    /// Whether the model loaded once (its workers may be restarting now).
+    pub fn loaded_once(&self) -> bool {
+        self.loaded_once.load(Ordering::SeqCst)
     }
 
     /// How many workers were replaced so far.
@@ -180,6 +188,7 @@ async fn supervise(
             }
         };
         health.ready.fetch_add(1, Ordering::SeqCst);
+        health.loaded_once.store(true, Ordering::SeqCst);
         let end = worker.serve(&rx, &config).await;
         health.ready.fetch_sub(1, Ordering::SeqCst);
         worker.stop().await;
