@@ -609,3 +609,81 @@ pub fn endpoint(state: Arc<ApiState>, session: &Session, name: String) -> Respon
     };
     event_stream(state, feed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clary_control::domain::metrics::MetricSample;
+
+    fn sample(host: &str, t: f64, v: f64) -> MetricSample {
+        MetricSample {
+            metric: "loss".into(),
+            host: host.into(),
+            timestamp: t,
+            value: v,
+        }
+    }
+
+    fn points(found: &[Value]) -> usize {
+        found
+            .iter()
+            .map(|s| s["points"].as_array().map_or(0, Vec::len))
+            .sum()
+    }
+
+    /// Each point is sent once, even when later ones share the last one's timestamp.
+    #[test]
+    fn metric_points_go_out_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = super::super::tests::state(dir.path());
+        let m = &st.control.metrics;
+        m.record(
+            "j",
+            &[sample("algo-1", 1.0, 0.9), sample("algo-1", 2.0, 0.8)],
+        )
+        .unwrap();
+        let mut f = MetricFollower {
+            job: "j".into(),
+            ..Default::default()
+        };
+        assert_eq!(points(&f.look(&st).unwrap()), 2);
+        assert_eq!(points(&f.look(&st).unwrap()), 0);
+        m.record(
+            "j",
+            &[sample("algo-1", 2.0, 0.7), sample("algo-2", 2.5, 0.6)],
+        )
+        .unwrap();
+        let found = f.look(&st).unwrap();
+        assert_eq!(points(&found), 2, "{found:?}");
+        assert_eq!(points(&f.look(&st).unwrap()), 0);
+    }
+
+    /// A stream's tail first, then only what arrives after it.
+    #[test]
+    fn log_lines_go_out_once_each_from_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = super::super::tests::state(dir.path());
+        let logs = &st.control.logs;
+        let group = "/aws/sagemaker/TrainingJobs";
+        let mut f = LogFollower::new(group.into(), Some("j/".into()));
+        assert!(f.look(&st).unwrap().0.is_empty(), "no group yet");
+        let many: Vec<(i64, String)> = (0..(LOG_TAIL + 5))
+            .map(|i| (1000 + i, format!("line {i}")))
+            .collect();
+        logs.append(group, "j/algo-1-1", &many).unwrap();
+        logs.append(group, "other/algo-1-1", &[(5, "not this job".into())])
+            .unwrap();
+        let (first, _) = f.look(&st).unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0]["stream"], "algo-1-1");
+        let lines = first[0]["lines"].as_array().unwrap();
+        assert_eq!(lines.len() as i64, LOG_TAIL);
+        assert_eq!(lines.last().unwrap()[1], format!("line {}", LOG_TAIL + 4));
+        assert!(f.look(&st).unwrap().0.is_empty());
+        logs.append(group, "j/algo-1-1", &[(5000, "later".into())])
+            .unwrap();
+        let (next, _) = f.look(&st).unwrap();
+        assert_eq!(next[0]["lines"].as_array().unwrap().len(), 1);
+        assert_eq!(next[0]["lines"][0][1], "later");
+    }
+}

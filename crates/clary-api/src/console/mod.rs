@@ -141,7 +141,14 @@ pub async fn dispatch(
     match (get, post, seg.as_slice()) {
         (true, _, ["assets", name]) => return assets(name),
         (true, _, ["sign-in"]) => return auth::sign_in_form(req.param("link"), None),
-        (_, true, ["sign-in"]) => return auth::sign_in(&state, &req),
+        (_, true, ["sign-in"]) => {
+            let resp = auth::sign_in(&state, &req);
+            // A refused sign-in answers slowly, so guessing is slow too.
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+            return resp;
+        }
         _ => {}
     }
     let Some(session) = state.console.session_of(&req.headers) else {

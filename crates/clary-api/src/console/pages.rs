@@ -646,6 +646,19 @@ fn objective_word(t: ObjectiveType) -> &'static str {
     }
 }
 
+/// Every range the job searches: its own, and those of its several definitions (each name
+/// once).
+fn all_ranges(job: &TuningJob) -> Vec<&ParameterRange> {
+    let mut out: Vec<&ParameterRange> = Vec::new();
+    let defined = job.spec.definitions.iter().flat_map(|d| d.ranges.iter());
+    for r in job.spec.ranges.iter().chain(defined) {
+        if !out.iter().any(|o| o.name() == r.name()) {
+            out.push(r);
+        }
+    }
+    out
+}
+
 /// A trial with what the console shows of it.
 pub struct TrialView {
     pub trial: Trial,
@@ -727,7 +740,10 @@ pub fn tuning_status(job: &TuningJob, views: &[TrialView], csrf: &str) -> String
             .unwrap_or_else(|| "—".into()),
         ),
     ]));
-    let names: Vec<&str> = job.spec.ranges.iter().map(ParameterRange::name).collect();
+    let names: Vec<&str> = all_ranges(job)
+        .into_iter()
+        .map(ParameterRange::name)
+        .collect();
     out.push_str("<table class=\"list\" id=\"trials\"><thead><tr><th>#</th><th>Trial</th><th>Status</th><th>Objective</th>");
     for n in &names {
         let _ = write!(out, "<th>{}</th>", esc(n));
@@ -785,10 +801,8 @@ pub fn tuning_chart_data(job: &TuningJob, views: &[TrialView]) -> serde_json::Va
         .iter()
         .filter_map(|v| Some([v.end_time?, v.objective?]))
         .collect();
-    let params: Vec<serde_json::Value> = job
-        .spec
-        .ranges
-        .iter()
+    let params: Vec<serde_json::Value> = all_ranges(job)
+        .into_iter()
         .map(|r| {
             let categories: Vec<String> = match r {
                 ParameterRange::Categorical { values, .. } => values.clone(),
@@ -831,7 +845,7 @@ fn tuning_job(state: &ApiState, csrf: &str, name: &str) -> Result<String, Consol
     let job = state.control.tuning.get(name)?;
     let views = trial_views(state, &job)?;
     let mut ranges = String::new();
-    for r in &job.spec.ranges {
+    for r in all_ranges(&job) {
         let what = match r {
             ParameterRange::Continuous { min, max, .. } => format!("continuous {min} – {max}"),
             ParameterRange::Integer { min, max, .. } => format!("integer {min} – {max}"),

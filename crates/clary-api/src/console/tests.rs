@@ -9,7 +9,7 @@ use std::time::Instant;
 const AK: &str = "AKIACONSOLETEST";
 const SK: &str = "console-test-secret-key";
 
-fn state(dir: &std::path::Path) -> Arc<ApiState> {
+pub(super) fn state(dir: &std::path::Path) -> Arc<ApiState> {
     let config = ControlConfig {
         data_dir: dir.join("data"),
         runtimes_dir: dir.join("runtimes"),
