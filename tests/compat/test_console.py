@@ -3,7 +3,9 @@
 appearing and finishing live with its chart gaining points, a stop from the page, an endpoint's
 page and its delete, and what an unsigned request or a form without its CSRF token gets.
 Screenshots go to $CLARY_TEST_ARTIFACTS (tests/compat/artifacts by default)."""
+import glob
 import http.client
+import json
 import os
 import re
 import shutil
@@ -86,15 +88,26 @@ def sign_in(driver, server):
     wait(driver, lambda d: d.current_url.endswith(BASE + "training-jobs"), 10, "signing in")
 
 
-def raw(server, method, path, headers=None, body=None):
-    """One plain HTTP request, redirects not followed."""
+def raw(server, method, path, headers=None, body=None, cookies=False):
+    """One plain HTTP request, redirects not followed; with `cookies`, the Set-Cookie values too."""
     host, port = server.listen.rsplit(":", 1)
     c = http.client.HTTPConnection(host, int(port), timeout=10)
     c.request(method, path, body=body, headers=headers or {})
     r = c.getresponse()
     out = (r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode(errors="replace"))
+    set_cookies = [v.split(";", 1)[0] for k, v in r.getheaders() if k.lower() == "set-cookie"]
     c.close()
-    return out
+    return out + (set_cookies,) if cookies else out
+
+
+def http_sign_in(server, access_key, secret_key):
+    """Signs in with the form over plain HTTP: (status, the cookies set)."""
+    _, _, page, cookies = raw(server, "GET", BASE + "sign-in", cookies=True)
+    form_token = re.search(r'name="form" value="([0-9a-f]+)"', page).group(1)
+    body = urllib.parse.urlencode({"form": form_token, "access_key": access_key, "secret_key": secret_key})
+    status, _, _, set_cookies = raw(server, "POST", BASE + "sign-in", {
+        "Cookie": "; ".join(cookies), "Content-Type": "application/x-www-form-urlencoded"}, body, cookies=True)
+    return status, set_cookies
 
 
 METRIC_SCRIPT = """
@@ -202,6 +215,17 @@ def test_stop_from_the_page_and_csrf(browser, server, sm, s3, bucket):
     sign_in(browser, server)
     name = start_job(sm, s3, bucket, "console-stop", SLOW_SCRIPT)
     wait_secondary(sm, name, "Training", timeout=120)
+
+    # The running job's own scoped key pair cannot sign in; the server's can.
+    [spec_path] = glob.glob(os.path.join(server.data_dir, "jobs", name, "*", "spec.json"))
+    with open(spec_path) as f:
+        key = json.load(f)
+    status, set_cookies = http_sign_in(server, key["access_key"], key["secret_key"])
+    assert status == 401 and not any(c.startswith("clary_console=") and len(c) > 20 for c in set_cookies)
+    env = server.env()
+    status, set_cookies = http_sign_in(server, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+    assert status == 303 and any(c.startswith("clary_console=") and len(c) > 20 for c in set_cookies)
+
     browser.get(server.url + BASE + "training-jobs/" + name)
 
     # The session's cookie without the page's CSRF token does nothing.
