@@ -48,7 +48,7 @@ if command -v chromedriver >/dev/null && command -v chromium >/dev/null; then
   echo "installed: $(chromedriver --version | head -1)"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-liberation >/dev/null
 else
   echo "not root (or no apt-get): chromium cannot be installed; the console's browser tests will skip"
 fi
