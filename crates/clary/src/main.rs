@@ -394,6 +394,15 @@ fn console(data_dir: Option<PathBuf>, no_link: bool) -> Result<()> {
             data_dir.display()
         )
     })?;
+    // A link is made for one server process: one that has ended could not take it.
+    let pid = nix::unistd::Pid::from_raw(info.pid as i32);
+    if nix::sys::signal::kill(pid, None) == Err(nix::errno::Errno::ESRCH) {
+        anyhow::bail!(
+            "the clary server of data dir {} (pid {}) is not running; start it with `clary server`",
+            data_dir.display(),
+            info.pid
+        );
+    }
     let address = format!(
         "{}{}",
         info.url.trim_end_matches('/'),
