@@ -206,6 +206,7 @@ def test_sign_in_then_a_job_appears_runs_and_finishes_live(browser, server, sm, 
     for stage in ("Starting", "Downloading", "Training", "Uploading", "Completed"):
         assert stage in timeline
     assert text(browser, "artifacts").startswith("s3://%s/output/%s/" % (bucket, name))
+    assert "s3://%s/output/%s/output/model.tar.gz" % (bucket, name) in text(browser, "output-objects")
     assert not css(browser, "#stop"), "an ended job has no stop button"
     wait(browser, lambda d: d.find_element(By.ID, "live").get_attribute("data-state") == "ended", 15, "the stream ending")
     shot(browser, "job-completed")

@@ -351,7 +351,7 @@ impl Feed for JobFeed {
             Kind::TrainingJob => {
                 let job = state.control.training.get(&self.name)?;
                 (
-                    pages::training_status(&job, &self.csrf),
+                    pages::training_status(state, &job, &self.csrf),
                     job.state.status.is_terminal(),
                 )
             }

@@ -288,8 +288,56 @@ fn live_page(title: &str, section: Section, csrf: &str, feed: &str, body: &str) 
 
 /// The part of a training job's page that changes while it runs: status, timeline,
 /// artifacts, the stop button.
-pub fn training_status(job: &TrainingJob, csrf: &str) -> String {
-    job_status("training-jobs", "training job", &job.name, &job.state, csrf)
+pub fn training_status(state: &ApiState, job: &TrainingJob, csrf: &str) -> String {
+    let mut out = job_status("training-jobs", "training job", &job.name, &job.state, csrf);
+    // Once it ended, what it left under its output path (model, output data, profiler).
+    if job.state.status.is_terminal() {
+        out.push_str(&output_objects(state, job));
+    }
+    out
+}
+
+/// `prefix/` for a non-empty prefix not ending in `/`.
+fn dir_prefix(prefix: &str) -> String {
+    if prefix.is_empty() || prefix.ends_with('/') {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/")
+    }
+}
+
+/// The objects under a training job's output path, with their S3 URIs and sizes.
+fn output_objects(state: &ApiState, job: &TrainingJob) -> String {
+    const SHOWN: usize = 100;
+    let out = &job.spec.output;
+    let prefix = format!("{}{}/", dir_prefix(&out.prefix), job.name);
+    // A bucket deleted since, or one the job never wrote to: nothing to show.
+    let objects = state.store.list(&out.bucket, &prefix).unwrap_or_default();
+    let mut rows = String::new();
+    for o in objects.iter().take(SHOWN) {
+        let _ = write!(
+            rows,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+            esc(&s3_uri(&out.bucket, &o.key)),
+            o.size,
+            esc(&o.last_modified.format("%Y-%m-%d %H:%M:%S").to_string()),
+        );
+    }
+    if objects.len() > SHOWN {
+        let _ = write!(
+            rows,
+            "<tr><td colspan=\"3\" class=\"empty\">… and {} more</td></tr>",
+            objects.len() - SHOWN
+        );
+    }
+    if rows.is_empty() {
+        rows.push_str(
+            "<tr><td colspan=\"3\" class=\"empty\">No objects under the output path.</td></tr>",
+        );
+    }
+    format!(
+        "<h2>Output objects</h2><table class=\"list\" id=\"output-objects\"><thead><tr><th>S3 URI</th><th>Bytes</th><th>Written</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
 }
 
 /// The changing part of any job's page (`kind_path` is its listing's path, `noun` its name).
@@ -404,16 +452,7 @@ pub fn training_job(state: &ApiState, csrf: &str, name: &str) -> Result<String, 
     }
     let output = s3_uri(
         &spec.output.bucket,
-        &format!(
-            "{}{}{}/output/",
-            spec.output.prefix,
-            if spec.output.prefix.is_empty() || spec.output.prefix.ends_with('/') {
-                ""
-            } else {
-                "/"
-            },
-            job.name
-        ),
+        &format!("{}{}/output/", dir_prefix(&spec.output.prefix), job.name),
     );
     let mut setup = vec![
         ("ARN", esc(&job.arn)),
@@ -455,7 +494,7 @@ pub fn training_job(state: &ApiState, csrf: &str, name: &str) -> Result<String, 
 <section><h2>Hyperparameters</h2><table class=\"facts\" id=\"hyperparameters\">{hps}</table></section></div>\
 <section><h2>Input channels</h2><table class=\"list\" id=\"channels\"><thead><tr><th>Channel</th><th>S3 URI</th><th>Data type</th><th>Distribution</th><th>Mode</th></tr></thead><tbody>{channels}</tbody></table></section>",
         name = esc(&job.name),
-        status = training_status(&job, csrf),
+        status = training_status(state, &job, csrf),
         setup = facts(&setup),
     );
     Ok(live_page(
