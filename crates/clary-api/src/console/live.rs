@@ -176,12 +176,7 @@ impl Feed for ListFeed {
 }
 
 /// A listing's rows, kept live (the same filters and page as the page it belongs to).
-pub fn list(
-    state: Arc<ApiState>,
-    _session: &Session,
-    which: &str,
-    req: &ConsoleRequest,
-) -> Response<Body> {
+pub fn list(state: Arc<ApiState>, which: &str, req: &ConsoleRequest) -> Response<Body> {
     let page = req
         .param("page")
         .and_then(|p| p.parse::<u64>().ok())

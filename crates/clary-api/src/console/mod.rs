@@ -171,7 +171,7 @@ pub async fn dispatch(
     }
     let result = match (get, post, seg.as_slice()) {
         (true, _, []) => Ok(redirect(&format!("{BASE}training-jobs"))),
-        (true, _, [list, "events"]) => return live::list(state, &session, list, &req),
+        (true, _, [list, "events"]) => return live::list(state, list, &req),
         (true, _, ["training-jobs", name, "events"]) => {
             return live::training_job(state, &session, name.to_string());
         }
