@@ -182,7 +182,7 @@ def test_sign_in_then_a_job_appears_runs_and_finishes_live(browser, server, sm, 
     wait(browser, lambda d: "q=" in d.current_url, 10, "the search")
     assert [r.get_attribute("data-job") for r in browser.find_elements(By.CSS_SELECTOR, "#rows tr[data-job]")] == [name]
 
-    browser.find_element(By.LINK_TEXT, name).click()
+    wait(browser, lambda d: d.find_element(By.LINK_TEXT, name).click() or True, 10, "opening the job")
     wait_secondary(sm, name, "Training", timeout=120)
     browser.execute_script("window.__sameDocument = 2")
 
@@ -366,7 +366,7 @@ def test_a_processing_job_appears_logs_live_and_stops_from_its_page(browser, ser
     name = unique("console-proc")
     create_job(sm, s3, bucket, name, ["--mode", "none", "--sleep", "120"])
     wait(browser, lambda d: css(d, 'tr[data-job="%s"]' % name), 15, "the new processing job's row")
-    browser.find_element(By.LINK_TEXT, name).click()
+    wait(browser, lambda d: d.find_element(By.LINK_TEXT, name).click() or True, 10, "opening the job")
     wait(browser, lambda d: "still processing" in d.find_element(By.ID, "logs").text, 60, "its log, live")
     assert "s3://%s/%s/code/" % (bucket, name) in text(browser, "inputs")
     assert "Starting" in text(browser, "timeline")
