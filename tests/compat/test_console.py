@@ -321,6 +321,13 @@ def test_an_endpoints_page_shows_its_instances_and_deletes_it(browser, server, s
             w.join()
     assert "p99 AllTraffic" in chart(browser, "Latency (ms)").text
     assert "Errors per second" in text(browser, "charts")
+    # The listings name it and its model.
+    browser.get(server.url + BASE + "endpoints")
+    wait(browser, lambda d: name in text(d, "endpoints") and "InService" in text(d, "endpoints"), 10, "the endpoints listing")
+    browser.get(server.url + BASE + "models")
+    assert "s3://%s/models/%s/model.tar.gz" % (bucket, name) in text(browser, "models")
+    shot(browser, "models")
+    browser.get(server.url + BASE + "endpoints/" + name)
     click(browser, "delete")
     alert = browser.switch_to.alert
     assert name in alert.text
