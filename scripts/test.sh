@@ -41,6 +41,18 @@ if [ ! -x "$V3_VENV/bin/python" ] || ! cmp -s tests/requirements-sdk-v3.txt "$st
 fi
 export CLARY_SDK_V3_PYTHON="$V3_VENV/bin/python"
 
+# Headless Chromium and its driver from Debian, for the console's browser tests
+# (tests/compat/test_console.py); where they cannot be installed, those tests skip and say why.
+echo "== browser (Debian's chromium and chromium-driver)"
+if command -v chromedriver >/dev/null && command -v chromium >/dev/null; then
+  echo "installed: $(chromedriver --version | head -1)"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-liberation >/dev/null
+else
+  echo "not root (or no apt-get): chromium cannot be installed; the console's browser tests will skip"
+fi
+
 echo "== format and lints"
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings

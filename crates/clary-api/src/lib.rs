@@ -3,13 +3,15 @@
 //!
 //! Dispatch ([`edge::Route`]): `X-Amz-Target` (SageMaker, Logs, agent reports) → the SageMaker
 //! Runtime path → query protocol for scopes `sts`/`iam` (or a form posted to `/`) → S3 (s3s)
-//! for everything else. The signature's header part is checked before a body is read.
+//! for everything else. The signature's header part is checked before a body is read. The web
+//! console (`console`, under `/_clary/console/`) signs in with a session instead.
 
 pub mod access;
 pub mod api_log;
 #[cfg(test)]
 mod botocore_model_tests;
 pub mod cloudwatch_api;
+pub mod console;
 pub mod edge;
 pub mod errors;
 pub mod hosting_api;
@@ -50,6 +52,8 @@ pub struct ApiState {
     pub account: String,
     pub connections: runtime::Connections,
     pub body_budget: edge::BodyBudget,
+    /// The web console's sessions (in memory: a restart signs everyone out).
+    pub console: console::auth::Sessions,
     /// What `/_clary/metrics` counts as it happens.
     pub telemetry: prometheus_api::Telemetry,
 }
@@ -82,6 +86,7 @@ impl ApiState {
             account: account.into(),
             connections: Default::default(),
             body_budget: Default::default(),
+            console: Default::default(),
             telemetry: Default::default(),
         })
     }
@@ -131,6 +136,10 @@ pub async fn handle(
     state: Arc<ApiState>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
+    // No bucket name begins with `_`, so the console takes no S3 path.
+    if console::owns(req.uri().path()) {
+        return Ok(console::handle(state, req).await);
+    }
     let route = Route::of(&req);
     if route == Route::Health {
         return Ok(edge::health());

@@ -45,6 +45,8 @@ pub struct Telemetry {
     overhead_latency: Family<Labels, Histogram, fn() -> Histogram>,
     /// The object store's size, measured at most once a minute (a walk of its directory).
     store_bytes: Mutex<Option<(Instant, u64)>>,
+    /// The last minutes' latencies per second, for the console's p50/p99 charts.
+    pub recent: crate::console::latency::RecentLatencies,
 }
 
 impl Default for Telemetry {
@@ -55,6 +57,7 @@ impl Default for Telemetry {
             model_latency: Family::new_with_constructor(latency_histogram),
             overhead_latency: Family::new_with_constructor(latency_histogram),
             store_bytes: Mutex::new(None),
+            recent: Default::default(),
         }
     }
 }
@@ -87,6 +90,12 @@ impl Telemetry {
         self.overhead_latency
             .get_or_create(&l)
             .observe(inv.overhead_micros / 1e6);
+        self.recent.record(
+            endpoint,
+            variant,
+            chrono::Utc::now().timestamp(),
+            inv.model_micros.unwrap_or(0.0) + inv.overhead_micros,
+        );
     }
 
     async fn object_store_bytes(&self, root: PathBuf) -> u64 {

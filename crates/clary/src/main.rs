@@ -41,6 +41,14 @@ enum Command {
         #[arg(long)]
         endpoint_url: Option<String>,
     },
+    /// Print the web console's address and a one-time sign-in link for it.
+    Console {
+        #[arg(long, env = "CLARY_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Print only the address (sign in with the key pair `clary env` prints).
+        #[arg(long)]
+        no_link: bool,
+    },
     /// Upload code and data and start a training job (like `MXNet(...).fit(...)`).
     Train {
         #[command(flatten)]
@@ -269,6 +277,7 @@ async fn run(command: Command) -> Result<()> {
             data_dir,
             endpoint_url,
         } => env(data_dir, endpoint_url),
+        Command::Console { data_dir, no_link } => console(data_dir, no_link),
         Command::Train { client, args } => train::run(&Client::from_env(&client)?, args).await,
         Command::Transform { client, args } => {
             transform_cli::run(&Client::from_env(&client)?, args).await
@@ -383,6 +392,50 @@ fn env(data_dir: Option<PathBuf>, endpoint_url: Option<String>) -> Result<()> {
         "export CLARY_DATA_DIR={}",
         q(&data_dir.display().to_string())
     );
+    Ok(())
+}
+
+/// The console's address and, unless asked not to, a one-time sign-in link: an HMAC under
+/// the running server's secret, good once and for ten minutes, for that server process only.
+/// The secret itself never leaves this machine's data dir.
+fn console(data_dir: Option<PathBuf>, no_link: bool) -> Result<()> {
+    let data_dir = data_dir.unwrap_or_else(settings::default_data_dir);
+    let info = settings::ServerInfo::load(&data_dir).with_context(|| {
+        format!(
+            "no clary server has run with data dir {}; start one with `clary server`",
+            data_dir.display()
+        )
+    })?;
+    // A link is made for one server process: one that has ended could not take it.
+    let pid = nix::unistd::Pid::from_raw(info.pid as i32);
+    if nix::sys::signal::kill(pid, None) == Err(nix::errno::Errno::ESRCH) {
+        anyhow::bail!(
+            "the clary server of data dir {} (pid {}) is not running; start it with `clary server`",
+            data_dir.display(),
+            info.pid
+        );
+    }
+    let address = format!(
+        "{}{}",
+        info.url.trim_end_matches('/'),
+        clary_api::console::BASE
+    );
+    println!("Clary console: {address}");
+    let secret = match &info.secret_key {
+        Some(s) => s.clone(),
+        None => settings::Identity::load_or_create(&data_dir)?.secret_key,
+    };
+    if !no_link {
+        let token = clary_api::console::auth::sign_in_link_token(
+            &secret,
+            info.pid,
+            clary_control::now_secs(),
+        );
+        println!(
+            "One-time sign-in link (valid for 10 minutes, once): {address}sign-in?link={token}"
+        );
+    }
+    println!("Or sign in with the key pair `clary env` prints.");
     Ok(())
 }
 
