@@ -270,7 +270,7 @@ def test_unsigned_bodies_are_refused_unread_and_read_bodies_are_bounded(tmp_path
         srv.stop()
 
 
-def test_refusals_leave_one_bounded_line_in_the_log(tmp_path):
+def test_calls_and_refusals_leave_one_bounded_line_each_in_the_log(tmp_path):
     srv = Server(tmp_path / "data").start()
     try:
         log = os.path.join(srv.data_dir, "server.log")
@@ -294,7 +294,9 @@ def test_refusals_leave_one_bounded_line_in_the_log(tmp_path):
             written = f.read()
         assert len(written) < 3000, (len(written), written[:600])
         assert b"ERROR" not in written, written
-        assert written.count(b"\n") == 3, written
+        # Three refusals and the bucket's creation: one API log line each.
+        assert written.count(b"\n") == 4, written
+        assert written.count(b"api call refused") == 3, written
     finally:
         srv.stop()
 

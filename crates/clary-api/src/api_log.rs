@@ -1,7 +1,8 @@
 //! The API log: one structured line per call (time, operation, resource, status, duration and
 //! the caller's access key id), never a secret or a body. Handlers note what they learn of a
 //! call (its operation, the resource it names, why it failed) on the response's extensions;
-//! the entry point writes the line once the response is ready. The agents' own calls (reports
+//! the entry point writes the line once the response is ready: a client's mistake (4xx) at
+//! INFO, the server's own failure (5xx) at ERROR. The agents' own calls (reports
 //! every few hundred milliseconds) go to the debug level.
 
 use crate::Body;
@@ -22,6 +23,16 @@ pub struct CallNote {
 pub struct ErrorNote {
     pub code: String,
     pub message: String,
+}
+
+/// Notes why a call was refused on its response, unless its handler already did.
+pub fn refused(resp: &mut Response<Body>, code: &str, message: &str) {
+    if resp.extensions().get::<ErrorNote>().is_none() {
+        resp.extensions_mut().insert(ErrorNote {
+            code: code.to_string(),
+            message: message.to_string(),
+        });
+    }
 }
 
 /// Notes the call's operation and resource on its response.
@@ -113,29 +124,37 @@ pub fn record(
     let resource = resource.as_deref().unwrap_or("-");
     let error = resp.extensions().get::<ErrorNote>();
     let agent = operation.starts_with(clary_exec::protocol::AGENT_TARGET_PREFIX);
-    match (error, agent) {
-        (Some(e), _) if resp.status().is_server_error() => tracing::error!(
+    let failed = resp.status().is_server_error();
+    let refused = resp.status().is_client_error();
+    let (code, reason) = error.map_or(("-".to_string(), "-".to_string()), |e| {
+        (e.code.clone(), bounded(&e.message))
+    });
+    if failed {
+        tracing::error!(
             target: "clary::api",
             operation, resource, status, duration_ms, access_key,
-            error_code = %e.code, error = %bounded(&e.message),
+            error_code = %code, error = %reason,
             "api call failed"
-        ),
-        (Some(e), false) => tracing::info!(
+        );
+    } else if refused && !agent {
+        tracing::info!(
             target: "clary::api",
             operation, resource, status, duration_ms, access_key,
-            error_code = %e.code, error = %bounded(&e.message),
+            error_code = %code, error = %reason,
             "api call refused"
-        ),
-        (_, true) => tracing::debug!(
+        );
+    } else if agent {
+        tracing::debug!(
             target: "clary::api",
             operation, resource, status, duration_ms, access_key,
             "api call"
-        ),
-        _ => tracing::info!(
+        );
+    } else {
+        tracing::info!(
             target: "clary::api",
             operation, resource, status, duration_ms, access_key,
             "api call"
-        ),
+        );
     }
 }
 

@@ -237,18 +237,6 @@ pub fn bounded(s: &str) -> String {
     out
 }
 
-/// Logs a refused or failed request in one bounded line: a client's mistake (4xx) at INFO,
-/// the server's own failure (5xx) at ERROR.
-pub fn log_refusal(route: Route, method: &Method, path: &str, status: StatusCode, what: &str) {
-    let path = bounded(path);
-    let what = bounded(what);
-    if status.is_server_error() {
-        tracing::error!(?route, %method, path, status = status.as_u16(), "{what}");
-    } else {
-        tracing::info!(?route, %method, path, status = status.as_u16(), "refused: {what}");
-    }
-}
-
 /// A 200 for the health check.
 pub fn health() -> Response<Body> {
     Response::new(full("ok"))

@@ -178,14 +178,9 @@ async fn signed_call(
     let (parts, body) = req.into_parts();
     let refuse = |e: clary_sigv4::AuthError| {
         let message = e.to_string();
-        edge::log_refusal(
-            route,
-            &parts.method,
-            parts.uri.path(),
-            StatusCode::FORBIDDEN,
-            &format!("{}: {message}", e.code()),
-        );
-        route.error(StatusCode::FORBIDDEN, e.code(), &message)
+        let mut resp = route.error(StatusCode::FORBIDDEN, e.code(), &message);
+        api_log::refused(&mut resp, e.code(), &message);
+        resp
     };
     // The key's holder is looked up once, with its secret (an agent signs every few hundred
     // milliseconds).
@@ -200,14 +195,8 @@ async fn signed_call(
     };
     let (body, _held) = match state.body_budget.read(route, &parts, body).await {
         Ok(b) => b,
-        Err(resp) => {
-            edge::log_refusal(
-                route,
-                &parts.method,
-                parts.uri.path(),
-                resp.status(),
-                "request body refused",
-            );
+        Err(mut resp) => {
+            api_log::refused(&mut resp, "RequestRefused", "request body refused");
             return resp;
         }
     };
@@ -347,37 +336,26 @@ async fn json_call(
 }
 
 async fn s3(state: Arc<ApiState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
-    let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    if let Some(refused) = edge::presigned_expiry_error(req.uri()) {
-        edge::log_refusal(
-            Route::S3,
-            &method,
-            &path,
-            refused.status(),
+    if let Some(mut refused) = edge::presigned_expiry_error(req.uri()) {
+        api_log::refused(
+            &mut refused,
+            "AuthorizationQueryParametersError",
             "presigned URL X-Amz-Expires out of range",
         );
         return refused;
     }
     match hyper::service::Service::call(&state.s3, req).await {
         Ok(resp) => {
-            // s3s's own logging is off (it logs each error at ERROR, request bodies included).
-            if resp.status().is_client_error() || resp.status().is_server_error() {
-                edge::log_refusal(Route::S3, &method, &path, resp.status(), "S3 error");
-            }
+            // s3s's own logging is off (it logs each error at ERROR, request bodies included);
+            // the API log's line names the call and its status.
             resp.map(|b| b.map_err(|e| -> BoxError { e.to_string().into() }).boxed())
         }
         Err(e) => {
-            edge::log_refusal(
-                Route::S3,
-                &method,
-                &path,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("{e:?}"),
-            );
             let mut r = Response::new(full(format!(
                 "<Error><Code>InternalError</Code><Message>{e:?}</Message></Error>"
             )));
             *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            api_log::refused(&mut r, "InternalError", &format!("{e:?}"));
             r
         }
     }
