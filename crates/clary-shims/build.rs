@@ -13,6 +13,10 @@ fn main() {
         .canonicalize()
         .expect("the repository's python/ directory");
     println!("cargo:rerun-if-changed={}", root.display());
+    // Cargo shares a target directory between checkouts (worktrees, CI clones) and decides
+    // whether to rerun this script from the paths the previous run printed: another checkout's
+    // python/ would stay embedded while it exists. The directory cargo runs in tells them apart.
+    println!("cargo:rerun-if-env-changed=PWD");
     let mut files = Vec::new();
     walk(&root, &root, &mut files);
     files.sort();
