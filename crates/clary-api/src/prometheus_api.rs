@@ -17,9 +17,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const METRICS_PATH: &str = "/_clary/metrics";
@@ -37,8 +38,19 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 18))
 }
 
+/// One variant's counters and histograms, taken from the families once: an invocation then
+/// costs a map lookup by `&str` and a few atomic adds.
+struct VariantHandles {
+    invocations: Counter,
+    client_errors: Counter,
+    server_errors: Counter,
+    model_latency: Histogram,
+    overhead_latency: Histogram,
+}
+
 /// What is counted as it happens.
 pub struct Telemetry {
+    handles: std::sync::RwLock<HashMap<String, HashMap<String, Arc<VariantHandles>>>>,
     invocations: Family<Labels, Counter>,
     errors: Family<Labels, Counter>,
     model_latency: Family<Labels, Histogram, fn() -> Histogram>,
@@ -52,6 +64,7 @@ pub struct Telemetry {
 impl Default for Telemetry {
     fn default() -> Self {
         Telemetry {
+            handles: Default::default(),
             invocations: Family::default(),
             errors: Family::default(),
             model_latency: Family::new_with_constructor(latency_histogram),
@@ -72,30 +85,59 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 impl Telemetry {
     /// One invocation routed to `variant` of `endpoint`.
     pub fn invocation(&self, endpoint: &str, variant: &str, inv: &Invocation) {
-        let l = labels(&[("endpoint", endpoint), ("variant", variant)]);
-        self.invocations.get_or_create(&l).inc();
-        let class = match inv.answer {
-            Answer::Success => None,
-            Answer::ClientError => Some("4xx"),
-            Answer::ServerError => Some("5xx"),
-        };
-        if let Some(class) = class {
-            let mut e = l.clone();
-            e.push(("class".into(), class.into()));
-            self.errors.get_or_create(&e).inc();
+        let h = self.handles_of(endpoint, variant);
+        h.invocations.inc();
+        match inv.answer {
+            Answer::Success => {}
+            Answer::ClientError => {
+                h.client_errors.inc();
+            }
+            Answer::ServerError => {
+                h.server_errors.inc();
+            }
         }
         if let Some(m) = inv.model_micros {
-            self.model_latency.get_or_create(&l).observe(m / 1e6);
+            h.model_latency.observe(m / 1e6);
         }
-        self.overhead_latency
-            .get_or_create(&l)
-            .observe(inv.overhead_micros / 1e6);
+        h.overhead_latency.observe(inv.overhead_micros / 1e6);
         self.recent.record(
             endpoint,
             variant,
             chrono::Utc::now().timestamp(),
             inv.model_micros.unwrap_or(0.0) + inv.overhead_micros,
         );
+    }
+
+    fn handles_of(&self, endpoint: &str, variant: &str) -> Arc<VariantHandles> {
+        if let Some(h) = self
+            .handles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(endpoint)
+            .and_then(|v| v.get(variant))
+        {
+            return h.clone();
+        }
+        let l = labels(&[("endpoint", endpoint), ("variant", variant)]);
+        let error = |class: &str| {
+            let mut e = l.clone();
+            e.push(("class".into(), class.into()));
+            self.errors.get_or_create(&e).clone()
+        };
+        let h = Arc::new(VariantHandles {
+            invocations: self.invocations.get_or_create(&l).clone(),
+            client_errors: error("4xx"),
+            server_errors: error("5xx"),
+            model_latency: self.model_latency.get_or_create(&l).clone(),
+            overhead_latency: self.overhead_latency.get_or_create(&l).clone(),
+        });
+        self.handles
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(endpoint.to_string())
+            .or_default()
+            .insert(variant.to_string(), h.clone());
+        h
     }
 
     async fn object_store_bytes(&self, root: PathBuf) -> u64 {

@@ -14,9 +14,13 @@ use std::time::Duration;
 /// How long per-second data is kept (CloudWatch keeps minute data for 15 days).
 const KEEP_SECS: i64 = 15 * 24 * 3600;
 
+/// endpoint → variant → second → its aggregate; looked up by `&str`, so recording allocates
+/// only for a variant's first invocation.
+type Pending = HashMap<String, HashMap<String, HashMap<i64, Second>>>;
+
 pub struct EndpointMetrics {
     store: EndpointMetricStore,
-    pending: Mutex<HashMap<(String, String, i64), Second>>,
+    pending: Mutex<Pending>,
 }
 
 impl EndpointMetrics {
@@ -31,13 +35,17 @@ impl EndpointMetrics {
     pub fn record(&self, endpoint: &str, variant: &str, invocation: &Invocation) {
         let second = chrono::Utc::now().timestamp();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        match pending.get_mut(&(endpoint.to_string(), variant.to_string(), second)) {
-            Some(s) => s.add(invocation),
-            None => {
-                let mut s = Second::default();
-                s.add(invocation);
-                pending.insert((endpoint.to_string(), variant.to_string(), second), s);
-            }
+        if !pending
+            .get(endpoint)
+            .is_some_and(|v| v.contains_key(variant))
+        {
+            pending
+                .entry(endpoint.to_string())
+                .or_default()
+                .insert(variant.to_string(), HashMap::new());
+        }
+        if let Some(seconds) = pending.get_mut(endpoint).and_then(|v| v.get_mut(variant)) {
+            seconds.entry(second).or_default().add(invocation);
         }
     }
 
@@ -45,7 +53,17 @@ impl EndpointMetrics {
     pub fn flush(&self) -> Result<(), ControlError> {
         let taken: Vec<StoredSecond> = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            pending.drain().map(|((e, v, t), s)| (e, v, t, s)).collect()
+            let mut out = Vec::new();
+            for (e, variants) in pending.drain() {
+                for (v, seconds) in variants {
+                    out.extend(
+                        seconds
+                            .into_iter()
+                            .map(|(t, s)| (e.clone(), v.clone(), t, s)),
+                    );
+                }
+            }
+            out
         };
         if taken.is_empty() {
             return Ok(());

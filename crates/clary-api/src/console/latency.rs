@@ -50,17 +50,23 @@ fn quantile(h: &Histogram, q: f64) -> Option<f64> {
 
 #[derive(Default)]
 pub struct RecentLatencies {
-    /// (endpoint, variant) → seconds, oldest first.
-    series: Mutex<HashMap<(String, String), Seconds>>,
+    /// endpoint → variant → seconds, oldest first (looked up by `&str`: no allocation once a
+    /// variant is known).
+    series: Mutex<HashMap<String, HashMap<String, Seconds>>>,
 }
 
 impl RecentLatencies {
     /// One invocation that took `micros` in all, ended at epoch second `second`.
     pub fn record(&self, endpoint: &str, variant: &str, second: i64, micros: f64) {
         let mut all = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        let seconds = all
-            .entry((endpoint.to_string(), variant.to_string()))
-            .or_default();
+        if !all.get(endpoint).is_some_and(|v| v.contains_key(variant)) {
+            all.entry(endpoint.to_string())
+                .or_default()
+                .insert(variant.to_string(), Seconds::new());
+        }
+        let Some(seconds) = all.get_mut(endpoint).and_then(|v| v.get_mut(variant)) else {
+            return;
+        };
         match seconds.back_mut() {
             Some((s, h)) if *s == second => h[bucket(micros)] += 1,
             _ => {
@@ -86,7 +92,7 @@ impl RecentLatencies {
         end: i64,
     ) -> Vec<(i64, f64, f64)> {
         let all = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(seconds) = all.get(&(endpoint.to_string(), variant.to_string())) else {
+        let Some(seconds) = all.get(endpoint).and_then(|v| v.get(variant)) else {
             return Vec::new();
         };
         seconds
