@@ -205,6 +205,14 @@ fn transform_enums_are_the_models() {
         set(crate::transform_api::TRANSFORM_JOB_STATUSES.iter().copied()),
         enum_of("TransformJobStatus")
     );
+    assert_eq!(
+        set(crate::job_list::TRAINING_JOB_STATUSES.iter().copied()),
+        enum_of("TrainingJobStatus")
+    );
+    assert_eq!(
+        set(crate::job_list::PROCESSING_JOB_STATUSES.iter().copied()),
+        enum_of("ProcessingJobStatus")
+    );
     let domain = set(JobStatus::ALL.map(JobStatus::as_str));
     assert_eq!(domain, enum_of("TransformJobStatus"));
     assert_eq!(

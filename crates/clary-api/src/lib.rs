@@ -15,6 +15,7 @@ pub mod console;
 pub mod edge;
 pub mod errors;
 pub mod hosting_api;
+pub mod job_list;
 pub mod json_api;
 pub mod logs_api;
 pub mod processing_api;

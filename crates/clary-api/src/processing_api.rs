@@ -8,9 +8,8 @@
 use crate::ApiState;
 use crate::errors::ApiError;
 use crate::validate::{self, fail, need, one_of, string};
-use crate::wire::{required, str_field, tag_pairs, time_field};
+use crate::wire::{required, tag_pairs};
 use clary_control::ControlError;
-use clary_control::domain::job::{JobStatus, ListJobs, SortBy};
 use clary_control::domain::processing::{
     DEFAULT_MAX_RUNTIME_SECS, ProcessingInput, ProcessingInputMode, ProcessingJob,
     ProcessingJobSpec, ProcessingOutput, UploadMode, exit_message,
@@ -598,47 +597,12 @@ fn summary_json(job: &ProcessingJob) -> Value {
     v
 }
 
-fn list_query(body: &Value) -> Result<ListJobs, ControlError> {
-    let max_results = validate::page_size(body, "MaxResults", "maxResults", 100)?;
-    let status_equals = str_field(body, "StatusEquals")
-        .map(|s| {
-            JobStatus::parse(s).ok_or_else(|| {
-                fail(
-                    s,
-                    "statusEquals",
-                    "Member must satisfy enum value set: [InProgress, Completed, Failed, Stopping, Stopped]",
-                )
-            })
-        })
-        .transpose()?;
-    let offset = match str_field(body, "NextToken") {
-        Some(t) => t.parse().map_err(|_| {
-            ControlError::Validation(format!(
-                "Invalid pagination token {t:?}; pass the NextToken of the previous response"
-            ))
-        })?,
-        None => 0,
-    };
-    Ok(ListJobs {
-        name_contains: str_field(body, "NameContains").map(str::to_string),
-        status_equals,
-        creation_time_after: time_field(body, "CreationTimeAfter"),
-        creation_time_before: time_field(body, "CreationTimeBefore"),
-        last_modified_time_after: time_field(body, "LastModifiedTimeAfter"),
-        last_modified_time_before: time_field(body, "LastModifiedTimeBefore"),
-        sort_by: match str_field(body, "SortBy") {
-            Some("Name") => SortBy::Name,
-            Some("Status") => SortBy::Status,
-            _ => SortBy::CreationTime,
-        },
-        ascending: str_field(body, "SortOrder") == Some("Ascending"),
-        max_results: max_results.unwrap_or(10) as u32,
-        offset,
-    })
-}
-
 fn list(state: &ApiState, body: &Value) -> Result<Value, ControlError> {
-    let page = state.control.processing.list(&list_query(body)?)?;
+    let statuses = crate::job_list::PROCESSING_JOB_STATUSES;
+    let Some(q) = crate::job_list::list_query(body, statuses)? else {
+        return Ok(json!({"ProcessingJobSummaries": []}));
+    };
+    let page = state.control.processing.list(&q)?;
     let mut out = json!({
         "ProcessingJobSummaries": page.items.iter().map(summary_json).collect::<Vec<_>>()
     });

@@ -6,13 +6,13 @@
 use crate::ApiState;
 use crate::errors::ApiError;
 use crate::validate;
-use crate::wire::{required, str_field, tag_pairs, time_field};
+use crate::wire::{required, tag_pairs};
 use clary_control::ControlError;
-use clary_control::domain::job::{JobState, JobStatus, Transition};
+use clary_control::domain::job::{JobState, Transition};
 use clary_control::domain::metrics::{FinalMetric, MetricDefinition};
 use clary_control::domain::training::{
-    Channel as DomainChannel, Checkpoints, ContainerCommand, InputMode, ListTrainingJobs,
-    S3Location, SortBy, TrainingJob, TrainingJobSpec, TrainingJobSummary,
+    Channel as DomainChannel, Checkpoints, ContainerCommand, InputMode, S3Location, TrainingJob,
+    TrainingJobSpec, TrainingJobSummary,
 };
 use clary_control::training::NewTrainingJob;
 use serde::Deserialize;
@@ -381,47 +381,8 @@ fn summary_json(s: &TrainingJobSummary) -> Value {
     v
 }
 
-/// `ListTrainingJobsRequest` into the domain's query; `None` when it can match nothing.
-fn list_query(body: &Value) -> Result<Option<ListTrainingJobs>, ControlError> {
-    let max_results = crate::validate::page_size(body, "MaxResults", "maxResults", 100)?;
-    let status_equals = match str_field(body, "StatusEquals") {
-        None => None,
-        // `Deleting` is in the model's enum; no training job of Clary's is ever in it.
-        Some("Deleting") => return Ok(None),
-        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
-            ControlError::Validation(format!(
-                "1 validation error detected: Value '{s}' at 'statusEquals' failed to satisfy constraint: Member must satisfy enum value set: [InProgress, Completed, Failed, Stopping, Stopped, Deleting]"
-            ))
-        })?),
-    };
-    let offset = match str_field(body, "NextToken") {
-        Some(t) => t.parse().map_err(|_| {
-            ControlError::Validation(format!(
-                "Invalid pagination token {t:?}; pass the NextToken of the previous response"
-            ))
-        })?,
-        None => 0,
-    };
-    Ok(Some(ListTrainingJobs {
-        name_contains: str_field(body, "NameContains").map(str::to_string),
-        status_equals,
-        creation_time_after: time_field(body, "CreationTimeAfter"),
-        creation_time_before: time_field(body, "CreationTimeBefore"),
-        last_modified_time_after: time_field(body, "LastModifiedTimeAfter"),
-        last_modified_time_before: time_field(body, "LastModifiedTimeBefore"),
-        sort_by: match str_field(body, "SortBy") {
-            Some("Name") => SortBy::Name,
-            Some("Status") => SortBy::Status,
-            _ => SortBy::CreationTime,
-        },
-        ascending: str_field(body, "SortOrder") == Some("Ascending"),
-        max_results: max_results.unwrap_or(10) as u32,
-        offset,
-    }))
-}
-
 fn list(state: &ApiState, body: &Value) -> Result<Value, ControlError> {
-    let Some(q) = list_query(body)? else {
+    let Some(q) = crate::job_list::list_query(body, crate::job_list::TRAINING_JOB_STATUSES)? else {
         return Ok(json!({"TrainingJobSummaries": []}));
     };
     let page = state.control.training.list(&q)?;

@@ -7,9 +7,9 @@
 use crate::ApiState;
 use crate::errors::ApiError;
 use crate::validate::{self, fail};
-use crate::wire::{required, str_field, tag_pairs, time_field};
+use crate::wire::{required, tag_pairs};
 use clary_control::ControlError;
-use clary_control::domain::job::{JobStatus, ListJobs, SortBy};
+
 use clary_control::domain::training::S3Location;
 use clary_control::domain::transform::{
     BatchStrategy, DEFAULT_INVOCATIONS_MAX_RETRIES, DEFAULT_INVOCATIONS_TIMEOUT_SECS,
@@ -519,53 +519,11 @@ fn summary_json(job: &TransformJob) -> Value {
     v
 }
 
-/// `ListTransformJobsRequest` into the domain's query.
-fn list_query(body: &Value) -> Result<ListJobs, ControlError> {
-    let max_results = validate::page_size(body, "MaxResults", "maxResults", 100)?;
-    let status_equals = match str_field(body, "StatusEquals") {
-        None => None,
-        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
-            fail(
-                s,
-                "statusEquals",
-                &format!(
-                    "Member must satisfy enum value set: [{}]",
-                    TRANSFORM_JOB_STATUSES.join(", ")
-                ),
-            )
-        })?),
-    };
-    if let Some(n) = str_field(body, "NameContains") {
-        max_len(n, 63, "nameContains")?;
-    }
-    let offset = match str_field(body, "NextToken") {
-        Some(t) => t.parse().map_err(|_| {
-            ControlError::Validation(format!(
-                "Invalid pagination token {t:?}; pass the NextToken of the previous response"
-            ))
-        })?,
-        None => 0,
-    };
-    Ok(ListJobs {
-        name_contains: str_field(body, "NameContains").map(str::to_string),
-        status_equals,
-        creation_time_after: time_field(body, "CreationTimeAfter"),
-        creation_time_before: time_field(body, "CreationTimeBefore"),
-        last_modified_time_after: time_field(body, "LastModifiedTimeAfter"),
-        last_modified_time_before: time_field(body, "LastModifiedTimeBefore"),
-        sort_by: match str_field(body, "SortBy") {
-            Some("Name") => SortBy::Name,
-            Some("Status") => SortBy::Status,
-            _ => SortBy::CreationTime,
-        },
-        ascending: str_field(body, "SortOrder") == Some("Ascending"),
-        max_results: max_results.unwrap_or(10) as u32,
-        offset,
-    })
-}
-
 fn list(state: &ApiState, body: &Value) -> Result<Value, ControlError> {
-    let page = state.control.transform.list(&list_query(body)?)?;
+    let Some(q) = crate::job_list::list_query(body, TRANSFORM_JOB_STATUSES)? else {
+        return Ok(json!({"TransformJobSummaries": []}));
+    };
+    let page = state.control.transform.list(&q)?;
     let mut out = json!({
         "TransformJobSummaries": page.items.iter().map(summary_json).collect::<Vec<_>>()
     });
@@ -717,21 +675,5 @@ mod tests {
             let e = convert(request(extra.clone())).unwrap_err();
             assert!(e.contains(want), "{extra}: {e}");
         }
-    }
-
-    #[test]
-    fn list_queries_check_the_status_enum() {
-        let e = list_query(&json!({"StatusEquals": "Deleting"})).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("[InProgress, Completed, Failed, Stopping, Stopped]"),
-            "{e}"
-        );
-        let q = list_query(&json!({"SortBy": "Name", "SortOrder": "Ascending", "NextToken": "20"}))
-            .unwrap();
-        assert_eq!(
-            (q.sort_by, q.ascending, q.offset, q.max_results),
-            (SortBy::Name, true, 20, 10)
-        );
     }
 }
