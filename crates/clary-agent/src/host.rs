@@ -17,7 +17,6 @@ use clary_exec::runtimes::Runtimes;
 use clary_store::LocalStore;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// The first this many characters of the failure file become `FailureReason` (as on AWS).
 const FAILURE_REASON_CHARS: usize = 1024;
@@ -175,7 +174,8 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
             let (spec, store, layout, log) =
                 (spec.clone(), store.clone(), layout.clone(), log.clone());
             blocking(move || {
-                let link = link_inputs_from(&spec, local, &log);
+                let all_pipe = spec.channels.iter().all(|c| c.input_mode == "Pipe");
+                let link = input_overlay::store_to_link(local, all_pipe, &spec.base_dir, &log);
                 present_inputs(&spec, &store, link.as_deref(), &layout, &log)
             })
             .await
@@ -499,30 +499,6 @@ fn outcome_of(
                 &format!("ParameterServerError:\n{why}"),
             )),
         ),
-    }
-}
-
-/// The local store to link File-mode channels from, when there is one and this agent can
-/// keep the job's writes from the links (the probe of [`input_overlay`]); the job's log says
-/// which way its inputs come and why.
-fn link_inputs_from(
-    spec: &HostSpec,
-    local: Option<Arc<LocalStore>>,
-    log: &JobLog,
-) -> Option<Arc<LocalStore>> {
-    let local = local?;
-    if spec.channels.iter().all(|c| c.input_mode == "Pipe") {
-        return None;
-    }
-    match input_overlay::probe(&input_overlay::state_dir(&spec.base_dir)) {
-        Ok(()) => {
-            log.info("File-mode inputs are linked from the store and seen by the job through an overlay in its own mount namespace: the script may write to them, its writes go to this host's own copies, never to the store");
-            Some(local)
-        }
-        Err(why) => {
-            log.info(&format!("File-mode inputs are cloned or copied from the store: it cannot be linked safely here ({why})"));
-            None
-        }
     }
 }
 

@@ -276,6 +276,31 @@ pub fn probe(state: &Path) -> Result<(), String> {
     result
 }
 
+/// The local store to link File-mode inputs from, for a training or processing host: when
+/// there is one, some input is in File mode, and this agent can keep the job's writes from the
+/// links (the [`probe`]); the job's log says which way its inputs come and why.
+pub fn store_to_link(
+    local: Option<Arc<clary_store::LocalStore>>,
+    all_pipe: bool,
+    base_dir: &Path,
+    log: &crate::job_log::JobLog,
+) -> Option<Arc<clary_store::LocalStore>> {
+    let local = local?;
+    if all_pipe {
+        return None;
+    }
+    match probe(&state_dir(base_dir)) {
+        Ok(()) => {
+            log.info("File-mode inputs are linked from the store and seen by the job through an overlay in its own mount namespace: the job may write to them, its writes go to this host's own copies, never to the store");
+            Some(local)
+        }
+        Err(why) => {
+            log.info(&format!("File-mode inputs are cloned or copied from the store: it cannot be linked safely here ({why})"));
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,6 @@ use clary_sigv4::Signer;
 use clary_store::LocalStore;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Where SageMaker puts a processing job's container paths; `LocalPath`s must be below it.
 pub const PROCESSING_ROOT: &str = "/opt/ml/processing/";
@@ -225,7 +224,8 @@ async fn run_stages(spec: &ProcessingHostSpec, reporter: &Reporter, log: &JobLog
             paths.inputs.clone(),
         );
         blocking(move || {
-            let link = link_inputs_from(&spec, local, &log);
+            let all_pipe = spec.inputs.iter().all(|i| i.source.input_mode == "Pipe");
+            let link = input_overlay::store_to_link(local, all_pipe, &spec.base_dir, &log);
             present_inputs(&spec, &store, link.as_deref(), &dirs, &log)
         })
         .await
@@ -400,29 +400,6 @@ fn prepare_dirs(spec: &ProcessingHostSpec, paths: &Paths) -> std::io::Result<()>
         config.join("resourceconfig.json"),
         serde_json::to_vec(&resource_config(spec)).map_err(std::io::Error::other)?,
     )
-}
-
-/// As for training: File inputs are linked from a local store only where this agent can put
-/// an overlay over them for the job.
-fn link_inputs_from(
-    spec: &ProcessingHostSpec,
-    local: Option<Arc<LocalStore>>,
-    log: &JobLog,
-) -> Option<Arc<LocalStore>> {
-    let local = local?;
-    if spec.inputs.iter().all(|i| i.source.input_mode == "Pipe") {
-        return None;
-    }
-    match input_overlay::probe(&input_overlay::state_dir(&spec.base_dir)) {
-        Ok(()) => {
-            log.info("File-mode inputs are linked from the store and seen by the job through an overlay in its own mount namespace: the job may write to them, its writes go to this host's own copies, never to the store");
-            Some(local)
-        }
-        Err(why) => {
-            log.info(&format!("File-mode inputs are cloned or copied from the store: it cannot be linked safely here ({why})"));
-            None
-        }
-    }
 }
 
 /// Makes every input appear; returns the linked ones (a name and the directory to put an
