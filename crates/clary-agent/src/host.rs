@@ -1,5 +1,6 @@
 //! One host's run of a training job: stage, install, run the script, package, report.
 
+use crate::blocking;
 use crate::checkpoints::{self, CheckpointSync};
 use crate::container_command;
 use crate::contract::{Layout, TrainingContract, check_channel_name};
@@ -34,14 +35,6 @@ fn num_gpus() -> usize {
                 .count()
         })
         .unwrap_or(0)
-}
-
-/// Runs blocking work (file and object I/O, which may wait on HTTP) off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
 }
 
 /// Runs the host; returns the agent's exit code (0 when the result reached the server).

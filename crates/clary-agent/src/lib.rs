@@ -54,3 +54,12 @@ pub(crate) fn test_spec(overrides: serde_json::Value) -> clary_exec::protocol::H
     }
     serde_json::from_value(v).expect("a valid test spec")
 }
+
+/// Runs blocking work (file and object I/O, which may wait on HTTP) off the async threads; a
+/// panic in it is the caller's.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}

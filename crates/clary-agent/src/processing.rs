@@ -4,6 +4,7 @@
 //! at the end for `EndOfJob`), report. The container paths (`/opt/ml/processing/...`) live
 //! in the host's own directory standing in for `/opt/ml`.
 
+use crate::blocking;
 use crate::checkpoints::{self, CheckpointSync};
 use crate::container_command;
 use crate::input_overlay::{self, InputOverlay};
@@ -55,13 +56,6 @@ pub fn resource_config(spec: &ProcessingHostSpec) -> serde_json::Value {
         "current_host": spec.current_host,
         "hosts": spec.hosts,
     })
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
 }
 
 /// Runs the host; returns the agent's exit code (0 when the result reached the server).

@@ -2,46 +2,32 @@
 //! the input objects, send their records through `/invocations` with
 //! `MaxConcurrentTransforms` in flight, and store each `<key>.out` once it is whole.
 
+use super::input::*;
 use super::model_server::{ModelServer, server_dir};
-use super::records::{Batch, Batcher, Position, Records, Split, Strategy};
+use super::output::*;
+use super::records::{Position, Split, Strategy};
 use super::shaping::{Shaping, ShapingSpec};
+use crate::blocking;
 use crate::job_log::JobLog;
 use crate::objects::{self, Objects};
 use crate::reporter::Reporter;
-use crate::staging::{parse_manifest, relative_key};
 use clary_exec::protocol::{
     INSTANCE_TOKEN_HEADER, JobKind, Outcome, ResultReport, TransformHostSpec,
 };
 use std::collections::VecDeque;
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// How long the model may take to load.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(600);
+pub(super) const STARTUP_TIMEOUT: Duration = Duration::from_secs(600);
 /// Progress goes to the job's status at most this often (each report is a transition kept
 /// with the job); the log has a line per stored object.
-const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+pub(super) const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 /// Characters of a model's error answer kept in a failure reason.
-const ANSWER_CHARS: usize = 300;
-
-/// One input object of this host's share.
-#[derive(Debug, Clone)]
-struct InputObject {
-    bucket: String,
-    key: String,
-    /// Its key relative to the input prefix: the output is `<output prefix>/<rel>.out`.
-    rel: String,
-}
-
-impl InputObject {
-    fn uri(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.key)
-    }
-}
+pub(super) const ANSWER_CHARS: usize = 300;
 
 /// Runs the host; returns the agent's exit code (0 when the result reached the server).
 pub async fn run_transform_host(spec: TransformHostSpec) -> i32 {
@@ -100,165 +86,6 @@ pub async fn run_transform_host(spec: TransformHostSpec) -> i32 {
             1
         }
     }
-}
-
-/// Runs blocking work (object I/O) off the async thread.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
-}
-
-/// This host's objects: all of them in key (or manifest) order, host `i` of `N` taking
-/// `i, i+N, …`.
-fn share(store: &Objects, spec: &TransformHostSpec) -> Result<Vec<InputObject>, String> {
-    let input = &spec.input;
-    let all: Vec<InputObject> = if input.data_type == "ManifestFile" {
-        let text = store.get_bytes(&input.bucket, &input.prefix).map_err(|e| {
-            format!(
-                "ClientError: reading the manifest s3://{}/{}: {e}",
-                input.bucket, input.prefix
-            )
-        })?;
-        parse_manifest(&String::from_utf8_lossy(&text))
-            .map_err(|e| {
-                format!(
-                    "ClientError: the manifest s3://{}/{}: {e}",
-                    input.bucket, input.prefix
-                )
-            })?
-            .into_iter()
-            .map(|o| InputObject {
-                bucket: o.bucket,
-                key: o.key,
-                rel: o.rel,
-            })
-            .collect()
-    } else {
-        store
-            .list(&input.bucket, &input.prefix)
-            .map_err(|e| {
-                format!(
-                    "ClientError: listing s3://{}/{}: {e}",
-                    input.bucket, input.prefix
-                )
-            })?
-            .into_iter()
-            // "Directory" markers hold no records.
-            .filter(|o| !o.key.ends_with('/'))
-            .map(|o| InputObject {
-                bucket: input.bucket.clone(),
-                rel: relative_key(&input.prefix, &o.key),
-                key: o.key,
-            })
-            .collect()
-    };
-    if all.is_empty() {
-        return Err(format!(
-            "ClientError: no objects found under s3://{}/{}; check TransformInput.DataSource.S3DataSource.S3Uri",
-            input.bucket, input.prefix
-        ));
-    }
-    let index = spec
-        .hosts
-        .iter()
-        .position(|h| h == &spec.current_host)
-        .unwrap_or(0);
-    let n = spec.hosts.len().max(1);
-    Ok(all
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| i % n == index)
-        .map(|(_, o)| o)
-        .collect())
-}
-
-/// What the reader thread hands the sender, in input order.
-enum Item {
-    Batch {
-        object: usize,
-        batch: Batch,
-        /// The batch's original records, for a join.
-        inputs: Vec<Vec<u8>>,
-    },
-    /// Every batch of this object has been handed over.
-    End { object: usize },
-}
-
-/// The settings the batches are made with.
-#[derive(Clone, Copy)]
-struct Batching {
-    split: Split,
-    strategy: Strategy,
-    max_payload_mb: u64,
-    gzip: bool,
-}
-
-/// Reads the objects in order, splits and batches them; stops at the first bad record
-/// (`Err` names the object and the record).
-fn read_objects(
-    store: Objects,
-    objects: Vec<InputObject>,
-    batching: Batching,
-    shaping: Arc<Shaping>,
-    stop: Arc<AtomicBool>,
-    tx: mpsc::Sender<Item>,
-) -> Result<(), String> {
-    for (i, obj) in objects.iter().enumerate() {
-        let reader = store
-            .reader(&obj.bucket, &obj.key)
-            .map_err(|e| format!("ClientError: reading {}: {e}", obj.uri()))?;
-        let reader: Box<dyn std::io::Read + Send> = if batching.gzip {
-            Box::new(flate2::read::MultiGzDecoder::new(reader))
-        } else {
-            reader
-        };
-        let mut batcher = Batcher::new(batching.strategy, batching.split, batching.max_payload_mb);
-        let mut inputs = Vec::new();
-        let send = |batch: Batch, inputs: Vec<Vec<u8>>| {
-            tx.blocking_send(Item::Batch {
-                object: i,
-                batch,
-                inputs,
-            })
-            .map_err(|_| "stopped".to_string())
-        };
-        for record in Records::new(reader, batching.split) {
-            if stop.load(Ordering::SeqCst) {
-                return Err("stopped".into());
-            }
-            let mut record = record.map_err(|e| {
-                let what = if batching.gzip && e.kind() != std::io::ErrorKind::InvalidData {
-                    format!("{e} (CompressionType is Gzip: is the object gzip-compressed?)")
-                } else {
-                    e.to_string()
-                };
-                format!("ClientError: {}: {what}", obj.uri())
-            })?;
-            let at = record.at;
-            let original = shaping.keeps_inputs().then(|| record.data.clone());
-            record.data = shaping
-                .input(std::mem::take(&mut record.data))
-                .map_err(|e| format!("ClientError: {}, {at}: {e}", obj.uri()))?;
-            let done = batcher
-                .push(record)
-                .map_err(|e| format!("ClientError: {}, {e}", obj.uri()))?;
-            if let Some(batch) = done {
-                // The originals so far are exactly the finished batch's records.
-                send(batch, std::mem::take(&mut inputs))?;
-            }
-            if let Some(o) = original {
-                inputs.push(o);
-            }
-        }
-        if let Some(batch) = batcher.take() {
-            send(batch, std::mem::take(&mut inputs))?;
-        }
-        tx.blocking_send(Item::End { object: i })
-            .map_err(|_| "stopped".to_string())?;
-    }
-    Ok(())
 }
 
 /// A batch's answer, or why there is none.
@@ -326,14 +153,6 @@ struct CallSettings {
     retries: u32,
     content_type: Option<String>,
     accept: Option<String>,
-}
-
-/// An object's output, written to a scratch file until it is whole.
-struct Pending {
-    path: PathBuf,
-    file: std::io::BufWriter<std::fs::File>,
-    capture: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
-    records: u64,
 }
 
 fn positions_text(positions: &[Position]) -> String {
@@ -683,129 +502,6 @@ fn progress(objects: usize, total: usize, records: u64, started: Instant) -> Str
         "Transformed {objects} of {total} objects, {records} records ({:.0} records/s)",
         records as f64 / secs
     )
-}
-
-fn open_pending(
-    scratch: &std::path::Path,
-    object: usize,
-    capture: bool,
-) -> Result<Pending, String> {
-    let open = |path: PathBuf| {
-        std::fs::File::create(&path)
-            .map(|f| (path.clone(), std::io::BufWriter::with_capacity(1 << 20, f)))
-            .map_err(|e| format!("InternalServerError: creating {}: {e}", path.display()))
-    };
-    let (path, file) = open(scratch.join(format!("{object}.out.part")))?;
-    let capture = if capture {
-        Some(open(scratch.join(format!("{object}.capture.part")))?)
-    } else {
-        None
-    };
-    Ok(Pending {
-        path,
-        file,
-        capture,
-        records: 0,
-    })
-}
-
-/// `<output prefix>/<rel>.out`.
-fn output_key(prefix: &str, rel: &str) -> String {
-    if prefix.is_empty() || prefix.ends_with('/') {
-        format!("{prefix}{rel}.out")
-    } else {
-        format!("{prefix}/{rel}.out")
-    }
-}
-
-/// Stores an object's finished output (and its data capture) in one put each: the `.out`
-/// object appears whole or not at all.
-async fn store_output(
-    store: &Objects,
-    spec: &TransformHostSpec,
-    obj: &InputObject,
-    p: Pending,
-) -> Result<(), String> {
-    let Pending {
-        path,
-        mut file,
-        capture,
-        ..
-    } = p;
-    file.flush()
-        .map_err(|e| format!("InternalServerError: writing {}: {e}", path.display()))?;
-    drop(file);
-    let key = output_key(&spec.output.prefix, &obj.rel);
-    let (store2, bucket, accept, path2) = (
-        store.clone(),
-        spec.output.bucket.clone(),
-        spec.output.accept.clone(),
-        path.clone(),
-    );
-    let put = blocking(move || store2.put_file(&bucket, &key, &path2, accept.as_deref())).await;
-    let _ = std::fs::remove_file(&path);
-    put.map_err(|e| {
-        format!(
-            "ClientError: storing the output of {} under s3://{}/{}: {e}",
-            obj.uri(),
-            spec.output.bucket,
-            spec.output.prefix
-        )
-    })?;
-    if let (Some((cpath, mut cfile)), Some(c)) = (capture, spec.capture.as_ref()) {
-        cfile
-            .flush()
-            .map_err(|e| format!("InternalServerError: writing the data capture: {e}"))?;
-        drop(cfile);
-        let hour = chrono::Utc::now().format("%Y/%m/%d/%H");
-        let prefix = c.prefix.trim_end_matches('/');
-        let sep = if prefix.is_empty() { "" } else { "/" };
-        let key = format!("{prefix}{sep}{}/{hour}/{}.jsonl", spec.job_name, obj.rel);
-        let (store2, bucket, cpath2) = (store.clone(), c.bucket.clone(), cpath.clone());
-        let put = blocking(move || {
-            store2.put_file(&bucket, &key, &cpath2, Some("application/jsonlines"))
-        })
-        .await;
-        let _ = std::fs::remove_file(&cpath);
-        put.map_err(|e| {
-            format!(
-                "ClientError: storing the data capture of {}: {e}",
-                obj.uri()
-            )
-        })?;
-    }
-    Ok(())
-}
-
-/// One captured request and answer, in SageMaker's data capture format.
-fn capture_line(
-    sent: &[u8],
-    answer: &[u8],
-    content_type: Option<&str>,
-    accept: Option<&str>,
-    inference_id: bool,
-) -> Vec<u8> {
-    use base64::Engine;
-    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    let id = uuid::Uuid::new_v4().to_string();
-    let mut metadata = serde_json::json!({
-        "eventId": id,
-        "inferenceTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    });
-    if inference_id {
-        metadata["inferenceId"] = serde_json::json!(uuid::Uuid::new_v4().to_string());
-    }
-    let v = serde_json::json!({
-        "captureData": {
-            "endpointInput": {"observedContentType": content_type.unwrap_or(""), "mode": "INPUT", "data": b64(sent), "encoding": "BASE64"},
-            "endpointOutput": {"observedContentType": accept.unwrap_or(""), "mode": "OUTPUT", "data": b64(answer), "encoding": "BASE64"},
-        },
-        "eventMetadata": metadata,
-        "eventVersion": "0",
-    });
-    let mut line = v.to_string().into_bytes();
-    line.push(b'\n');
-    line
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 
 pub mod filter;
 pub mod host;
+mod input;
 pub mod model_server;
+mod output;
 pub mod records;
 pub mod shaping;
 
