@@ -44,7 +44,7 @@ pub fn localize(mut spec: HostSpec, node: &NodeIdentity, node_dir: &Path) -> Hos
     if let Some(addresses) = node_addresses(&spec.hosts, node) {
         spec.addresses = addresses;
     }
-    spec.object_access = "http".into();
+    spec.object_access = over_the_network(&spec.object_access);
     spec
 }
 
@@ -60,8 +60,18 @@ pub fn localize_processing(
     if let Some(addresses) = node_addresses(&spec.hosts, node) {
         spec.addresses = addresses;
     }
-    spec.object_access = "http".into();
+    spec.object_access = over_the_network(&spec.object_access);
     spec
+}
+
+/// How a node reaches objects: presigned URLs to an external store as the server said, the
+/// server's S3 API otherwise (a node does not share the server's disk).
+fn over_the_network(object_access: &str) -> String {
+    if object_access == "presigned" {
+        object_access.into()
+    } else {
+        "http".into()
+    }
 }
 
 /// Host `algo-i` is node `i-1`.

@@ -250,7 +250,7 @@ fn validate_model(state: &ApiState, body: &Value) -> Result<(), ControlError> {
                 "ModelDataUrl {url:?} is not an s3://bucket/key URI of a model.tar.gz"
             )));
         };
-        if state.store.head(bucket, key).is_err() {
+        if !matches!(state.store.objects().object_size(bucket, key), Ok(Some(_))) {
             return Err(invalid(format!(
                 "Could not access model data at {url}. Please ensure that the object exists (upload model.tar.gz there first) and try again."
             )));

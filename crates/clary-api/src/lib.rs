@@ -34,7 +34,7 @@ mod wire;
 use bytes::Bytes;
 use clary_control::ControlPlane;
 use clary_exec::protocol::{AGENT_SIGNING_SERVICE, AGENT_TARGET_PREFIX};
-use clary_store::LocalStore;
+use clary_store::{ExternalStore, LocalStore, ObjectStore};
 use edge::Route;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
@@ -43,9 +43,35 @@ use std::sync::Arc;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
 
+/// Where the server keeps its buckets and objects.
+#[derive(Clone)]
+pub enum Backing {
+    /// The embedded store: a directory on this machine.
+    Local(LocalStore),
+    /// An external S3 store; hosts get presigned URLs to it.
+    External(Arc<ExternalStore>),
+}
+
+impl Backing {
+    /// The store's objects, for the API's own reads (checking that a bucket or model exists,
+    /// listing a job's output). Blocks: call from a worker thread of the multi-threaded runtime
+    /// or a blocking thread.
+    pub fn objects(&self) -> &dyn ObjectStore {
+        match self {
+            Backing::Local(s) => s,
+            Backing::External(s) => s.as_ref(),
+        }
+    }
+
+    /// Whether `bucket` exists; a store that cannot be asked counts as no.
+    pub fn bucket_exists(&self, bucket: &str) -> bool {
+        self.objects().bucket_exists(bucket).unwrap_or(false)
+    }
+}
+
 pub struct ApiState {
     pub control: Arc<ControlPlane>,
-    pub store: LocalStore,
+    pub store: Backing,
     pub s3: s3s::service::S3Service,
     /// The server's key pair and the scoped ones.
     pub keys: access::Keys,
@@ -62,15 +88,22 @@ pub struct ApiState {
 impl ApiState {
     pub fn new(
         control: Arc<ControlPlane>,
-        store: LocalStore,
+        store: Backing,
         access_key: &str,
         secret_key: &str,
         region: &str,
         account: &str,
     ) -> Arc<Self> {
-        let mut builder = s3s::service::S3ServiceBuilder::new(s3::S3Store {
-            store: store.clone(),
-        });
+        let mut builder = match &store {
+            Backing::Local(local) => s3s::service::S3ServiceBuilder::new(s3::S3Store {
+                store: local.clone(),
+            }),
+            Backing::External(external) => {
+                s3s::service::S3ServiceBuilder::new(s3::external::S3External {
+                    store: external.clone(),
+                })
+            }
+        };
         let keys = access::Keys {
             access_key: access_key.into(),
             secret_key: secret_key.into(),

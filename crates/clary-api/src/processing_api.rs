@@ -493,8 +493,7 @@ impl CreateProcessingJobRequest {
 }
 
 fn create(state: &ApiState, body: Value) -> Result<Value, ControlError> {
-    let store = state.store.clone();
-    validate_create(&body, &|b| store.head_bucket(b).is_ok())?;
+    validate_create(&body, &|b| state.store.bucket_exists(b))?;
     let req: CreateProcessingJobRequest = serde_json::from_value(body.clone())
         .map_err(|e| ControlError::Validation(format!("1 validation error detected: {e}")))?;
     let spec = req.spec()?;

@@ -259,8 +259,7 @@ pub fn spec_from_request(request: &str) -> Result<TrainingJobSpec, String> {
 }
 
 fn create(state: &ApiState, body: Value) -> Result<Value, ControlError> {
-    let store = state.store.clone();
-    validate::create_training_job(&body, &|b| store.head_bucket(b).is_ok())?;
+    validate::create_training_job(&body, &|b| state.store.bucket_exists(b))?;
     let req: CreateTrainingJobRequest = serde_json::from_value(body.clone())
         .map_err(|e| ControlError::Validation(format!("1 validation error detected: {e}")))?;
     let mut spec = req.spec().map_err(ControlError::Validation)?;

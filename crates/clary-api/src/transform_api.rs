@@ -431,7 +431,7 @@ fn create(state: &ApiState, body: Value) -> Result<Value, ControlError> {
         ),
     ] {
         if let Some(loc) = loc
-            && state.store.head_bucket(&loc.bucket).is_err()
+            && !state.store.bucket_exists(&loc.bucket)
         {
             return Err(ControlError::Validation(format!(
                 "The bucket {:?} of {what} does not exist; create it first",

@@ -190,11 +190,26 @@ impl SignedClient {
         payload_hash: &str,
     ) -> Result<reqwest::Response, ClientError> {
         let url = format!("{}{path_and_query}", self.base);
+        self.send_url(service, method, &url, headers, body, payload_hash)
+            .await
+    }
+
+    /// [`send`](Self::send) to a whole URL (another host than the base's, as an S3 store's
+    /// virtual-hosted bucket is).
+    pub async fn send_url(
+        &self,
+        service: &str,
+        method: http::Method,
+        url: &str,
+        headers: http::HeaderMap,
+        body: reqwest::Body,
+        payload_hash: &str,
+    ) -> Result<reqwest::Response, ClientError> {
         // The signed `Host` travels as signed: reqwest would drop a default port from its own.
-        let headers = self.sign(service, &method, &url, headers, payload_hash)?;
+        let headers = self.sign(service, &method, url, headers, payload_hash)?;
         Ok(self
             .http
-            .request(method, &url)
+            .request(method, url)
             .headers(headers)
             .body(body)
             .send()

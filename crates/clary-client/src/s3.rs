@@ -40,6 +40,8 @@ fn object_path(bucket: &str, key: &str) -> String {
 pub struct ListedObject {
     pub key: String,
     pub size: u64,
+    /// As the listing says it (ISO 8601), when it does.
+    pub last_modified: Option<String>,
 }
 
 /// One page of `ListObjectsV2`.
@@ -62,6 +64,12 @@ pub struct ObjectHead {
 
 /// The body of a `GET`, as it arrives.
 pub struct ObjectBody(reqwest::Response);
+
+impl From<reqwest::Response> for ObjectBody {
+    fn from(resp: reqwest::Response) -> Self {
+        ObjectBody(resp)
+    }
+}
 
 impl ObjectBody {
     /// The object's size, when the server said.
@@ -152,6 +160,18 @@ impl SignedClient {
         content_type: Option<&str>,
         progress: impl Fn(u64) + Send + Sync + 'static,
     ) -> Result<u64, ClientError> {
+        let url = format!("{}{}", self.base_url(), object_path(bucket, key));
+        self.put_file_url(&url, path, content_type, progress).await
+    }
+
+    /// [`put_object_file`](Self::put_object_file) to a whole object URL.
+    pub async fn put_file_url(
+        &self,
+        url: &str,
+        path: &Path,
+        content_type: Option<&str>,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<u64, ClientError> {
         let file_error = |source| ClientError::File {
             path: path.to_path_buf(),
             source,
@@ -184,10 +204,10 @@ impl SignedClient {
             );
         }
         let resp = self
-            .send(
+            .send_url(
                 "s3",
                 http::Method::PUT,
-                &object_path(bucket, key),
+                url,
                 headers,
                 reqwest::Body::wrap_stream(stream),
                 UNSIGNED_PAYLOAD,
@@ -245,7 +265,7 @@ impl SignedClient {
 }
 
 /// The response when it succeeded, its S3 error otherwise.
-async fn checked(resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+pub async fn checked(resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
     if resp.status().is_success() {
         return Ok(resp);
     }
@@ -297,15 +317,17 @@ fn walk_xml(xml: &str, mut on_end: impl FnMut(&[&str], String)) -> Result<(), St
 /// whatever else it says.
 pub fn parse_list_page(xml: &str) -> Result<ListPage, String> {
     let mut page = ListPage::default();
-    let (mut key, mut size) = (String::new(), 0u64);
+    let (mut key, mut size, mut modified) = (String::new(), 0u64, None);
     let (mut truncated, mut token) = (false, None);
     let mut root = None;
     walk_xml(xml, |path, text| match path {
         [_, "Contents", "Key"] => key = text,
         [_, "Contents", "Size"] => size = text.trim().parse().unwrap_or(0),
+        [_, "Contents", "LastModified"] => modified = Some(text),
         [_, "Contents"] => page.objects.push(ListedObject {
             key: std::mem::take(&mut key),
             size: std::mem::take(&mut size),
+            last_modified: modified.take(),
         }),
         [_, "CommonPrefixes", "Prefix"] => page.common_prefixes.push(text),
         [_, "IsTruncated"] => truncated = text.trim() == "true",
@@ -379,11 +401,13 @@ mod tests {
             [
                 ListedObject {
                     key: "d/a&b.txt".into(),
-                    size: 3
+                    size: 3,
+                    last_modified: Some("2024-01-01T00:00:00.000Z".into()),
                 },
                 ListedObject {
                     key: "d/ünï +.txt".into(),
-                    size: 10
+                    size: 10,
+                    last_modified: None,
                 }
             ]
         );

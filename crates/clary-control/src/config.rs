@@ -15,7 +15,8 @@ pub struct ControlConfig {
     pub python_shims: PathBuf,
     pub capacity: Capacity,
     pub stop_grace_secs: u64,
-    /// How agents reach objects: `local` (the store's directory) or `http` (the S3 API).
+    /// How agents reach objects: `local` (the store's directory), `http` (the server's S3
+    /// API) or `presigned` (an external store, with URLs the server presigns for each request).
     pub agent_objects: String,
 }
 

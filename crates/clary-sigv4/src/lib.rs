@@ -314,6 +314,60 @@ impl Signer {
     }
 }
 
+impl Signer {
+    /// A presigned URL for `method` on `url` (scheme, host, path already encoded as S3 signs
+    /// it, and any query), valid for `expires_secs` from `now`: SigV4 in the query string,
+    /// signing only `host`, with an unsigned payload, the way botocore's `generate_presigned_url`
+    /// does. Whoever holds the URL may make that one request and no other.
+    pub fn presign(
+        &self,
+        service: &str,
+        method: &http::Method,
+        url: &str,
+        expires_secs: u64,
+        now: DateTime<Utc>,
+    ) -> Result<String, String> {
+        let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
+        let date = &amz_date[..8];
+        let credential = format!(
+            "{}/{date}/{}/{service}/aws4_request",
+            self.access_key, self.region
+        );
+        let auth_query = format!(
+            "X-Amz-Algorithm={ALGORITHM}&X-Amz-Credential={}&X-Amz-Date={amz_date}&X-Amz-Expires={expires_secs}&X-Amz-SignedHeaders=host",
+            uri_encode(&credential)
+        );
+        let unsigned: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+        let with_auth = match unsigned.query() {
+            Some(q) if !q.is_empty() => format!("{url}&{auth_query}"),
+            _ => format!("{}?{auth_query}", url.trim_end_matches('?')),
+        };
+        let uri: http::Uri = with_auth
+            .parse()
+            .map_err(|e| format!("bad URL {with_auth}: {e}"))?;
+        let host = uri.authority().ok_or("the URL has no host")?.as_str();
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::HOST, header_value(host)?);
+        let canonical = canonical::canonical_request(
+            method.as_str(),
+            &uri,
+            &headers,
+            &["host".to_string()],
+            "UNSIGNED-PAYLOAD",
+            service == "s3",
+        )?;
+        let sig = signature(
+            &self.secret_key,
+            &amz_date,
+            date,
+            &self.region,
+            service,
+            &canonical,
+        );
+        Ok(format!("{with_auth}&X-Amz-Signature={sig}"))
+    }
+}
+
 fn header_value(s: &str) -> Result<http::HeaderValue, String> {
     http::HeaderValue::from_str(s).map_err(|e| format!("invalid header value {s:?}: {e}"))
 }

@@ -237,3 +237,34 @@ fn the_claimed_service_is_read_from_a_malformed_authorization_too() {
     assert_eq!(with("AWS4-HMAC-SHA256 Credential=AK/2026"), None);
     assert_eq!(scope_service(&http::HeaderMap::new()), None);
 }
+
+#[test]
+fn presigned_url_matches_aws_published_example() {
+    // "Authenticating Requests: Using Query Parameters" in the S3 API reference.
+    let signer = Signer {
+        access_key: "AKIAIOSFODNN7EXAMPLE".into(),
+        secret_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+        region: "us-east-1".into(),
+    };
+    let now = chrono::NaiveDate::from_ymd_opt(2013, 5, 24)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let url = signer
+        .presign(
+            "s3",
+            &http::Method::GET,
+            "https://examplebucket.s3.amazonaws.com/test.txt",
+            86400,
+            now,
+        )
+        .unwrap();
+    assert_eq!(
+        url,
+        "https://examplebucket.s3.amazonaws.com/test.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256\
+         &X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request\
+         &X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host\
+         &X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
+    );
+}

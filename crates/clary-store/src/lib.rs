@@ -4,6 +4,7 @@
 //! for code and artifacts.
 
 pub mod archive;
+pub mod external;
 pub mod key_path;
 pub mod local;
 pub mod multipart;
@@ -17,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use external::{Addressing, ExternalStore, ExternalStoreConfig};
 pub use local::{BucketInfo, LocalStore, ObjectWriter};
 pub use object_store::{Fetched, ObjectError, ObjectRef, ObjectStore};
 pub use s3_http::S3HttpStore;

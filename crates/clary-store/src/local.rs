@@ -524,6 +524,7 @@ impl ObjectStore for LocalStore {
             .map(|m| ObjectRef {
                 key: m.key,
                 size: m.size,
+                last_modified: Some(m.last_modified),
             })
             .collect())
     }
@@ -531,6 +532,22 @@ impl ObjectStore for LocalStore {
     fn reader(&self, bucket: &str, key: &str) -> Result<Box<dyn Read + Send>, ObjectError> {
         let (_, file) = self.open_object(bucket, key)?;
         Ok(Box::new(file))
+    }
+
+    fn bucket_exists(&self, bucket: &str) -> Result<bool, ObjectError> {
+        match self.head_bucket(bucket) {
+            Ok(_) => Ok(true),
+            Err(StoreError::NoSuchBucket(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn object_size(&self, bucket: &str, key: &str) -> Result<Option<u64>, ObjectError> {
+        match self.head(bucket, key) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(StoreError::NoSuchKey(_) | StoreError::NoSuchBucket(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn put_file(

@@ -2,7 +2,8 @@
 //! the embedded store's directory when the host shares the server's disk
 //! ([`LocalStore`](crate::LocalStore): objects are cloned in where the filesystem can, copied
 //! where it cannot, never linked, so a host cannot change a stored object), or the
-//! server's S3 API over HTTP when it does not ([`S3HttpStore`](crate::S3HttpStore)).
+//! server's S3 API over HTTP when it does not ([`S3HttpStore`](crate::S3HttpStore)), or an
+//! external S3 store ([`ExternalStore`](crate::ExternalStore)) for the server itself.
 //!
 //! Every method blocks; call them from blocking threads, never on an async runtime.
 
@@ -15,6 +16,22 @@ use std::path::Path;
 pub struct ObjectRef {
     pub key: String,
     pub size: u64,
+    /// When the store says.
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ObjectRef {
+    /// An object of a listing over the S3 API.
+    pub fn listed(o: clary_client::s3::ListedObject) -> Self {
+        ObjectRef {
+            key: o.key,
+            size: o.size,
+            last_modified: o
+                .last_modified
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t.trim()).ok())
+                .map(|t| t.with_timezone(&chrono::Utc)),
+        }
+    }
 }
 
 /// Why an object could not be read or stored. Each says what was being done.
@@ -73,6 +90,12 @@ pub trait ObjectStore: Send + Sync {
         path: &Path,
         content_type: Option<&str>,
     ) -> Result<u64, ObjectError>;
+
+    /// Whether the bucket exists (and this store's key may use it).
+    fn bucket_exists(&self, bucket: &str) -> Result<bool, ObjectError>;
+
+    /// An object's size, `None` when there is no such object.
+    fn object_size(&self, bucket: &str, key: &str) -> Result<Option<u64>, ObjectError>;
 
     /// An object's bytes.
     fn get_bytes(&self, bucket: &str, key: &str) -> Result<Vec<u8>, ObjectError> {
@@ -142,6 +165,7 @@ mod tests {
                 .map(|(k, v)| ObjectRef {
                     key: k.clone(),
                     size: v.len() as u64,
+                    last_modified: None,
                 })
                 .collect())
         }
@@ -152,6 +176,14 @@ mod tests {
                 ObjectError::Store(StoreError::NoSuchKey(format!("{bucket}/{key}")))
             })?;
             Ok(Box::new(io::Cursor::new(data)))
+        }
+
+        fn bucket_exists(&self, _: &str) -> Result<bool, ObjectError> {
+            Ok(true)
+        }
+
+        fn object_size(&self, _: &str, key: &str) -> Result<Option<u64>, ObjectError> {
+            Ok(self.0.lock().unwrap().get(key).map(|v| v.len() as u64))
         }
 
         fn put_file(
@@ -210,7 +242,8 @@ mod tests {
             store.list("bkt", "d/").unwrap(),
             [ObjectRef {
                 key: "d/a b+c".into(),
-                size: 3
+                size: 3,
+                last_modified: Some(local.head("bkt", "d/a b+c").unwrap().last_modified),
             }]
         );
         let target = dir.path().join("staged");

@@ -34,39 +34,29 @@ impl ObjectStore for S3HttpStore {
             .handle
             .block_on(self.client.list_objects(bucket, prefix))
             .map_err(remote(format!("listing s3://{bucket}/{prefix}")))?;
-        Ok(listed
-            .into_iter()
-            .map(|o| ObjectRef {
-                key: o.key,
-                size: o.size,
-            })
-            .collect())
+        Ok(listed.into_iter().map(ObjectRef::listed).collect())
     }
 
     fn reader(&self, bucket: &str, key: &str) -> Result<Box<dyn Read + Send>, ObjectError> {
-        let mut body = self
+        let body = self
             .handle
             .block_on(self.client.get_object(bucket, key))
             .map_err(remote(format!("reading s3://{bucket}/{key}")))?;
-        // The body streams through a small bounded channel: the reader's pace is the download's.
-        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
-        self.handle.spawn(async move {
-            loop {
-                let item = match body.chunk().await {
-                    Ok(Some(b)) => Ok(b),
-                    Ok(None) => return,
-                    Err(e) => Err(io::Error::other(e.to_string())),
-                };
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        Ok(Box::new(ChannelReader {
-            rx,
-            current: Bytes::new(),
-        }))
+        Ok(body_reader(body, &self.handle))
+    }
+
+    fn bucket_exists(&self, bucket: &str) -> Result<bool, ObjectError> {
+        self.handle
+            .block_on(self.client.head_bucket(bucket))
+            .map_err(remote(format!("looking for the bucket {bucket}")))
+    }
+
+    fn object_size(&self, bucket: &str, key: &str) -> Result<Option<u64>, ObjectError> {
+        Ok(self
+            .handle
+            .block_on(self.client.head_object(bucket, key))
+            .map_err(remote(format!("looking for s3://{bucket}/{key}")))?
+            .map(|h| h.size))
     }
 
     fn put_file(
@@ -83,6 +73,33 @@ impl ObjectStore for S3HttpStore {
             )
             .map_err(remote(format!("uploading s3://{bucket}/{key}")))
     }
+}
+
+/// A blocking `Read` over a response's body, which `handle` downloads.
+pub fn response_reader(resp: reqwest::Response, handle: &Handle) -> Box<dyn Read + Send> {
+    body_reader(clary_client::s3::ObjectBody::from(resp), handle)
+}
+
+fn body_reader(mut body: clary_client::s3::ObjectBody, handle: &Handle) -> Box<dyn Read + Send> {
+    // The body streams through a small bounded channel: the reader's pace is the download's.
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
+    handle.spawn(async move {
+        loop {
+            let item = match body.chunk().await {
+                Ok(Some(b)) => Ok(b),
+                Ok(None) => return,
+                Err(e) => Err(io::Error::other(e.to_string())),
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    Box::new(ChannelReader {
+        rx,
+        current: Bytes::new(),
+    })
 }
 
 /// A `Read` over the chunks a download task sends.

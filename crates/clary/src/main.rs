@@ -7,6 +7,7 @@ mod model_server;
 mod runtimes_cli;
 mod server;
 mod settings;
+mod store_backing;
 mod train;
 mod transform_cli;
 mod tuning_cli;

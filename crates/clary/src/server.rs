@@ -6,7 +6,6 @@ use clary_control::capacity::Capacity;
 use clary_control::{ControlConfig, ControlPlane};
 use clary_exec::Executor;
 use clary_exec::executor::{LocalProcesses, NodeContext, SlurmCluster};
-use clary_store::LocalStore;
 use hyper_util::rt::TokioIo;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -83,6 +82,8 @@ pub struct ServerArgs {
     /// Types not listed take whole nodes (`--exclusive`).
     #[arg(long = "slurm-instance", value_parser = parse_slurm_instance)]
     pub slurm_instances: Vec<(String, clary_exec::slurm::SlurmShape)>,
+    #[command(flatten)]
+    pub object_store: crate::store_backing::ObjectStoreArgs,
     /// Where agents keep their jobs' directories on each node.
     #[arg(long, env = "CLARY_SLURM_NODE_DIR", default_value = "/tmp/clary-node")]
     pub slurm_node_dir: PathBuf,
@@ -136,13 +137,13 @@ pub async fn run(args: ServerArgs) -> Result<()> {
 
     let shims = data_dir.join("python");
     write_python_shims(&shims)?;
-    let store = LocalStore::open(data_dir.join("objects")).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let bucket = identity.default_bucket(&args.region);
-    if store.head_bucket(&bucket).is_err() {
-        store
-            .create_bucket(&bucket)
-            .map_err(|e| anyhow::anyhow!("creating the default bucket: {e}"))?;
-    }
+    let store = crate::store_backing::open(
+        &args.object_store,
+        &data_dir,
+        &args.region,
+        &identity.default_bucket(&args.region),
+    )
+    .await?;
     let mut capacity = Capacity::of_this_machine();
     if let Some(c) = args.capacity_cpus {
         capacity.cpus = c;
@@ -163,8 +164,11 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         python_shims: shims,
         capacity,
         stop_grace_secs: args.stop_grace_secs,
-        // Cluster nodes do not share this machine's disk: their agents use the S3 API.
-        agent_objects: if args.executor == "slurm" {
+        // An external store is reached directly, with URLs the server presigns; cluster
+        // nodes do not share this machine's disk, so their agents use the S3 API.
+        agent_objects: if matches!(store, clary_api::Backing::External(_)) {
+            "presigned".into()
+        } else if args.executor == "slurm" {
             "http".into()
         } else {
             args.agent_objects.clone()

@@ -26,7 +26,14 @@ pub(super) fn state(dir: &std::path::Path) -> Arc<ApiState> {
     ));
     let control = clary_control::ControlPlane::open(config, executor).unwrap();
     let store = clary_store::LocalStore::open(dir.join("objects")).unwrap();
-    ApiState::new(control, store, AK, SK, "us-east-1", "123456789012")
+    ApiState::new(
+        control,
+        crate::Backing::Local(store),
+        AK,
+        SK,
+        "us-east-1",
+        "123456789012",
+    )
 }
 
 /// Rows written straight into the database (no job runs): `n` plain ones, and one whose

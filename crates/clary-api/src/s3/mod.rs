@@ -10,6 +10,7 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use std::io::{Read, Seek, SeekFrom, Write};
 
 mod checksums;
+pub mod external;
 mod listing;
 
 use checksums::{

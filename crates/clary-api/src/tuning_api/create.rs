@@ -304,8 +304,7 @@ fn definition_spec(
         .cloned()
         .unwrap_or(json!({}));
     let template = request_from_definition(def, name, statics);
-    let store = state.store.clone();
-    validate::create_training_job(&template, &|b| store.head_bucket(b).is_ok())?;
+    validate::create_training_job(&template, &|b| state.store.bucket_exists(b))?;
     let req: CreateTrainingJobRequest = serde_json::from_value(template)
         .map_err(|e| invalid(format!("1 validation error detected: {e}")))?;
     let training = req.spec().map_err(invalid)?;

@@ -330,7 +330,11 @@ fn output_objects(state: &ApiState, job: &TrainingJob) -> String {
     let out = &job.spec.output;
     let prefix = format!("{}{}/", dir_prefix(&out.prefix), job.name);
     // A bucket deleted since, or one the job never wrote to: nothing to show.
-    let objects = state.store.list(&out.bucket, &prefix).unwrap_or_default();
+    let objects = state
+        .store
+        .objects()
+        .list(&out.bucket, &prefix)
+        .unwrap_or_default();
     let mut rows = String::new();
     for o in objects.iter().take(SHOWN) {
         let _ = write!(
@@ -338,7 +342,10 @@ fn output_objects(state: &ApiState, job: &TrainingJob) -> String {
             "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
             esc(&s3_uri(&out.bucket, &o.key)),
             o.size,
-            esc(&o.last_modified.format("%Y-%m-%d %H:%M:%S").to_string()),
+            esc(&o
+                .last_modified
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default()),
         );
     }
     if objects.len() > SHOWN {
