@@ -68,17 +68,45 @@ for rt in mxnet-1.9 mxnet-1.3; do
   "$CLARY_BIN" runtimes build "$rt" --runtimes-dir "$CLARY_RUNTIMES_DIR"
 done
 
+# What the services started below need at exit, in shell.
+CLEANUP=""
+trap 'eval "$CLEANUP"' EXIT
+
 # A real 2-node Slurm cluster (loopback) for the Slurm executor's tests; needs root to install
 # and start it. Where it cannot start, those tests skip and say why.
 echo "== Slurm cluster (2 nodes on loopback)"
 if [ "$(id -u)" = 0 ]; then
   if bash scripts/slurm.sh up 2; then
-    trap 'bash "$ROOT/scripts/slurm.sh" down 2' EXIT
+    CLEANUP+='bash "$ROOT/scripts/slurm.sh" down 2; '
   else
     echo "Slurm could not start: the Slurm tests will skip"
   fi
 else
   echo "not root: Slurm cannot be installed and started here; the Slurm tests will skip"
+fi
+
+# A real external S3 store (Ceph's RADOS Gateway from Debian, on loopback) for the tests that
+# keep Clary's data in one; needs root to install. Where it cannot start, those tests skip.
+echo "== Ceph RADOS Gateway (external S3 store on loopback)"
+if [ "$(id -u)" = 0 ]; then
+  if ! command -v radosgw >/dev/null && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends radosgw ceph-mon ceph-osd >/dev/null
+  fi
+  free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+  export CEPH_DIR=$(mktemp -d /tmp/clary-test-ceph.XXXXXX)
+  RGW_PORT=$(free_port) MON_PORT=$(free_port)
+  export RGW_PORT MON_PORT OSD_PORTS="$((MON_PORT + 2))-$((MON_PORT + 40))" OSD_STORE=bluestore
+  export S3_ACCESS_KEY=clary-test S3_SECRET_KEY=clary-test-secret
+  if command -v radosgw >/dev/null && bash scripts/ceph-rgw/start.sh; then
+    CLEANUP+='bash "$ROOT/scripts/ceph-rgw/stop.sh"; rm -rf "$CEPH_DIR"; '
+    export CLARY_TEST_S3_ENDPOINT="http://127.0.0.1:$RGW_PORT" CLARY_TEST_S3_ACCESS_KEY=$S3_ACCESS_KEY \
+      CLARY_TEST_S3_SECRET_KEY=$S3_SECRET_KEY CLARY_TEST_S3_LOG="$CEPH_DIR/log/client.rgw.a.log"
+  else
+    echo "Ceph RGW could not start: the external store's tests will skip"
+  fi
+else
+  echo "not root: Ceph cannot be installed and started here; the external store's tests will skip"
 fi
 
 echo "== unit tests"

@@ -117,6 +117,84 @@ def bucket(s3):
     return name
 
 
+class Rgw:
+    """A real Ceph RADOS Gateway on loopback: the external S3 store of the tests that put
+    Clary's data in one. `log_path` is radosgw's log, whose `beast:` lines record every
+    request it served (method, path and query, who signed it, status)."""
+
+    def __init__(self, endpoint, access_key, secret_key, log_path):
+        self.endpoint = endpoint
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.log_path = log_path
+
+    def client(self, **kw):
+        """boto3 straight to the store (not through Clary)."""
+        cfg = Config(retries={"max_attempts": 2}, s3={"addressing_style": "path"}, **kw)
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, region_name="us-east-1", config=cfg)
+
+    def log_size(self):
+        return os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
+
+    def requests_since(self, offset):
+        """The request lines radosgw logged after `offset` (from `log_size()`)."""
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", "replace")
+        return [line for line in text.splitlines() if " beast: " in line]
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def rgw(tmp_path_factory):
+    """The store scripts/test.sh started (CLARY_TEST_S3_* in the environment), or one started
+    here with scripts/ceph-rgw/start.sh where Ceph is installed and we are root."""
+    if os.environ.get("CLARY_TEST_S3_ENDPOINT"):
+        yield Rgw(os.environ["CLARY_TEST_S3_ENDPOINT"], os.environ["CLARY_TEST_S3_ACCESS_KEY"],
+                  os.environ["CLARY_TEST_S3_SECRET_KEY"], os.environ["CLARY_TEST_S3_LOG"])
+        return
+    import shutil
+    if not shutil.which("radosgw") or os.geteuid() != 0:
+        pytest.skip("no external S3 store: Ceph's radosgw is not installed (scripts/test.sh installs it as root) and CLARY_TEST_S3_ENDPOINT is not set")
+    ceph_dir = str(tmp_path_factory.mktemp("ceph"))
+    port, mon = _free_port(), _free_port()
+    env = dict(os.environ, CEPH_DIR=ceph_dir, RGW_PORT=str(port), MON_PORT=str(mon),
+               OSD_PORTS="%d-%d" % (mon + 2, mon + 40), OSD_STORE="bluestore",
+               S3_ACCESS_KEY="clary-test", S3_SECRET_KEY="clary-test-secret")
+    subprocess.run(["bash", os.path.join(ROOT, "scripts", "ceph-rgw", "start.sh")], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    try:
+        yield Rgw("http://127.0.0.1:%d" % port, "clary-test", "clary-test-secret",
+                  os.path.join(ceph_dir, "log", "client.rgw.a.log"))
+    finally:
+        subprocess.run(["bash", os.path.join(ROOT, "scripts", "ceph-rgw", "stop.sh")], env=env)
+
+
+def external_store_args(rgw, bucket_prefix):
+    """`clary server` flags that keep its buckets in `rgw` under `bucket_prefix`."""
+    return ["--object-store", "s3://" + bucket_prefix, "--object-store-endpoint", rgw.endpoint,
+            "--object-store-access-key", rgw.access_key, "--object-store-secret-key", rgw.secret_key]
+
+
+@pytest.fixture(scope="session")
+def ext_server(rgw, tmp_path_factory):
+    """A `clary server` whose buckets and objects live in the external store `rgw`: Clary's
+    bucket `b` is the store's bucket `<bucket_prefix>b`."""
+    prefix = "clary-%s-" % uuid.uuid4().hex[:8]
+    s = Server(tmp_path_factory.mktemp("clary-ext"), extra_args=external_store_args(rgw, prefix)).start()
+    s.bucket_prefix = prefix
+    s.rgw = rgw
+    yield s
+    s.stop()
+
+
 def pids_of(subcommand, under):
     """PIDs of `clary <subcommand>` processes whose command line names a path under `under`
     (a job's or an endpoint's directory): units the servers of a test started."""
