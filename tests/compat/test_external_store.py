@@ -1,0 +1,171 @@
+"""The SageMaker SDK's flows, unchanged, against a Clary server whose buckets and objects live
+in a real external S3 store (Ceph's RADOS Gateway on loopback, the `rgw` fixture): fit with
+logs, fit then attach, two hosts with the parameter server, sharded input and checkpoints,
+Pipe mode, legacy mode, deploy and predict, tuning, batch transform and processing.
+
+Each test also looks in the store itself, with boto3 straight to radosgw: the objects are
+there, under the prefixed bucket names, and radosgw's own access log shows the hosts (not the
+server) fetched and stored them, with presigned URLs."""
+import json
+import os
+import sys
+import uuid
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, tagged_by_host
+from test_sdk_training import V1_PYTHON, Run
+from test_training import EXAMPLE, mnist_data  # noqa: F401 (a fixture)
+
+HERE = os.path.join(ROOT, "tests", "compat", "sdk")
+
+
+@pytest.fixture(scope="module")
+def runs(ext_server, mnist_data):
+    """Every scenario's SDK script, started at once (each waits on jobs most of its time)."""
+    log_start = ext_server.rgw.log_size()
+    scripts = {
+        "logs": ("fit_v2.py", "logs", mnist_data),
+        "attach": ("fit_v2.py", "attach", mnist_data),
+        "dist": ("fit_v2.py", "dist", mnist_data),
+        "pipe": ("fit_v2.py", "pipe", mnist_data),
+        "deploy": ("deploy_v2.py", EXAMPLE, mnist_data, os.path.join(HERE, "inference")),
+        "tune": ("tune_v2.py", "Random"),
+        "transform": ("transform_v2.py", EXAMPLE, mnist_data),
+        "process": ("process_v2.py", "framework"),
+    }
+    started = {name: Run(ext_server, sys.executable, os.path.join(HERE, args[0]), *args[1:])
+               for name, args in scripts.items()}
+    if os.path.exists(V1_PYTHON):
+        started["v1"] = Run(ext_server, V1_PYTHON, os.path.join(HERE, "fit_v1.py"), EXAMPLE,
+                            os.path.join(HERE, "legacy"), mnist_data, "sdk-v1-" + uuid.uuid4().hex[:10])
+    started["log_start"] = log_start
+    yield started
+    for r in started.values():
+        if isinstance(r, Run) and r.proc.poll() is None:
+            r.proc.kill()
+            r.proc.wait()
+
+
+def store_keys(ext_server, bucket, prefix=""):
+    """The keys under `prefix` of Clary's `bucket`, listed in the store itself."""
+    s3 = ext_server.rgw.client()
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=ext_server.bucket_prefix + bucket, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return keys
+
+
+def split_s3(uri):
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return bucket, key
+
+
+def presigned_lines(ext_server, since, method, path):
+    """radosgw's access lines for `method` on `path` (`/<store bucket>/<key>`) made with a
+    presigned URL (the query carries the signature): requests a host made directly."""
+    return [line for line in ext_server.rgw.requests_since(since)
+            if '"%s %s?' % (method, path) in line and "X-Amz-Signature=" in line]
+
+
+def test_fit_with_logs_and_the_artifact_lands_in_the_store(runs, ext_server):
+    out, stdout = runs["logs"].result()
+    assert "training done" in stdout and "Training seconds:" in stdout
+    assert "hps.json" in out["model_files"]
+    bucket, key = split_s3(out["model_data"])
+    assert key in store_keys(ext_server, bucket, key)
+    # The agent stored model.tar.gz itself, with a presigned PUT (or multipart), not the server.
+    store_path = "/%s%s/%s" % (ext_server.bucket_prefix, bucket, key)
+    puts = presigned_lines(ext_server, runs["log_start"], "PUT", store_path) + \
+        presigned_lines(ext_server, runs["log_start"], "POST", store_path)
+    assert puts, "no presigned upload of %s in radosgw's log" % store_path
+    # The code the SDK uploaded through Clary's S3 API is in the store too.
+    sm = ext_server.client("sagemaker")
+    d = sm.describe_training_job(TrainingJobName=out["job"])
+    source = json.loads(d["HyperParameters"]["sagemaker_submit_directory"])
+    src_bucket, src_key = split_s3(source)
+    assert src_key in store_keys(ext_server, src_bucket, src_key)
+    # The training channels were read by the host straight from the store.
+    train = next(c for c in d["InputDataConfig"] if c["ChannelName"] == "train")
+    data_bucket, data_prefix = split_s3(train["DataSource"]["S3DataSource"]["S3Uri"])
+    some_key = store_keys(ext_server, data_bucket, data_prefix)[0]
+    get_path = "/%s%s/%s" % (ext_server.bucket_prefix, data_bucket, some_key)
+    assert presigned_lines(ext_server, runs["log_start"], "GET", get_path), get_path
+
+
+def test_fit_without_waiting_then_attach(runs):
+    out, stdout = runs["attach"].result()
+    assert out["status_before_attach"] == "InProgress"
+    assert out["status_after_attach"] == "Completed"
+    assert out["attached"]["model_data"] == out["model_data"]
+    assert "still training, second 11" in stdout
+
+
+def test_two_hosts_sharded_input_and_checkpoints_in_the_store(runs, ext_server):
+    out, _ = runs["dist"].result()
+    d = out["describe"]
+    assert d["TrainingJobStatus"] == "Completed"
+    reports = tagged_by_host(ext_server.client("logs"), out["job"], "MODES")
+    parts = ["part-%d.txt" % i for i in range(6)]
+    a, b = reports["algo-1"]["sharded"], reports["algo-2"]["sharded"]
+    assert sorted(a + b) == parts and not set(a) & set(b)
+    assert reports["algo-1"]["replicated"] == parts == reports["algo-2"]["replicated"]
+    assert [u.rsplit("/", 1)[1] for u in out["checkpoints"]] == ["seen-by-algo-1.json", "seen-by-algo-2.json"]
+    for uri in out["checkpoints"]:
+        bucket, key = split_s3(uri)
+        assert key in store_keys(ext_server, bucket, key)
+
+
+def test_pipe_mode_streams_from_the_store(runs, ext_server):
+    out, _ = runs["pipe"].result()
+    assert out["describe"]["TrainingJobStatus"] == "Completed"
+    report = tagged_by_host(ext_server.client("logs"), out["job"], "MODES")["algo-1"]
+    assert [p["sha256"] for p in report["stream"]] == [out["expected"]] * 2
+    assert report["files"] == ["images.npy", "labels.npy"]
+
+
+def test_deploy_and_predict_from_a_model_in_the_store(runs):
+    out, _ = runs["deploy"].result()
+    want = np.array(out["want"])
+    np.testing.assert_allclose(np.array(out["default"]), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.array(out["csv"], dtype=float), want, rtol=1e-4, atol=1e-5)
+    assert out["instances"] == 2
+
+
+def test_tuning_on_the_store(runs):
+    out, _ = runs["tune"].result()
+    assert out["status"] == "Completed"
+    values = [r["FinalObjectiveValue"] for r in out["rows"]]
+    assert len(out["rows"]) == 6 and out["best_value"] == max(v for v in values if v == v)
+
+
+def test_batch_transform_on_the_store(runs):
+    out, _ = runs["transform"].result()
+    want = np.array(out["want"])
+    joined = out["joined"]["a.csv"] + out["joined"]["b.csv"]
+    assert [l.split(",")[0] for l in joined] == ["r%d" % i for i in range(40)]
+    got = np.array([[float(x) for x in l.split(",")[1:]] for l in joined])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_processing_on_the_store_feeds_a_training_job(runs, ext_server):
+    out, _ = runs["process"].result()
+    assert out["describe"]["ProcessingJobStatus"] == "Completed"
+    # The script appended to its input; the stored object kept its bytes.
+    assert "999,999" not in out["raw_after"]
+    for o in out["describe"]["ProcessingOutputConfig"]["Outputs"]:
+        bucket, prefix = split_s3(o["S3Output"]["S3Uri"])
+        assert store_keys(ext_server, bucket, prefix), "nothing in the store under %s" % o["S3Output"]["S3Uri"]
+    sm = ext_server.client("sagemaker")
+    assert sm.describe_training_job(TrainingJobName=out["training_job"])["TrainingJobStatus"] == "Completed"
+
+
+@pytest.mark.skipif(not os.path.exists(V1_PYTHON), reason="the SDK v1 venv (scripts/test.sh builds it) is missing")
+def test_sdk_v1_legacy_mode_on_the_store(runs):
+    out, _ = runs["v1"].result()
+    legacy = out["legacy"]
+    assert legacy["status"] == "Completed", legacy
+    assert legacy["model_files"] == ["model-0000.params", "model-shapes.json", "model-symbol.json"]
+    assert out["status"] == "Completed"
+    assert np.array(out["prediction"]).shape == (2, 10)
