@@ -169,3 +169,70 @@ def test_sdk_v1_legacy_mode_on_the_store(runs):
     assert legacy["model_files"] == ["model-0000.params", "model-shapes.json", "model-symbol.json"]
     assert out["status"] == "Completed"
     assert np.array(out["prediction"]).shape == (2, 10)
+
+
+READER = r'''
+import hashlib, json, os
+base = os.environ["SM_CHANNEL_DATA"]
+seen = {}
+for name in sorted(os.listdir(base)):
+    with open(os.path.join(base, name), "rb") as f:
+        seen[name] = hashlib.sha256(f.read()).hexdigest()
+print("SEEN " + json.dumps({"host": os.environ["SM_CURRENT_HOST"], "node": os.environ.get("SLURMD_NODENAME"), "files": seen}), flush=True)
+with open(os.path.join(os.environ["SM_MODEL_DIR"], "seen.json"), "w") as f:
+    json.dump(seen, f)
+'''
+
+
+@pytest.fixture(scope="module")
+def ext_cluster(rgw, tmp_path_factory):
+    """A Slurm-executor server backed by the store: its agents run on the cluster's nodes."""
+    from conftest import Server, external_store_args
+    from test_slurm import slurm_nodes
+    nodes, why = slurm_nodes()
+    if nodes is None:
+        pytest.skip(why)
+    prefix = "clary-%s-" % uuid.uuid4().hex[:8]
+    s = Server(tmp_path_factory.mktemp("slurm-ext"), extra_args=[
+        "--executor", "slurm", "--slurm-node-dir", str(tmp_path_factory.mktemp("nodes")),
+        *external_store_args(rgw, prefix)]).start()
+    s.bucket_prefix = prefix
+    s.rgw = rgw
+    yield s
+    s.stop()
+
+
+def test_a_two_node_slurm_job_reads_and_writes_the_store_directly(ext_cluster):
+    import hashlib
+    from conftest import job_request, unique, upload_code, wait_for
+    sm, s3, logs = ext_cluster.client("sagemaker"), ext_cluster.client("s3"), ext_cluster.client("logs")
+    bucket = unique("slurm-ext")
+    s3.create_bucket(Bucket=bucket)
+    job = unique("ext2")
+    objects = {"part-%d.bin" % i: os.urandom(300_000 + i) for i in range(4)}
+    # The data goes into the store straight, not through Clary: what a team's store holds already.
+    store = ext_cluster.rgw.client()
+    for name, data in objects.items():
+        store.put_object(Bucket=ext_cluster.bucket_prefix + bucket, Key="in/%s/%s" % (job, name), Body=data)
+    since = ext_cluster.rgw.log_size()
+    req = job_request(job, bucket, upload_code(s3, bucket, job, {"read.py": READER}), program="read.py",
+                      channels={"data": "s3://%s/in/%s/" % (bucket, job)})
+    req["ResourceConfig"]["InstanceCount"] = 2
+    sm.create_training_job(**req)
+    d = wait_for(sm, job, timeout=300)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    reports = tagged_by_host(logs, job, "SEEN")
+    assert sorted(reports) == ["algo-1", "algo-2"]
+    want = {name: hashlib.sha256(data).hexdigest() for name, data in objects.items()}
+    for host, r in reports.items():
+        assert r["files"] == want, host
+    assert sorted(r["node"] for r in reports.values()) == sorted({r["node"] for r in reports.values()})
+    # radosgw served each object to both hosts itself, on presigned URLs: two GETs per object.
+    for name in objects:
+        path = "/%s%s/in/%s/%s" % (ext_cluster.bucket_prefix, bucket, job, name)
+        assert len(presigned_lines(ext_cluster, since, "GET", path)) >= 2, path
+    # The artifact went from the node to the store directly too, and is whole there.
+    out_bucket, out_key = split_s3(d["ModelArtifacts"]["S3ModelArtifacts"])
+    path = "/%s%s/%s" % (ext_cluster.bucket_prefix, out_bucket, out_key)
+    assert presigned_lines(ext_cluster, since, "PUT", path) + presigned_lines(ext_cluster, since, "POST", path)
+    assert store.head_object(Bucket=ext_cluster.bucket_prefix + out_bucket, Key=out_key)["ContentLength"] > 0
