@@ -187,7 +187,7 @@ with open(os.path.join(os.environ["SM_MODEL_DIR"], "seen.json"), "w") as f:
 @pytest.fixture(scope="module")
 def ext_cluster(rgw, tmp_path_factory):
     """A Slurm-executor server backed by the store: its agents run on the cluster's nodes."""
-    from conftest import Server, external_store_args
+    from conftest import Server, external_store_args, external_store_env
     from test_slurm import slurm_nodes
     nodes, why = slurm_nodes()
     if nodes is None:
@@ -195,7 +195,7 @@ def ext_cluster(rgw, tmp_path_factory):
     prefix = "clary-%s-" % uuid.uuid4().hex[:8]
     s = Server(tmp_path_factory.mktemp("slurm-ext"), extra_args=[
         "--executor", "slurm", "--slurm-node-dir", str(tmp_path_factory.mktemp("nodes")),
-        *external_store_args(rgw, prefix)]).start()
+        *external_store_args(rgw, prefix)], env=external_store_env(rgw)).start()
     s.bucket_prefix = prefix
     s.rgw = rgw
     yield s
