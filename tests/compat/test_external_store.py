@@ -236,3 +236,40 @@ def test_a_two_node_slurm_job_reads_and_writes_the_store_directly(ext_cluster):
     path = "/%s%s/%s" % (ext_cluster.bucket_prefix, out_bucket, out_key)
     assert presigned_lines(ext_cluster, since, "PUT", path) + presigned_lines(ext_cluster, since, "POST", path)
     assert store.head_object(Bucket=ext_cluster.bucket_prefix + out_bucket, Key=out_key)["ContentLength"] > 0
+
+
+ANCESTRY = r'''
+import json, os
+def parent(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+found, pid = {}, os.getpid()
+while pid > 1:
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            found[pid] = [v.decode(errors="replace") for v in f.read().split(b"\0") if v]
+    except OSError:
+        pass
+    pid = parent(pid)
+print("ANCESTRY " + json.dumps({"env": dict(os.environ), "ancestors": found}), flush=True)
+'''
+
+
+def test_no_host_process_inherits_the_stores_key_pair(ext_server):
+    """The server got the store's secret in its environment; the host's agent and the user's
+    script (its descendants) must not have it: they reach the store with presigned URLs."""
+    from conftest import job_request, unique, upload_code, wait_for
+    sm, s3 = ext_server.client("sagemaker"), ext_server.client("s3")
+    bucket = unique("ext-env")
+    s3.create_bucket(Bucket=bucket)
+    job = unique("ancestry")
+    sm.create_training_job(**job_request(job, bucket, upload_code(s3, bucket, job, {"a.py": ANCESTRY}), program="a.py"))
+    d = wait_for(sm, job)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    report = tagged_by_host(ext_server.client("logs"), job, "ANCESTRY")["algo-1"]
+    secret = ext_server.rgw.secret_key
+    assert secret not in json.dumps(report["env"])
+    leaked = [pid for pid, env in report["ancestors"].items()
+              if int(pid) != ext_server.proc.pid and any(secret in v for v in env)]
+    assert not leaked, "processes of the job's host hold the store's secret: %s" % leaked
+    assert len(report["ancestors"]) >= 2  # the script and at least its agent were read
