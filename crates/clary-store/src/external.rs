@@ -199,6 +199,19 @@ impl ExternalStore {
         tokio::task::block_in_place(|| self.handle.block_on(f))
     }
 
+    /// The body of a CreateBucket in the store: none in us-east-1 (which refuses its own name as
+    /// a constraint, as Ceph RGW does), the store's region as the location constraint elsewhere.
+    pub fn create_bucket_body(&self) -> Vec<u8> {
+        if self.config.region == "us-east-1" {
+            return Vec::new();
+        }
+        format!(
+            "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+            self.config.region
+        )
+        .into_bytes()
+    }
+
     /// Whether Clary's bucket exists in the store (and its key may use it).
     pub async fn bucket_exists_async(&self, bucket: &str) -> Result<bool, ClientError> {
         let url = self.url(Some(bucket), None, "");
@@ -221,15 +234,7 @@ impl ExternalStore {
         }
         let url = self.url(Some(bucket), None, "");
         let mut headers = http::HeaderMap::new();
-        let body = if self.config.region == "us-east-1" {
-            Vec::new()
-        } else {
-            format!(
-                "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
-                self.config.region
-            )
-            .into_bytes()
-        };
+        let body = self.create_bucket_body();
         headers.insert(http::header::CONTENT_LENGTH, body.len().into());
         let hash = clary_client::payload_hash(&body);
         let resp = self
