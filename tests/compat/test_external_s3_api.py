@@ -20,7 +20,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from conftest import CLARY, Server, external_store_args, unique
+from conftest import CLARY, Server, external_store_args, external_store_env, unique
 
 MiB = 1024 * 1024
 
@@ -431,8 +431,9 @@ class Relay:
 def test_a_store_that_goes_away_is_a_clear_503_naming_it(rgw, tmp_path):
     relay = Relay(rgw.endpoint)
     prefix = unique("clary-gone") + "-"
-    via_relay = types.SimpleNamespace(endpoint=relay.endpoint, access_key=rgw.access_key, secret_key=rgw.secret_key)
-    server = Server(tmp_path / "clary", extra_args=external_store_args(via_relay, prefix)).start()
+    via_relay = types.SimpleNamespace(endpoint=relay.endpoint)
+    server = Server(tmp_path / "clary", extra_args=external_store_args(via_relay, prefix),
+                    env=external_store_env(rgw)).start()
     try:
         s3 = server.client("s3")
         s3.create_bucket(Bucket="going")
@@ -465,9 +466,8 @@ def test_a_store_that_cannot_be_reached_at_start_stops_the_server_naming_it(rgw,
     data_dir = tmp_path / "clary"
     data_dir.mkdir()
     proc = subprocess.run([CLARY, "server", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir),
-                           "--object-store", "s3://clary-", "--object-store-endpoint", closed,
-                           "--object-store-access-key", rgw.access_key, "--object-store-secret-key", rgw.secret_key],
-                          capture_output=True, text=True, timeout=60)
+                           *external_store_args(types.SimpleNamespace(endpoint=closed), "clary-")],
+                          env=dict(os.environ, **external_store_env(rgw)), capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert closed in proc.stderr and "Connection refused" in proc.stderr
     assert rgw.secret_key not in proc.stderr + proc.stdout
