@@ -36,6 +36,9 @@ mod tests {
         let out = withhold(&mut cmd).output().unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
         assert!(text.contains("KEPT=yes"));
-        assert!(!text.contains("store-secret") && !text.contains("server-secret"), "{text}");
+        assert!(
+            !text.contains("store-secret") && !text.contains("server-secret"),
+            "{text}"
+        );
     }
 }
