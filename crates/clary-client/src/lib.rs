@@ -154,6 +154,15 @@ impl SignedClient {
         }
     }
 
+    /// [`new`](Self::new) over a client of the caller's making (timeouts, pools).
+    pub fn with_http(base_url: &str, signer: Signer, http: reqwest::Client) -> Self {
+        SignedClient {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+            signer,
+        }
+    }
+
     /// The server's URL, without a trailing `/`.
     pub fn base_url(&self) -> &str {
         &self.base

@@ -38,6 +38,11 @@ pub struct ExternalStoreConfig {
     pub secret_key: String,
 }
 
+/// How long a connection to the store may take to open.
+pub const STORE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long the store may leave a request without a byte of its answer.
+pub const STORE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Presigned URLs stay valid this long: long enough for one part or object to start.
 pub const PRESIGNED_SECS: u64 = 3600;
 
@@ -79,7 +84,14 @@ impl ExternalStore {
             secret_key: config.secret_key.clone(),
             region: config.region.clone(),
         };
-        let client = SignedClient::new(&endpoint, signer.clone());
+        // A store that accepts a connection and then says nothing must not hang a client's
+        // call (or a job) for ever: each connect, and each wait for bytes, is bounded.
+        let http = clary_client::http_client_builder()
+            .connect_timeout(STORE_CONNECT_TIMEOUT)
+            .read_timeout(STORE_READ_TIMEOUT)
+            .build()
+            .map_err(|e| format!("building the object store's HTTP client: {e}"))?;
+        let client = SignedClient::with_http(&endpoint, signer.clone(), http);
         Ok(ExternalStore {
             config: ExternalStoreConfig { endpoint, ..config },
             signer,
