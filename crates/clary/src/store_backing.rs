@@ -40,7 +40,12 @@ pub fn external_config(
     if args.object_store == "local" {
         return Ok(None);
     }
-    let Some(bucket_prefix) = args.object_store.strip_prefix("s3://") else {
+    // `s3://prefix/` means the same as `s3://prefix`.
+    let Some(bucket_prefix) = args
+        .object_store
+        .strip_prefix("s3://")
+        .map(|p| p.trim_end_matches('/'))
+    else {
         bail!(
             "--object-store {:?} is neither `local` nor `s3://BUCKET_PREFIX`",
             args.object_store
@@ -126,4 +131,65 @@ pub async fn open(
         )
     })?;
     Ok(Backing::External(std::sync::Arc::new(store)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(store: &str, endpoint: Option<&str>) -> ObjectStoreArgs {
+        ObjectStoreArgs {
+            object_store: store.into(),
+            object_store_endpoint: endpoint.map(str::to_string),
+            object_store_region: None,
+            object_store_addressing: None,
+            object_store_access_key: Some("ak".into()),
+            object_store_secret_key: Some("sk".into()),
+        }
+    }
+
+    #[test]
+    fn the_flags_name_a_prefix_an_endpoint_and_an_addressing() {
+        assert!(
+            external_config(&args("local", None), "us-east-1")
+                .unwrap()
+                .is_none()
+        );
+        let c = external_config(&args("s3://team-a-/", Some("http://h:7480")), "eu-west-1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.bucket_prefix, "team-a-");
+        assert_eq!(c.addressing, Addressing::Path);
+        assert_eq!(c.region, "eu-west-1");
+        let aws = external_config(&args("s3://", None), "us-west-2")
+            .unwrap()
+            .unwrap();
+        assert_eq!(aws.endpoint, "https://s3.us-west-2.amazonaws.com");
+        assert_eq!(aws.addressing, Addressing::VirtualHost);
+        assert_eq!(aws.bucket_prefix, "");
+    }
+
+    #[test]
+    fn a_path_or_a_bad_scheme_or_missing_keys_are_refused_with_what_to_do() {
+        for (store, want) in [
+            ("s3://bucket/inside", "not a path inside a bucket"),
+            ("gs://x", "neither `local` nor `s3://BUCKET_PREFIX`"),
+            ("s3://Upper", "lower-case letters"),
+        ] {
+            let err = external_config(&args(store, Some("http://h:1")), "us-east-1")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{store}: {err}");
+        }
+        let mut no_keys = args("s3://p-", Some("http://h:1"));
+        no_keys.object_store_access_key = None;
+        no_keys.object_store_secret_key = None;
+        // The test's own environment may carry AWS keys; only check the message when not.
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            let err = external_config(&no_keys, "us-east-1")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--object-store-access-key"), "{err}");
+        }
+    }
 }
