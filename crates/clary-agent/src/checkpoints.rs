@@ -6,6 +6,7 @@
 use crate::job_log::JobLog;
 use crate::objects::Objects;
 use clary_exec::protocol::CheckpointSpec;
+use clary_store::FetchItem;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -35,7 +36,7 @@ pub fn seed(store: &Objects, cp: &CheckpointSpec) -> Result<usize, String> {
     let objects = store
         .list(&cp.bucket, &prefix)
         .map_err(|e| format!("listing s3://{}/{prefix}: {e}", cp.bucket))?;
-    let mut n = 0;
+    let mut fetch = Vec::new();
     for obj in objects.iter().filter(|o| !o.key.ends_with('/')) {
         let rel = &obj.key[prefix.len()..];
         if rel.split('/').any(|s| s == ".." || s.is_empty()) {
@@ -46,16 +47,16 @@ pub fn seed(store: &Objects, cp: &CheckpointSpec) -> Result<usize, String> {
             std::fs::create_dir_all(parent)
                 .map_err(|e| format!("creating {}: {e}", parent.display()))?;
         }
-        let mut src = store
-            .reader(&cp.bucket, &obj.key)
-            .map_err(|e| format!("reading s3://{}/{}: {e}", cp.bucket, obj.key))?;
-        let mut dst = std::fs::File::create(&target)
-            .map_err(|e| format!("writing {}: {e}", target.display()))?;
-        std::io::copy(&mut src, &mut dst)
-            .map_err(|e| format!("writing {}: {e}", target.display()))?;
-        n += 1;
+        fetch.push(FetchItem {
+            bucket: cp.bucket.clone(),
+            key: obj.key.clone(),
+            target,
+            size: Some(obj.size),
+        });
     }
-    Ok(n)
+    // Copies (never links), in one batch: a remote store fetches them several at once.
+    store.fetch_many(&fetch).map_err(|e| e.to_string())?;
+    Ok(fetch.len())
 }
 
 /// What a file looked like when it was last seen: size and modification time.

@@ -95,7 +95,7 @@ async fn run_stages(spec: &HostSpec, reporter: &Reporter, log: &JobLog) -> Resul
     let _ = reporter
         .status(&spec.current_host, "Downloading", "Downloading input data")
         .await;
-    let (store, local) = match objects::for_host(spec, tokio::runtime::Handle::current()) {
+    let (store, local) = match objects::for_host(spec, tokio::runtime::Handle::current()).await {
         Ok(s) => {
             log.info(&s.how);
             (s.objects, s.local)

@@ -4,9 +4,10 @@
 //! [`crate::input_overlay`]). Every store method blocks; call them from blocking threads.
 
 use clary_client::SignedClient;
-use clary_exec::protocol::HostSpec;
+use clary_exec::protocol::{AGENT_API, HostSpec};
 use clary_sigv4::Signer;
-use clary_store::{LocalStore, ObjectStore, S3HttpStore};
+use clary_store::presigned::Tuning;
+use clary_store::{ControlPresigner, LocalStore, ObjectStore, PresignedStore, S3HttpStore};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::runtime::Handle;
@@ -24,9 +25,10 @@ pub struct HostStore {
 }
 
 /// The store `spec` asks for: the embedded store's directory when the host shares the
-/// server's disk (`local`), or the server's S3 API over HTTP when it does not (`http`: a
-/// cluster node). `handle` runs the HTTP requests.
-pub fn for_host(spec: &HostSpec, handle: Handle) -> Result<HostStore, String> {
+/// server's disk (`local`), the server's S3 API over HTTP when it does not (`http`: a
+/// cluster node), or an external store reached directly (`presigned`). `handle` runs the
+/// requests over the server's S3 API.
+pub async fn for_host(spec: &HostSpec, handle: Handle) -> Result<HostStore, String> {
     for_access(
         &spec.object_access,
         &spec.store_root,
@@ -38,17 +40,22 @@ pub fn for_host(spec: &HostSpec, handle: Handle) -> Result<HostStore, String> {
         },
         handle,
     )
+    .await
 }
 
-/// [`for_host`] for any job kind's host: `object_access` (`local` or `http`), the local
-/// store's root, and the server's URL with the key pair for `http`.
-pub fn for_access(
+/// [`for_host`] for any job kind's host: `object_access` (`local`, `http` or `presigned`),
+/// the local store's root, and the server's URL with the key pair for `http` and
+/// `presigned`.
+pub async fn for_access(
     object_access: &str,
     store_root: &Path,
     control_url: &str,
     signer: Signer,
     handle: Handle,
 ) -> Result<HostStore, String> {
+    if object_access == "presigned" {
+        return presigned(control_url, signer).await;
+    }
     if object_access == "http" {
         let store = S3HttpStore::new(SignedClient::new(control_url, signer), handle);
         let how = format!(
@@ -69,6 +76,23 @@ pub fn for_access(
     Ok(HostStore {
         objects: store.clone(),
         local: Some(store),
+        how,
+    })
+}
+
+/// An external store, reached directly with URLs the server at `control_url` presigns for
+/// each request with the store's keys (this host's key only asks). The server is asked where
+/// the store is now, so a server that cannot presign fails the host before any work.
+async fn presigned(control_url: &str, signer: Signer) -> Result<HostStore, String> {
+    let presigner = ControlPresigner::new(SignedClient::new(control_url, signer), AGENT_API);
+    let store = PresignedStore::new(Arc::new(presigner), Tuning::from_env())?;
+    let endpoint = store.endpoint().await.map_err(|e| e.to_string())?;
+    let how = format!(
+        "Objects come directly from the object store at {endpoint}, with URLs the server at {control_url} presigns (the data does not pass through the server)"
+    );
+    Ok(HostStore {
+        objects: Arc::new(store),
+        local: None,
         how,
     })
 }

@@ -157,7 +157,9 @@ async fn run_stages(spec: &ProcessingHostSpec, reporter: &Reporter, log: &JobLog
         &spec.control_url,
         signer,
         tokio::runtime::Handle::current(),
-    ) {
+    )
+    .await
+    {
         Ok(s) => {
             log.info(&s.how);
             (s.objects, s.local)

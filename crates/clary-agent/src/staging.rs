@@ -7,7 +7,7 @@ use crate::objects::Objects;
 use crate::runner::{EntryPoint, stream_command};
 use clary_exec::protocol::{ChannelSpec, HostSpec};
 use clary_store::archive::{DEFAULT_GZIP_LEVEL, extract_tar_gz, pack_dir};
-use clary_store::{Fetched, LocalStore};
+use clary_store::{FetchItem, Fetched, LocalStore};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -38,6 +38,8 @@ pub struct ChannelObject {
     pub key: String,
     /// Its path relative to the channel directory (File mode).
     pub rel: String,
+    /// Its size, when a listing said (a manifest does not).
+    pub size: Option<u64>,
 }
 
 /// The manifest's entries (S3's `ManifestFile` format: a JSON list, `{"prefix": "s3://bucket/p/"}` first, then
@@ -63,6 +65,7 @@ pub fn parse_manifest(text: &str) -> Result<Vec<ChannelObject>, String> {
                 bucket: bucket.to_string(),
                 key: format!("{key_prefix}{rel}"),
                 rel: rel.to_string(),
+                size: None,
             })
         })
         .collect()
@@ -101,6 +104,7 @@ pub fn channel_objects(
                 bucket: ch.bucket.clone(),
                 rel: relative_key(&ch.prefix, &obj.key),
                 key: obj.key,
+                size: Some(obj.size),
             })
             .collect()
     };
@@ -170,8 +174,8 @@ impl Staged {
 /// File mode: the channel's objects appear under `dest`. With `link` (a local store, and an
 /// agent that can put an overlay over `dest` for the job, see [`crate::input_overlay`]) as
 /// hard links to the stored files; otherwise as files of the job's own (clones or copies of
-/// the local store's files, downloads when the store is remote). Either way a script writing
-/// to its input never changes a stored object.
+/// the local store's files, downloads when the store is remote, many at once). Either way a
+/// script writing to its input never changes a stored object.
 pub fn stage_channel(
     store: &Objects,
     link: Option<&LocalStore>,
@@ -180,6 +184,7 @@ pub fn stage_channel(
     dest: &Path,
 ) -> Result<Staged, String> {
     let mut n = Staged::default();
+    let mut fetch = Vec::new();
     for obj in objects {
         let Some(target) = safe_join(dest, &obj.rel) else {
             continue;
@@ -198,9 +203,18 @@ pub fn stage_channel(
             n.linked += 1;
             continue;
         }
-        let how = store
-            .fetch_to(&obj.bucket, &obj.key, &target)
-            .map_err(|e| format!("channel {}: {e}", ch.name))?;
+        fetch.push(FetchItem {
+            bucket: obj.bucket.clone(),
+            key: obj.key.clone(),
+            target,
+            size: obj.size,
+        });
+    }
+    // In one batch, so a remote store fetches a channel of many small objects in parallel.
+    let fetched = store
+        .fetch_many(&fetch)
+        .map_err(|e| format!("channel {}: {e}", ch.name))?;
+    for how in fetched {
         match how {
             Fetched::Reflinked => n.reflinked += 1,
             Fetched::Copied => n.copied += 1,

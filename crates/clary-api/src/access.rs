@@ -72,6 +72,8 @@ pub fn may_call_agent_api(key: &ScopedKey, op: &str, body: &Value) -> bool {
             key.may_report(kind.zip(field("JobName")), None)
         }
         "GetModelServerSpec" | "ReportInstance" => key.may_report(None, field("InstanceId")),
+        // Each request of the batch is checked against the key's grants (`may_s3`).
+        clary_store::presigned::PRESIGN_OP => true,
         _ => false,
     }
 }
@@ -114,6 +116,42 @@ const OBJECT_WRITES: &[&str] = &[
     "PutObjectTagging",
 ];
 
+/// Whether a scoped key may make the S3 operation `op` on `bucket` (and `object`, for an
+/// object's operation): reads anywhere, writes to an object only under its grants. `Err` is
+/// the message of AWS's `AccessDenied`, naming the target and where the key may write. The
+/// S3 API and the presigning of hosts' requests (`presign_api`) both ask here.
+pub fn may_s3(
+    key: &ScopedKey,
+    op: &str,
+    bucket: Option<&str>,
+    object: Option<&str>,
+) -> Result<(), String> {
+    if READS.contains(&op) {
+        return Ok(());
+    }
+    if OBJECT_WRITES.contains(&op)
+        && let (Some(bucket), Some(object)) = (bucket, object)
+        && key.may_write(bucket, object)
+    {
+        return Ok(());
+    }
+    let target = match (bucket, object) {
+        (Some(bucket), Some(key)) => format!("s3://{bucket}/{key}"),
+        (Some(bucket), None) => format!("s3://{bucket}"),
+        _ => "the account's buckets".into(),
+    };
+    let grants: Vec<String> = key
+        .writes
+        .iter()
+        .map(|g| format!("s3://{}/{}", g.bucket, g.prefix))
+        .collect();
+    let mut message = denied(key, &format!("call {op} on {target}"));
+    if !grants.is_empty() {
+        message.push_str(&format!(" They write only under {}.", grants.join(", ")));
+    }
+    Err(message)
+}
+
 #[async_trait::async_trait]
 impl S3Access for Keys {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
@@ -123,37 +161,13 @@ impl S3Access for Keys {
         let Some(key) = self.scoped(&credentials.access_key) else {
             return Ok(());
         };
-        let op = cx.s3_op().name();
-        if READS.contains(&op) {
-            return Ok(());
-        }
-        if OBJECT_WRITES.contains(&op)
-            && let S3Path::Object {
-                bucket,
-                key: object,
-            } = cx.s3_path()
-            && key.may_write(bucket, object)
-        {
-            return Ok(());
-        }
-        let target = match cx.s3_path() {
-            S3Path::Object { bucket, key } => format!("s3://{bucket}/{key}"),
-            S3Path::Bucket { bucket } => format!("s3://{bucket}"),
-            S3Path::Root => "the account's buckets".into(),
+        let (bucket, object) = match cx.s3_path() {
+            S3Path::Object { bucket, key } => (Some(bucket.as_ref()), Some(key.as_ref())),
+            S3Path::Bucket { bucket } => (Some(bucket.as_ref()), None),
+            S3Path::Root => (None, None),
         };
-        let grants: Vec<String> = key
-            .writes
-            .iter()
-            .map(|g| format!("s3://{}/{}", g.bucket, g.prefix))
-            .collect();
-        let mut message = denied(&key, &format!("call {op} on {target}"));
-        if !grants.is_empty() {
-            message.push_str(&format!(" They write only under {}.", grants.join(", ")));
-        }
-        Err(s3s::S3Error::with_message(
-            s3s::S3ErrorCode::AccessDenied,
-            message,
-        ))
+        may_s3(&key, cx.s3_op().name(), bucket, object)
+            .map_err(|message| s3s::S3Error::with_message(s3s::S3ErrorCode::AccessDenied, message))
     }
 }
 

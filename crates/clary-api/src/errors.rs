@@ -19,6 +19,9 @@ pub enum ApiError {
     /// `InvalidParameterValue`, `InvalidParameterCombination`: CloudWatch's own codes).
     #[error("{message}")]
     CloudWatchParameter { code: &'static str, message: String },
+    /// A scoped key asked for what it may not do (S3's `AccessDenied`, naming the target).
+    #[error("{0}")]
+    AccessDenied(String),
 }
 
 impl ApiError {
@@ -29,6 +32,7 @@ impl ApiError {
                 (StatusCode::BAD_REQUEST, "UnknownOperationException")
             }
             ApiError::CloudWatchParameter { code, .. } => (StatusCode::BAD_REQUEST, code),
+            ApiError::AccessDenied(_) => (StatusCode::FORBIDDEN, "AccessDenied"),
             ApiError::Control(e) => match e {
                 ControlError::Validation(_) => (StatusCode::BAD_REQUEST, "ValidationException"),
                 // SageMaker's "not found" for the resource a call names is a

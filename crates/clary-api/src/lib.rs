@@ -18,6 +18,7 @@ pub mod hosting_api;
 pub mod job_list;
 pub mod json_api;
 pub mod logs_api;
+pub mod presign_api;
 pub mod processing_api;
 pub mod profiler_api;
 pub mod prometheus_api;
@@ -353,6 +354,10 @@ async fn json_call(
         "SageMaker" => sagemaker_api::handle(&st, &op, parsed),
         "Logs_20140328" => logs_api::handle(&st, &op, parsed),
         cloudwatch_api::TARGET_PREFIX => cloudwatch_api::handle(&st, &op, &parsed),
+        // The one agents' call whose answer depends on who asks, so it gets the key.
+        _ if op == clary_store::presigned::PRESIGN_OP => {
+            presign_api::handle(&st, scoped.as_ref(), parsed)
+        }
         _ => json_api::agent(&st, &op, parsed),
     })
     .await;

@@ -44,15 +44,18 @@ impl LocalExecutor {
         self.launch_command(
             program,
             &["agent".as_ref(), "--spec".as_ref(), spec.as_os_str()],
+            &[],
             agent_log,
         )
     }
 
-    /// Starts `program args…` in a new process group with stdout and stderr appended to `log`.
+    /// Starts `program args…` with `envs` added to its environment, in a new process group,
+    /// with stdout and stderr appended to `log`.
     pub fn launch_command(
         &self,
         program: &Path,
         args: &[&std::ffi::OsStr],
+        envs: &[(&str, &str)],
         agent_log: &Path,
     ) -> Result<HostProcess, ExecError> {
         let log = File::options()
@@ -69,6 +72,7 @@ impl LocalExecutor {
         })?;
         let child = crate::server_secrets::withhold(&mut Command::new(program))
             .args(args)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)

@@ -394,6 +394,17 @@ pub struct ModelServerSpec {
     /// The instance's own directory (model, code, sockets).
     pub work_dir: PathBuf,
     pub store_root: PathBuf,
+    /// How the model server reaches objects: `local` (the store's directory at `store_root`)
+    /// or `presigned` (an external store, with URLs the server at `control_url` presigns; the
+    /// key pair comes from `CLARY_AGENT_ACCESS_KEY`/`CLARY_AGENT_SECRET_KEY`). A model server
+    /// on a cluster node uses the server's S3 API unless this says `presigned`.
+    #[serde(default = "local_access")]
+    pub object_access: String,
+    /// The server's URL and region, for `presigned`.
+    #[serde(default)]
+    pub control_url: String,
+    #[serde(default)]
+    pub region: String,
     pub runtimes_dir: PathBuf,
     /// Directory of the Python helper modules (`clary_serving` among them).
     pub python_shims: PathBuf,

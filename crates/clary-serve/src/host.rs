@@ -6,11 +6,12 @@
 use crate::control::ControlPlane;
 use crate::{ServeConfig, ServeError};
 use clary_client::SignedClient;
-use clary_exec::protocol::ModelServerSpec;
+use clary_exec::protocol::{AGENT_API, ModelServerSpec};
 use clary_exec::runtimes::{Runtime, Runtimes, SERVING_RUNTIME, builtin};
 use clary_sigv4::Signer;
 use clary_store::archive::extract_tar_gz;
-use clary_store::{LocalStore, ObjectStore, S3HttpStore};
+use clary_store::presigned::Tuning;
+use clary_store::{ControlPresigner, LocalStore, ObjectStore, PresignedStore, S3HttpStore};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -66,7 +67,7 @@ pub async fn run(launch: Launch) -> Result<(), ServeError> {
             reported = Some(r);
             (config, announce)
         }
-        Launch::Spec(path) => from_spec(&path)?,
+        Launch::Spec(path) => from_spec(&path).await?,
         Launch::Standalone(s) => standalone(s)?,
     };
     let shutdown = async {
@@ -161,14 +162,19 @@ async fn from_control(node: FromControl) -> Result<(ServeConfig, String, Reporte
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| failed(format!("finding a free port on {address}: {e}")))?;
-    let objects = S3HttpStore::new(client, tokio::runtime::Handle::current());
+    let objects: Box<dyn ObjectStore> = if spec.object_access == "presigned" {
+        Box::new(presigned_objects(client, &endpoint).await?)
+    } else {
+        Box::new(S3HttpStore::new(client, tokio::runtime::Handle::current()))
+    };
     let bind_ip: std::net::IpAddr = address
         .parse()
         .map_err(|e| failed(format!("node address {address}: {e}")))?;
     let port = spec.port;
-    let (mut config, announce) = tokio::task::spawn_blocking(move || prepare(spec, &objects))
-        .await
-        .map_err(|e| failed(format!("preparing the model failed: {e}")))??;
+    let (mut config, announce) =
+        tokio::task::spawn_blocking(move || prepare(spec, objects.as_ref()))
+            .await
+            .map_err(|e| failed(format!("preparing the model failed: {e}")))??;
     config.bind.set_ip(bind_ip);
     let reported = Reported {
         control,
@@ -219,18 +225,54 @@ fn is_legacy(version: &str) -> bool {
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) < (1, 3)
 }
 
-fn from_spec(path: &Path) -> Result<(ServeConfig, String), ServeError> {
+async fn from_spec(path: &Path) -> Result<(ServeConfig, String), ServeError> {
     let text =
         std::fs::read(path).map_err(|e| failed(format!("reading {}: {e}", path.display())))?;
     let spec: ModelServerSpec = serde_json::from_slice(&text)
         .map_err(|e| failed(format!("the model server spec is not valid: {e}")))?;
-    let objects = LocalStore::open(&spec.store_root).map_err(|e| {
-        failed(format!(
-            "opening the object store at {}: {e}",
-            spec.store_root.display()
-        ))
-    })?;
-    prepare(spec, &objects)
+    let objects: Box<dyn ObjectStore> = if spec.object_access == "presigned" {
+        let key = |name: &str| {
+            std::env::var(name).map_err(|_| {
+                failed(format!(
+                    "{name} is not set: a model server reading an external store needs its instance's key pair"
+                ))
+            })
+        };
+        let signer = Signer {
+            access_key: key("CLARY_AGENT_ACCESS_KEY")?,
+            secret_key: key("CLARY_AGENT_SECRET_KEY")?,
+            region: spec.region.clone(),
+        };
+        let client = SignedClient::new(&spec.control_url, signer);
+        Box::new(presigned_objects(client, &spec.endpoint_name).await?)
+    } else {
+        Box::new(LocalStore::open(&spec.store_root).map_err(|e| {
+            failed(format!(
+                "opening the object store at {}: {e}",
+                spec.store_root.display()
+            ))
+        })?)
+    };
+    tokio::task::spawn_blocking(move || prepare(spec, objects.as_ref()))
+        .await
+        .map_err(|e| failed(format!("preparing the model failed: {e}")))?
+}
+
+/// An external store, reached directly with URLs the server behind `client` presigns (the
+/// data does not pass through the server); the instance's log says where it is.
+async fn presigned_objects(
+    client: SignedClient,
+    endpoint: &str,
+) -> Result<PresignedStore, ServeError> {
+    let server = client.base_url().to_string();
+    let presigner = ControlPresigner::new(client, AGENT_API);
+    let store =
+        PresignedStore::new(std::sync::Arc::new(presigner), Tuning::from_env()).map_err(failed)?;
+    let at = store.endpoint().await.map_err(failed)?;
+    eprintln!(
+        "Model server of {endpoint}: objects come directly from the object store at {at}, with URLs the server at {server} presigns (the data does not pass through the server)"
+    );
+    Ok(store)
 }
 
 /// Lays out the model (and, before MXNet 1.4, the code) in the instance's directory and

@@ -247,7 +247,10 @@ impl Worker {
         }
         cmd.envs(config.extra_env.iter().map(|(k, v)| (k, v)))
             .env("PYTHONPATH", pythonpath)
-            .env("PYTHONUNBUFFERED", "1");
+            .env("PYTHONUNBUFFERED", "1")
+            // The instance's key pair is the model server's, not the inference code's.
+            .env_remove("CLARY_AGENT_ACCESS_KEY")
+            .env_remove("CLARY_AGENT_SECRET_KEY");
         // The serving containers' MXNet defaults: one engine thread each, so workers scale
         // by process rather than fighting over cores.
         for (k, v) in [

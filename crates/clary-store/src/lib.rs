@@ -1,6 +1,6 @@
 //! Object storage for Clary: the embedded local-directory store behind the S3 API, the
-//! [`ObjectStore`] seam through which hosts reach objects (that store on the same disk, or the
-//! server's S3 API over HTTP), and the tar.gz packing and safe extraction that training uses
+//! [`ObjectStore`] seam through which hosts reach objects (that store on the same disk, the
+//! server's S3 API over HTTP, or an external store with presigned URLs), and the tar.gz packing and safe extraction that training uses
 //! for code and artifacts.
 
 pub mod archive;
@@ -9,6 +9,7 @@ pub mod key_path;
 pub mod local;
 pub mod multipart;
 pub mod object_store;
+pub mod presigned;
 mod reflink;
 pub mod s3_http;
 mod tmp;
@@ -20,7 +21,8 @@ use std::collections::BTreeMap;
 
 pub use external::{Addressing, ExternalStore, ExternalStoreConfig};
 pub use local::{BucketInfo, LocalStore, ObjectWriter};
-pub use object_store::{Fetched, ObjectError, ObjectRef, ObjectStore};
+pub use object_store::{FetchItem, Fetched, ObjectError, ObjectRef, ObjectStore};
+pub use presigned::{ControlPresigner, Presign, PresignRequest, PresignedStore};
 pub use s3_http::S3HttpStore;
 
 /// What S3 keeps about an object besides its bytes.

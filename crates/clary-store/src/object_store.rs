@@ -3,13 +3,15 @@
 //! ([`LocalStore`](crate::LocalStore): objects are cloned in where the filesystem can, copied
 //! where it cannot, never linked, so a host cannot change a stored object), or the
 //! server's S3 API over HTTP when it does not ([`S3HttpStore`](crate::S3HttpStore)), or an
-//! external S3 store ([`ExternalStore`](crate::ExternalStore)) for the server itself.
+//! external S3 store, for the server itself ([`ExternalStore`](crate::ExternalStore)) and for
+//! hosts with URLs the server presigns ([`PresignedStore`](crate::PresignedStore)).
 //!
 //! Every method blocks; call them from blocking threads, never on an async runtime.
 
 use crate::StoreError;
+use crate::presigned::DirectError;
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One object of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +48,9 @@ pub enum ObjectError {
         what: String,
         source: clary_client::ClientError,
     },
+    /// A request straight to an external store failed; `what` names the object and the store.
+    #[error("{what}: {source}")]
+    Direct { what: String, source: DirectError },
     /// A local file (a download's target, an upload's source or scratch file) failed.
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
@@ -71,6 +76,16 @@ pub enum Fetched {
     Copied,
     /// Downloaded over the S3 API.
     Downloaded,
+}
+
+/// One object of [`ObjectStore::fetch_many`]: where it is, where it goes, and its size when a
+/// listing said (a store may fetch a small object in one request then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchItem {
+    pub bucket: String,
+    pub key: String,
+    pub target: PathBuf,
+    pub size: Option<u64>,
 }
 
 /// What a host does with objects: list a prefix, read an object, make it appear as a file,
@@ -116,6 +131,16 @@ pub trait ObjectStore: Send + Sync {
         io::copy(&mut reader, &mut file)
             .map_err(ObjectError::io(format!("downloading s3://{bucket}/{key}")))?;
         Ok(Fetched::Downloaded)
+    }
+
+    /// Makes each object appear at its target as [`fetch_to`](Self::fetch_to) does, in order;
+    /// stops at the first failure. Here: one after the other; a remote store fetches several
+    /// at once.
+    fn fetch_many(&self, items: &[FetchItem]) -> Result<Vec<Fetched>, ObjectError> {
+        items
+            .iter()
+            .map(|i| self.fetch_to(&i.bucket, &i.key, &i.target))
+            .collect()
     }
 
     /// Stores what `fill` writes as an object; returns its size. Here: through the file

@@ -96,16 +96,22 @@ fn body_reader(mut body: clary_client::s3::ObjectBody, handle: &Handle) -> Box<d
             }
         }
     });
-    Box::new(ChannelReader {
-        rx,
-        current: Bytes::new(),
-    })
+    Box::new(ChannelReader::new(rx))
 }
 
 /// A `Read` over the chunks a download task sends.
-struct ChannelReader {
+pub(crate) struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,
+}
+
+impl ChannelReader {
+    pub(crate) fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> Self {
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+        }
+    }
 }
 
 impl Read for ChannelReader {

@@ -186,6 +186,7 @@ async fn run(
             signer,
             tokio::runtime::Handle::current(),
         )
+        .await
         .map_err(|e| format!("InternalServerError: {e}"))?;
         log.info(&s.how);
         s.objects
@@ -222,8 +223,12 @@ async fn run(
         .await;
     let mut model = spec.model.clone();
     model.work_dir = server_dir(&spec.work_dir);
-    let mut server =
-        ModelServer::start(model, log).map_err(|e| format!("InternalServerError: {e}"))?;
+    // The model server reads the model from an external store with this host's key, as the
+    // host reads its input.
+    let credentials = (model.object_access == "presigned")
+        .then_some((spec.access_key.as_str(), spec.secret_key.as_str()));
+    let mut server = ModelServer::start(model, credentials, log)
+        .map_err(|e| format!("InternalServerError: {e}"))?;
     let http = clary_client::http_client_builder()
         .pool_max_idle_per_host(64)
         .build()

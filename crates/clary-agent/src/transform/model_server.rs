@@ -41,8 +41,13 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 impl ModelServer {
-    /// Writes the spec next to the model server's directory and starts it.
-    pub fn start(mut spec: ModelServerSpec, log: &JobLog) -> Result<Self, String> {
+    /// Writes the spec next to the model server's directory and starts it; `credentials`
+    /// (the host's key pair) go into its environment for an external store's presigned URLs.
+    pub fn start(
+        mut spec: ModelServerSpec,
+        credentials: Option<(&str, &str)>,
+        log: &JobLog,
+    ) -> Result<Self, String> {
         spec.port = free_port().map_err(|e| format!("finding a free loopback port: {e}"))?;
         spec.token = random_token();
         std::fs::create_dir_all(&spec.work_dir)
@@ -53,7 +58,13 @@ impl ModelServer {
             .map_err(|e| format!("writing {}: {e}", spec_path.display()))?;
         let exe = std::env::current_exe()
             .map_err(|e| format!("finding the clary binary to start the model server: {e}"))?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if let Some((access, secret)) = credentials {
+            command
+                .env("CLARY_AGENT_ACCESS_KEY", access)
+                .env("CLARY_AGENT_SECRET_KEY", secret);
+        }
+        let mut child = command
             .arg("model-server")
             .arg("--spec")
             .arg(&spec_path)

@@ -110,6 +110,9 @@ impl Hosting {
             port,
             work_dir: i.work_dir.clone(),
             store_root: self.config.data_dir.join("objects"),
+            object_access: self.config.agent_objects.clone(),
+            control_url: self.config.control_url.clone(),
+            region: self.config.region.clone(),
             runtimes_dir: self.config.runtimes_dir.clone(),
             python_shims: self.config.python_shims.clone(),
             accelerator_type: v.accelerator_type.clone(),
@@ -127,8 +130,9 @@ impl Hosting {
         self.logs
             .create_stream(&endpoint_log_group(endpoint), &i.log_stream)
             .map_err(|e| e.to_string())?;
-        // Its own key pair: it reports as this instance and reads objects (a model server on this
-        // machine reads the store directly and needs none).
+        // Its own key pair: it reports as this instance and reads objects (over the S3 API, or
+        // with presigned URLs from an external store; one reading this machine's store
+        // directly does not use it).
         let key = self
             .credentials
             .issue(

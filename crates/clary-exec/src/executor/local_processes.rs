@@ -48,6 +48,17 @@ impl Executor for LocalProcesses {
     }
 
     fn launch_instance(&self, instance: &InstanceLaunch<'_>) -> Result<ExecHandle, String> {
+        // Its key pair in its environment (never on its command line, where `ps` shows it),
+        // for the presigned URLs of an external store.
+        let c = &instance.credentials;
+        let envs: &[(&str, &str)] = if c.access_key.is_empty() {
+            &[]
+        } else {
+            &[
+                ("CLARY_AGENT_ACCESS_KEY", c.access_key),
+                ("CLARY_AGENT_SECRET_KEY", c.secret_key),
+            ]
+        };
         self.processes
             .launch_command(
                 &self.program,
@@ -56,6 +67,7 @@ impl Executor for LocalProcesses {
                     "--spec".as_ref(),
                     instance.spec_path.as_os_str(),
                 ],
+                envs,
                 instance.log_path,
             )
             .map(ExecHandle::Process)
