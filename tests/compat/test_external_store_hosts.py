@@ -16,11 +16,13 @@ import json
 import os
 import re
 import tarfile
+import time
 import uuid
 
 import pytest
 
-from conftest import job_request, log_text, tagged, tagged_by_host, unique, wait_for
+from conftest import (INFERENCE_IMAGE, ROLE, endpoint_log, job_request, log_text, tagged, tagged_by_host,
+                      tar_gz, unique, wait_endpoint, wait_for)
 
 MIB = 1 << 20
 
@@ -341,3 +343,78 @@ def test_an_input_object_that_is_gone_fails_the_job_naming_the_store_the_object_
     assert "channel train" in reason, reason
     # The host asked the store itself, and was told so.
     assert [l for l in presigned(lines, "GET", "/%s/%s/vanished.bin" % (store_bucket, prefix)) if '" 404 ' in l]
+
+
+HANDLER = r'''
+import json, os
+def model_fn(model_dir):
+    return {"scale": float(open(os.path.join(model_dir, "scale.txt")).read())}
+def transform_fn(model, data, content_type, accept):
+    text = data.decode() if isinstance(data, (bytes, bytearray)) else data
+    if text.lstrip().startswith("["):
+        return json.dumps([v * model["scale"] for v in json.loads(text)]), "application/json"
+    return "".join("%r\n" % (float(l) * model["scale"]) for l in text.splitlines() if l.strip()), "text/csv"
+'''
+
+
+def put_model(ext_server, store, name):
+    """model.tar.gz (a handler and its `scale`) in the store; a model of Clary's pointing at it."""
+    bucket, store_bucket, s3 = store
+    key = "models/%s/model.tar.gz" % name
+    s3.put_object(Bucket=store_bucket, Key=key, Body=tar_gz({"code/inference.py": HANDLER, "scale.txt": "3"}))
+    ext_server.client("sagemaker").create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={
+        "Image": INFERENCE_IMAGE, "ModelDataUrl": "s3://%s/%s" % (bucket, key)})
+    return "/%s/%s" % (store_bucket, key)
+
+
+def test_an_endpoint_reads_its_model_straight_from_the_store(ext_server, store):
+    name = unique("ext-endpoint")
+    since = ext_server.rgw.log_size()
+    model_path = put_model(ext_server, store, name)
+    sm = ext_server.client("sagemaker")
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large", "InitialVariantWeight": 1}])
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    try:
+        d = wait_endpoint(sm, name)
+        text = endpoint_log(ext_server.client("logs"), name)
+        assert d["EndpointStatus"] == "InService", (d.get("FailureReason"), text[-3000:])
+        rt = ext_server.client("sagemaker-runtime", read_timeout=70)
+        r = rt.invoke_endpoint(EndpointName=name, ContentType="application/json", Body="[1, 2]")
+        assert json.loads(r["Body"].read()) == [3.0, 6.0]
+        # The instance fetched model.tar.gz itself, with its own presigned GET.
+        assert presigned(ext_server.rgw.requests_since(since), "GET", model_path)
+        assert "objects come directly from the object store at %s" % ext_server.rgw.endpoint in text
+    finally:
+        sm.delete_endpoint(EndpointName=name)
+
+
+def test_a_transform_job_and_its_model_server_use_the_store_directly(ext_server, store):
+    bucket, store_bucket, s3 = store
+    name = unique("ext-transform")
+    model_path = put_model(ext_server, store, name)
+    s3.put_object(Bucket=store_bucket, Key="tin/%s/a.csv" % name, Body=b"1\n2\n")
+    s3.put_object(Bucket=store_bucket, Key="tin/%s/b.csv" % name, Body=b"10\n")
+    since = ext_server.rgw.log_size()
+    sm = ext_server.client("sagemaker")
+    sm.create_transform_job(
+        TransformJobName=name, ModelName=name,
+        TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                                                         "S3Uri": "s3://%s/tin/%s/" % (bucket, name)}},
+                        "ContentType": "text/csv", "SplitType": "Line"},
+        TransformOutput={"S3OutputPath": "s3://%s/tout/%s" % (bucket, name), "AssembleWith": "Line"},
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1})
+    deadline = time.time() + 180
+    while True:
+        d = sm.describe_transform_job(TransformJobName=name)
+        if d["TransformJobStatus"] in ("Completed", "Failed", "Stopped") or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    assert d["TransformJobStatus"] == "Completed", d.get("FailureReason")
+    out = lambda k: s3.get_object(Bucket=store_bucket, Key="tout/%s/%s" % (name, k))["Body"].read()
+    assert (out("a.csv.out"), out("b.csv.out")) == (b"3.0\n6.0\n", b"30.0\n")
+    lines = ext_server.rgw.requests_since(since)
+    assert presigned(lines, "GET", model_path), "the model server did not fetch the model itself"
+    assert presigned(lines, "GET", "/%s/tin/%s/a.csv" % (store_bucket, name))
+    assert presigned(lines, "PUT", "/%s/tout/%s/a.csv.out" % (store_bucket, name))

@@ -133,6 +133,9 @@ pub struct Staged {
     pub reflinked: usize,
     pub copied: usize,
     pub downloaded: usize,
+    /// The downloaded bytes (where the listing said their sizes) and how long they took.
+    pub downloaded_bytes: u64,
+    pub download_time: std::time::Duration,
 }
 
 impl Staged {
@@ -162,7 +165,17 @@ impl Staged {
             ));
         }
         if self.downloaded > 0 {
-            ways.push(format!("{} downloaded", self.downloaded));
+            let secs = self.download_time.as_secs_f64();
+            let mib = self.downloaded_bytes as f64 / (1u64 << 20) as f64;
+            ways.push(if self.downloaded_bytes > 0 && secs > 0.0 {
+                format!(
+                    "{} downloaded ({mib:.1} MiB in {secs:.2} s, {:.0} MiB/s)",
+                    self.downloaded,
+                    mib / secs
+                )
+            } else {
+                format!("{} downloaded", self.downloaded)
+            });
         }
         if ways.is_empty() {
             return "no files".to_string();
@@ -211,16 +224,21 @@ pub fn stage_channel(
         });
     }
     // In one batch, so a remote store fetches a channel of many small objects in parallel.
+    let started = std::time::Instant::now();
     let fetched = store
         .fetch_many(&fetch)
         .map_err(|e| format!("channel {}: {e}", ch.name))?;
-    for how in fetched {
+    for (how, item) in fetched.into_iter().zip(&fetch) {
         match how {
             Fetched::Reflinked => n.reflinked += 1,
             Fetched::Copied => n.copied += 1,
-            Fetched::Downloaded => n.downloaded += 1,
+            Fetched::Downloaded => {
+                n.downloaded += 1;
+                n.downloaded_bytes += item.size.unwrap_or(0);
+            }
         }
     }
+    n.download_time = started.elapsed();
     Ok(n)
 }
 

@@ -9,6 +9,8 @@
 
 mod error;
 pub mod plan;
+#[cfg(test)]
+mod tests;
 mod transfer;
 pub mod wire;
 

@@ -28,7 +28,7 @@ impl Default for Tuning {
         Tuning {
             range_size: 8 * MIB,
             part_size: 8 * MIB,
-            concurrency: 16,
+            concurrency: 32,
             attempts: 5,
         }
     }

@@ -7,7 +7,7 @@ use super::plan::{self, Failure, Next, Tuning};
 use super::wire::{MAX_BATCH, Presign, PresignRequest};
 use crate::ObjectRef;
 use base64::Engine;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use clary_client::ClientError;
 use clary_client::s3::{encode_query_value, parse_list_page, walk_xml};
 use futures::{StreamExt, TryStreamExt};
@@ -24,8 +24,6 @@ use tokio::sync::{Semaphore, mpsc};
 
 /// A URL older than this is presigned afresh before use, well before its hour runs out.
 const REFRESH_AFTER: Duration = Duration::from_secs(45 * 60);
-/// Downloaded bytes are written to the file in pieces of about this size.
-const WRITE_CHUNK: usize = 1 << 20;
 /// Parts read into memory at once while uploading: each holds a whole part.
 const MAX_PARTS_IN_FLIGHT: usize = 8;
 
@@ -75,7 +73,7 @@ pub(super) struct Direct {
 
 impl Direct {
     pub fn new(presigner: Arc<dyn Presign>, tuning: Tuning) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
+        let http = clary_client::http_client_builder()
             .connect_timeout(Duration::from_secs(10))
             // A connection that goes quiet this long is broken; the request is retried.
             .read_timeout(Duration::from_secs(120))
@@ -261,16 +259,13 @@ impl Direct {
         target: &Path,
         size: Option<u64>,
     ) -> Result<(), DirectError> {
-        let file = {
-            let path = target.to_path_buf();
-            on_disk(format!("creating {}", target.display()), move || {
-                // A new file: whatever was there (a link, an earlier copy) is left alone.
-                let _ = std::fs::remove_file(&path);
-                File::create(&path)
-            })
-            .await?
-        };
-        let file = Arc::new(file);
+        // A new file: whatever was there (a link, an earlier copy) is left alone. Creating it
+        // here, like writing to it (see `write_body`), is quicker than a thread hop.
+        let _ = std::fs::remove_file(target);
+        let file = File::create(target).map_err(|source| DirectError::File {
+            what: format!("creating {}", target.display()),
+            source,
+        })?;
         let range = self.tuning.range_size;
         let known_small = size.is_some_and(|s| s <= range);
         // The first request: the whole of a small object, or the first range of any other,
@@ -351,10 +346,10 @@ impl Direct {
                 .await?;
         }
         // A retried first request may have written less than an earlier try.
-        on_disk(format!("writing {}", target.display()), move || {
-            file.set_len(total)
+        file.set_len(total).map_err(|source| DirectError::File {
+            what: format!("writing {}", target.display()),
+            source,
         })
-        .await
     }
 
     /// A GET whose body streams into `tx` as it arrives; a connection that breaks mid-way is
@@ -421,9 +416,11 @@ impl Direct {
                         }
                     }
                     Ok(None) => return,
+                    // Every byte arrived before the connection broke: that is the end.
+                    Err(_) if total.is_some_and(|t| at >= t) => return,
                     Err(e) => {
                         breaks += 1;
-                        if breaks >= self.tuning.attempts || total.is_some_and(|t| at >= t) {
+                        if breaks >= self.tuning.attempts {
                             let e = DirectError::Transport(transport(e));
                             let _ = tx.send(Err(io::Error::other(format!("{what}: {e}")))).await;
                             return;
@@ -651,37 +648,27 @@ fn content_range_total(resp: &reqwest::Response) -> Option<u64> {
         .ok()
 }
 
-/// Writes a response's body into `file` from `offset`, a megabyte at a time; returns how many
-/// bytes it had.
+/// Writes a response's body into `file` from `offset` as it arrives; returns how many bytes
+/// it had. Each chunk is written where it stands, on this thread: a write of tens of kilobytes
+/// into the page cache takes microseconds, less than handing it to another thread would, and
+/// these threads are the store's own, so nothing else waits behind them.
 async fn write_body(
     mut resp: reqwest::Response,
-    file: &Arc<File>,
+    file: &File,
     target: &Path,
     offset: u64,
 ) -> Result<u64, TryError> {
     let mut at = offset;
-    let mut buf = BytesMut::with_capacity(WRITE_CHUNK);
-    loop {
-        let chunk = resp.chunk().await.map_err(broken)?;
-        let done = chunk.is_none();
-        if let Some(c) = chunk {
-            buf.extend_from_slice(&c);
-        }
-        if buf.len() >= WRITE_CHUNK || (done && !buf.is_empty()) {
-            let data = buf.split().freeze();
-            let n = data.len() as u64;
-            let file = file.clone();
-            on_disk(format!("writing {}", target.display()), move || {
-                file.write_all_at(&data, at)
+    while let Some(chunk) = resp.chunk().await.map_err(broken)? {
+        file.write_all_at(&chunk, at).map_err(|source| {
+            TryError::Fatal(DirectError::File {
+                what: format!("writing {}", target.display()),
+                source,
             })
-            .await
-            .map_err(TryError::Fatal)?;
-            at += n;
-        }
-        if done {
-            return Ok(at - offset);
-        }
+        })?;
+        at += chunk.len() as u64;
     }
+    Ok(at - offset)
 }
 
 /// `len` bytes of `file` from `offset`.
