@@ -70,6 +70,40 @@ impl Backing {
     }
 }
 
+/// An API over a control plane in `dir` that runs nothing (its executor is `/bin/false`),
+/// keeping objects in `store`, with the server's key pair `access_key`/`secret_key`.
+#[cfg(test)]
+pub(crate) fn test_state(
+    dir: &std::path::Path,
+    store: Backing,
+    access_key: &str,
+    secret_key: &str,
+) -> Arc<ApiState> {
+    let config = clary_control::ControlConfig {
+        data_dir: dir.join("data"),
+        runtimes_dir: dir.join("runtimes"),
+        region: "us-east-1".into(),
+        account: "123456789012".into(),
+        control_url: "http://127.0.0.1:1".into(),
+        python_shims: dir.join("shims"),
+        capacity: clary_control::capacity::Capacity::of_this_machine(),
+        stop_grace_secs: 1,
+        agent_objects: "local".into(),
+    };
+    let executor = Arc::new(clary_exec::executor::LocalProcesses::new(
+        "/bin/false".into(),
+    ));
+    let control = ControlPlane::open(config, executor).unwrap();
+    ApiState::new(
+        control,
+        store,
+        access_key,
+        secret_key,
+        "us-east-1",
+        "123456789012",
+    )
+}
+
 pub struct ApiState {
     pub control: Arc<ControlPlane>,
     pub store: Backing,

@@ -249,6 +249,82 @@ mod tests {
         assert!(operation(&bad).is_err());
     }
 
+    fn external(dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> std::sync::Arc<ApiState> {
+        let store = clary_store::ExternalStore::new(
+            clary_store::ExternalStoreConfig {
+                endpoint: "http://127.0.0.1:7480".into(),
+                bucket_prefix: "team-".into(),
+                addressing: clary_store::Addressing::Path,
+                region: "us-east-1".into(),
+                access_key: "store-ak".into(),
+                secret_key: "store-sk".into(),
+            },
+            rt.handle().clone(),
+        )
+        .unwrap();
+        crate::test_state(
+            dir,
+            Backing::External(std::sync::Arc::new(store)),
+            "AK",
+            "SK",
+        )
+    }
+
+    fn batch(requests: &[PresignRequest]) -> Value {
+        serde_json::to_value(PresignBatch {
+            requests: requests.to_vec(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn urls_come_in_order_for_the_stores_buckets_and_only_with_an_external_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let st = external(dir.path(), &rt);
+        let answer = handle(
+            &st,
+            None,
+            batch(&[req("GET", Some("a b"), ""), req("GET", None, "list-type=2")]),
+        )
+        .unwrap();
+        let answer: PresignedBatch = serde_json::from_value(answer).unwrap();
+        assert_eq!(answer.store, "http://127.0.0.1:7480");
+        assert!(
+            answer.urls[0].starts_with("http://127.0.0.1:7480/team-data/a%20b?X-Amz-Algorithm=")
+        );
+        assert!(answer.urls[1].starts_with("http://127.0.0.1:7480/team-data?list-type=2&X-Amz-"));
+        assert!(
+            answer
+                .urls
+                .iter()
+                .all(|u| u.contains("X-Amz-Signature=") && !u.contains("store-sk"))
+        );
+        let too_many = vec![req("GET", Some("k"), ""); MAX_BATCH + 1];
+        assert!(
+            handle(&st, None, batch(&too_many))
+                .unwrap_err()
+                .to_string()
+                .contains("at most 1000")
+        );
+
+        let other = dir.path().join("local");
+        let local = crate::test_state(
+            &other,
+            Backing::Local(clary_store::LocalStore::open(other.join("objects")).unwrap()),
+            "AK",
+            "SK",
+        );
+        let err = handle(&local, None, batch(&[req("GET", Some("k"), "")])).unwrap_err();
+        assert_eq!(err.status_and_code().1, "ValidationException");
+        assert!(
+            err.to_string().contains("not in an external S3 store"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn a_scoped_key_gets_reads_anywhere_and_writes_only_under_its_grants() {
         let key = ScopedKey::new(
@@ -280,5 +356,29 @@ mod tests {
         );
         assert!(may("POST", "out/j2/m", "uploads").is_err());
         assert!(may("DELETE", "input/train.csv", "").is_err());
+        // Through the call: the whole batch is refused at the request the key may not make.
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let st = external(dir.path(), &rt);
+        let err = handle(
+            &st,
+            Some(&key),
+            batch(&[
+                req("GET", Some("in/x"), ""),
+                req("PUT", Some("out/j2/x"), ""),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.status_and_code(),
+            (http::StatusCode::FORBIDDEN, "AccessDenied")
+        );
+        assert!(
+            err.to_string().contains("PutObject on s3://data/out/j2/x"),
+            "{err}"
+        );
+        assert!(handle(&st, Some(&key), batch(&[req("PUT", Some("out/j1/x"), "")])).is_ok());
     }
 }

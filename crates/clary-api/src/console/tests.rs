@@ -2,7 +2,6 @@
 //! and the time the training-jobs page takes with 10,000 jobs.
 
 use super::*;
-use clary_control::ControlConfig;
 use clary_control::domain::training::{InputMode, S3Location, TrainingJobSpec};
 use std::time::Instant;
 
@@ -10,30 +9,8 @@ const AK: &str = "AKIACONSOLETEST";
 const SK: &str = "console-test-secret-key";
 
 pub(super) fn state(dir: &std::path::Path) -> Arc<ApiState> {
-    let config = ControlConfig {
-        data_dir: dir.join("data"),
-        runtimes_dir: dir.join("runtimes"),
-        region: "us-east-1".into(),
-        account: "123456789012".into(),
-        control_url: "http://127.0.0.1:1".into(),
-        python_shims: dir.join("shims"),
-        capacity: clary_control::capacity::Capacity::of_this_machine(),
-        stop_grace_secs: 1,
-        agent_objects: "local".into(),
-    };
-    let executor = Arc::new(clary_exec::executor::LocalProcesses::new(
-        "/bin/false".into(),
-    ));
-    let control = clary_control::ControlPlane::open(config, executor).unwrap();
     let store = clary_store::LocalStore::open(dir.join("objects")).unwrap();
-    ApiState::new(
-        control,
-        crate::Backing::Local(store),
-        AK,
-        SK,
-        "us-east-1",
-        "123456789012",
-    )
+    crate::test_state(dir, crate::Backing::Local(store), AK, SK)
 }
 
 /// Rows written straight into the database (no job runs): `n` plain ones, and one whose
