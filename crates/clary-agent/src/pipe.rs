@@ -74,7 +74,7 @@ fn object_reader(
     store: &Objects,
     ch: &ChannelSpec,
     obj: &ChannelObject,
-) -> io::Result<Box<dyn Read>> {
+) -> io::Result<Box<dyn Read + Send>> {
     let file = store
         .reader(&obj.bucket, &obj.key)
         .map_err(|e| io::Error::other(format!("s3://{}/{}: {e}", obj.bucket, obj.key)))?;
@@ -87,26 +87,41 @@ fn object_reader(
     })
 }
 
-/// Streams every object of one pass into `out`.
+/// Streams every object of one pass into `out`. Each object is opened one ahead of the one
+/// being streamed, so the next one's first bytes (from a remote store: a presigned URL and a
+/// request) are on their way while the current one flows.
 pub fn feed_pass<W: Write>(
     store: &Objects,
     ch: &ChannelSpec,
     objects: &[ChannelObject],
     out: &mut W,
 ) -> io::Result<u64> {
-    let mut total = 0u64;
-    for obj in objects.iter().filter(|o| !o.key.ends_with('/')) {
-        let mut reader = object_reader(store, ch, obj)?;
-        if ch.record_io {
-            let mut data = Vec::new();
-            reader.read_to_end(&mut data)?;
-            write_recordio(&data, out)?;
-            total += data.len() as u64;
-        } else {
-            total += io::copy(&mut reader, out)?;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        scope.spawn(move || {
+            for obj in objects.iter().filter(|o| !o.key.ends_with('/')) {
+                let opened = object_reader(store, ch, obj);
+                let failed = opened.is_err();
+                // The pass is over (the script closed the pipe, or an object failed).
+                if tx.send(opened).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let mut total = 0u64;
+        for opened in rx {
+            let mut reader = opened?;
+            if ch.record_io {
+                let mut data = Vec::new();
+                reader.read_to_end(&mut data)?;
+                write_recordio(&data, out)?;
+                total += data.len() as u64;
+            } else {
+                total += io::copy(&mut reader, out)?;
+            }
         }
-    }
-    Ok(total)
+        Ok(total)
+    })
 }
 
 /// Bytes written to the pipe that the reader has not read yet.
