@@ -153,7 +153,16 @@ impl ObjectStore for PresignedStore {
     fn object_size(&self, bucket: &str, key: &str) -> Result<Option<u64>, ObjectError> {
         let request = PresignRequest::object("HEAD", bucket, key, String::new());
         self.block(self.direct.head(request))
-            .map(|r| r.map(|r| r.content_length().unwrap_or(0)))
+            // From the header: a HEAD's body is empty, and so would its length be.
+            .map(|r| {
+                r.map(|r| {
+                    r.headers()
+                        .get(http::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0)
+                })
+            })
             .map_err(|e| self.failed("looking for", bucket, key, "in")(e))
     }
 

@@ -264,6 +264,19 @@ fn a_refusal_that_persists_is_final_and_names_the_store_the_object_and_the_error
 }
 
 #[test]
+fn an_objects_size_and_a_buckets_existence_come_from_heads() {
+    let fake = FakeStore::start(|req, _| match req.path() {
+        "/b/k" | "/b" => answer(200, vec![0u8; 1234]),
+        _ => s3_error(404, "NoSuchKey"),
+    });
+    let (store, _) = store_for(&fake, quick());
+    assert_eq!(store.object_size("b", "k").unwrap(), Some(1234));
+    assert!(store.bucket_exists("b").unwrap());
+    assert!(!store.bucket_exists("nope").unwrap());
+    assert!(fake.seen().iter().all(|s| s.method == "HEAD"));
+}
+
+#[test]
 fn a_large_object_comes_in_ranges_of_the_same_version_written_at_their_offsets() {
     let data = Arc::new(pattern((3 << 20) + 12345));
     let d2 = data.clone();
