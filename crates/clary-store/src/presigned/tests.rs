@@ -319,6 +319,19 @@ fn a_large_object_comes_in_ranges_of_the_same_version_written_at_their_offsets()
 }
 
 #[test]
+fn a_store_that_ignores_range_gives_the_whole_object_at_once() {
+    let data = Arc::new(pattern((2 << 20) + 5));
+    let d2 = data.clone();
+    let fake = FakeStore::start(move |_, _| ranged(&d2, None, "\"v1\""));
+    let (store, _) = store_for(&fake, quick());
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("whole");
+    store.fetch_to("b", "whole", &target).unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), *data);
+    assert_eq!(fake.seen().len(), 1);
+}
+
+#[test]
 fn an_empty_object_is_an_empty_file() {
     let fake = FakeStore::start(|req, _| {
         if req.headers.contains_key("range") {

@@ -281,9 +281,11 @@ impl Direct {
                 let resp = http_send(req).await?;
                 // Only an empty object has no first byte to give.
                 if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE {
-                    return Ok((0, None));
+                    return Ok((0, None, true));
                 }
                 let resp = checked(resp).await?;
+                // A 200 (to a ranged GET too) is the whole object.
+                let whole = resp.status() != StatusCode::PARTIAL_CONTENT;
                 let total = match resp.status() {
                     StatusCode::PARTIAL_CONTENT => content_range_total(&resp).ok_or_else(|| {
                         TryError::Fatal(DirectError::Answer(
@@ -305,13 +307,16 @@ impl Direct {
                         expected.unwrap_or(0)
                     ))));
                 }
-                // A 200 to a ranged GET is the whole object.
-                Ok((if got < total { total } else { got }, etag))
+                Ok((if whole { got } else { total }, etag, whole))
             })
             .await?
         };
-        let (total, etag) = first;
-        let rest = plan::pieces(range.min(total), total, range);
+        let (total, etag, whole) = first;
+        let rest = if whole {
+            Vec::new()
+        } else {
+            plan::pieces(range.min(total), total, range)
+        };
         if !rest.is_empty() {
             let (signed, etag, file) = (&signed, &etag, &file);
             futures::stream::iter(rest)
