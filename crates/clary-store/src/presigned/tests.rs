@@ -374,6 +374,28 @@ fn a_stream_cut_short_resumes_from_where_it_broke() {
 }
 
 #[test]
+fn a_stream_resumed_from_a_store_that_ignores_range_skips_what_it_had() {
+    let data = Arc::new(pattern(300_000));
+    let d2 = data.clone();
+    let fake = FakeStore::start(move |_, n| {
+        let mut a = ranged(&d2, None, "\"v1\"");
+        if n == 0 {
+            a.cut_at = Some(123_457);
+        }
+        a
+    });
+    let (store, _) = store_for(&fake, quick());
+    let mut out = Vec::new();
+    store
+        .reader("b", "stream")
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(out, *data);
+    assert_eq!(fake.seen().len(), 2);
+}
+
+#[test]
 fn listings_follow_continuation_tokens_page_by_page() {
     let fake = FakeStore::start(|req, _| {
         let page = |keys: &[&str], next: Option<&str>| {

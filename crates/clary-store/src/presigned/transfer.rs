@@ -387,6 +387,9 @@ impl Direct {
         let mut resp = Some(resp);
         let mut at = 0u64;
         let mut breaks = 0u32;
+        // Bytes to drop from the start of a resumed answer (a store that ignores Range sends
+        // the object from its beginning again).
+        let mut skip = 0u64;
         loop {
             let mut body = match resp.take() {
                 Some(r) => r,
@@ -403,6 +406,10 @@ impl Direct {
                         })
                         .await;
                     match resumed {
+                        Ok(r) if r.status() != StatusCode::PARTIAL_CONTENT => {
+                            skip = at;
+                            r
+                        }
                         Ok(r) => r,
                         Err(e) => {
                             let _ = tx.send(Err(io::Error::other(format!("{what}: {e}")))).await;
@@ -413,7 +420,15 @@ impl Direct {
             };
             loop {
                 match body.chunk().await {
-                    Ok(Some(chunk)) => {
+                    Ok(Some(mut chunk)) => {
+                        if skip > 0 {
+                            let drop = skip.min(chunk.len() as u64);
+                            skip -= drop;
+                            chunk = chunk.slice(drop as usize..);
+                            if chunk.is_empty() {
+                                continue;
+                            }
+                        }
                         at += chunk.len() as u64;
                         if tx.send(Ok(chunk)).await.is_err() {
                             // The reader is gone.
