@@ -21,6 +21,8 @@ pub struct Tuning {
     pub concurrency: usize,
     /// Tries of one request before its failure is final.
     pub attempts: u32,
+    /// A store silent this long while a body is awaited has a broken connection.
+    pub silence: Duration,
 }
 
 impl Default for Tuning {
@@ -30,6 +32,7 @@ impl Default for Tuning {
             part_size: 8 * MIB,
             concurrency: 32,
             attempts: 5,
+            silence: Duration::from_secs(120),
         }
     }
 }

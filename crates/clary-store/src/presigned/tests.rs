@@ -33,12 +33,14 @@ impl Seen {
     }
 }
 
-/// An answer: status, headers, body, and how much of the body to send before hanging up.
+/// An answer: status, headers, body, and how much of the body to send before hanging up
+/// (or, with `stall`, before falling silent for seconds with the connection open).
 struct Answer {
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     cut_at: Option<usize>,
+    stall: bool,
 }
 
 fn answer(status: u16, body: impl Into<Vec<u8>>) -> Answer {
@@ -47,6 +49,7 @@ fn answer(status: u16, body: impl Into<Vec<u8>>) -> Answer {
         headers: Vec::new(),
         body: body.into(),
         cut_at: None,
+        stall: false,
     }
 }
 
@@ -137,6 +140,9 @@ fn serve(mut conn: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler, count:
             bytes.extend_from_slice(&a.body[..a.cut_at.unwrap_or(a.body.len())]);
         }
         if conn.write_all(&bytes).is_err() || a.cut_at.is_some() {
+            if a.stall {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+            }
             return;
         }
     }
@@ -189,6 +195,7 @@ fn quick() -> Tuning {
         part_size: 5 << 20,
         concurrency: 4,
         attempts: 4,
+        silence: std::time::Duration::from_millis(300),
     }
 }
 
@@ -371,6 +378,49 @@ fn a_stream_cut_short_resumes_from_where_it_broke() {
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[1].headers["range"], "bytes=100000-");
     assert_eq!(seen[1].headers["if-match"], "\"v1\"");
+}
+
+#[test]
+fn a_silent_store_is_left_for_a_fresh_request_but_a_slow_reader_is_not_a_silent_store() {
+    let data = Arc::new(pattern(4 << 20));
+    let d2 = data.clone();
+    let fake = FakeStore::start(move |req, n| {
+        let mut a = ranged(&d2, req.headers.get("range"), "\"v1\"");
+        if req.path() == "/b/stalls" && n == 0 {
+            a.cut_at = Some(1 << 20);
+            a.stall = true;
+        }
+        a
+    });
+    let (store, _) = store_for(&fake, quick());
+    // The store goes quiet a quarter of the way in: after `silence` the rest is asked for.
+    let mut out = Vec::new();
+    store
+        .reader("b", "stalls")
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(out, *data);
+    assert_eq!(
+        fake.seen()[1].headers["range"],
+        format!("bytes={}-", 1 << 20)
+    );
+    // A reader that pauses for longer than `silence` (a training step between reads) keeps
+    // its one stream.
+    let mut reader = store.reader("b", "steady").unwrap();
+    let mut first = vec![0u8; 64 << 10];
+    reader.read_exact(&mut first).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(900));
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    first.extend(rest);
+    assert_eq!(first, *data);
+    assert_eq!(
+        fake.seen().len(),
+        3,
+        "{:?}",
+        fake.seen().iter().map(|s| &s.target).collect::<Vec<_>>()
+    );
 }
 
 #[test]

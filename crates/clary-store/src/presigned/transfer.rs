@@ -24,6 +24,8 @@ use tokio::sync::{Semaphore, mpsc};
 
 /// A URL older than this is presigned afresh before use, well before its hour runs out.
 const REFRESH_AFTER: Duration = Duration::from_secs(45 * 60);
+/// How long a request may take to be answered (an upload's body included).
+const ANSWER_WAIT: Duration = Duration::from_secs(300);
 /// Parts read into memory at once while uploading: each holds a whole part.
 const MAX_PARTS_IN_FLIGHT: usize = 8;
 
@@ -75,8 +77,6 @@ impl Direct {
     pub fn new(presigner: Arc<dyn Presign>, tuning: Tuning) -> Result<Self, String> {
         let http = clary_client::http_client_builder()
             .connect_timeout(Duration::from_secs(10))
-            // A connection that goes quiet this long is broken; the request is retried.
-            .read_timeout(Duration::from_secs(120))
             .pool_max_idle_per_host(tuning.concurrency.max(MAX_PARTS_IN_FLIGHT) * 2)
             .build()
             .map_err(|e| format!("building the HTTP client: {e}"))?;
@@ -178,6 +178,7 @@ impl Direct {
 
     /// Every object under `prefix`, a presigned ListObjectsV2 per page.
     pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectRef>, DirectError> {
+        let silence = self.tuning.silence;
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -193,7 +194,7 @@ impl Direct {
             let page = self
                 .run(&mut signed, |url| async move {
                     let resp = checked(http.get(url).send().await.map_err(broken)?).await?;
-                    let text = resp.text().await.map_err(broken)?;
+                    let text = body_text(resp, silence).await?;
                     parse_list_page(&text).map_err(|e| TryError::Fatal(DirectError::Answer(e)))
                 })
                 .await?;
@@ -259,6 +260,7 @@ impl Direct {
         target: &Path,
         size: Option<u64>,
     ) -> Result<(), DirectError> {
+        let silence = self.tuning.silence;
         // A new file: whatever was there (a link, an earlier copy) is left alone. Creating it
         // here, like writing to it (see `write_body`), is quicker than a thread hop.
         let _ = std::fs::remove_file(target);
@@ -300,7 +302,7 @@ impl Direct {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
                 let expected = resp.content_length();
-                let got = write_body(resp, file, target, 0).await?;
+                let got = write_body(resp, file, target, 0, silence).await?;
                 if expected.is_some_and(|n| n != got) {
                     return Err(TryError::Failed(Failure::Transport(format!(
                         "the body ended after {got} of {} bytes",
@@ -336,7 +338,7 @@ impl Direct {
                             req = req.header(header::IF_MATCH, e);
                         }
                         let resp = checked(http_send(req).await?).await?;
-                        let got = write_body(resp, file, target, offset).await?;
+                        let got = write_body(resp, file, target, offset, silence).await?;
                         if got != len {
                             return Err(TryError::Failed(Failure::Transport(format!(
                                 "a range ended after {got} of {len} bytes"
@@ -419,7 +421,7 @@ impl Direct {
                 }
             };
             loop {
-                match body.chunk().await {
+                match next_chunk(&mut body, self.tuning.silence).await {
                     Ok(Some(mut chunk)) => {
                         if skip > 0 {
                             let drop = skip.min(chunk.len() as u64);
@@ -430,6 +432,8 @@ impl Direct {
                             }
                         }
                         at += chunk.len() as u64;
+                        // Progress: the breaks that count are those in a row without any.
+                        breaks = 0;
                         if tx.send(Ok(chunk)).await.is_err() {
                             // The reader is gone.
                             return;
@@ -441,7 +445,7 @@ impl Direct {
                     Err(e) => {
                         breaks += 1;
                         if breaks >= self.tuning.attempts {
-                            let e = DirectError::Transport(transport(e));
+                            let e = fatal(e);
                             let _ = tx.send(Err(io::Error::other(format!("{what}: {e}")))).await;
                             return;
                         }
@@ -462,6 +466,7 @@ impl Direct {
         path: &Path,
         content_type: Option<&str>,
     ) -> Result<u64, DirectError> {
+        let silence = self.tuning.silence;
         let file = {
             let path = path.to_path_buf();
             on_disk(format!("reading {}", path.display()), move || {
@@ -502,7 +507,7 @@ impl Direct {
                     req = req.header(header::CONTENT_TYPE, ct);
                 }
                 let resp = checked(http_send(req).await?).await?;
-                let text = resp.text().await.map_err(broken)?;
+                let text = body_text(resp, silence).await?;
                 xml_field(&text, &["InitiateMultipartUploadResult", "UploadId"]).ok_or_else(|| {
                     TryError::Fatal(DirectError::Answer(format!(
                         "CreateMultipartUpload answered without an UploadId: {}",
@@ -566,6 +571,7 @@ impl Direct {
         size: u64,
         upload: &str,
     ) -> Result<(), DirectError> {
+        let silence = self.tuning.silence;
         let part = plan::part_size(size, self.tuning.part_size);
         let parts: Vec<(u32, u64, u64)> = plan::pieces(0, size, part)
             .into_iter()
@@ -617,7 +623,7 @@ impl Direct {
         let (http, body) = (&self.http, &body);
         self.run(&mut signed, |url| async move {
             let resp = checked(http_send(http.post(url).body(body.clone())).await?).await?;
-            let text = resp.text().await.map_err(broken)?;
+            let text = body_text(resp, silence).await?;
             // S3 may answer 200 and put the error in the body.
             if let Some(code) = xml_field(&text, &["Error", "Code"]) {
                 let message = xml_field(&text, &["Error", "Message"]).unwrap_or_default();
@@ -645,7 +651,38 @@ pub(super) struct Stream {
 }
 
 async fn http_send(req: reqwest::RequestBuilder) -> Result<reqwest::Response, TryError> {
-    req.send().await.map_err(broken)
+    match tokio::time::timeout(ANSWER_WAIT, req.send()).await {
+        Ok(sent) => sent.map_err(broken),
+        Err(_) => Err(TryError::Failed(Failure::Transport(format!(
+            "no answer within {} s",
+            ANSWER_WAIT.as_secs()
+        )))),
+    }
+}
+
+/// The next piece of a body, or why none came: a store silent for `silence` while we wait has
+/// a broken connection. Timed per wait, not with the HTTP client's read timeout, which also
+/// counts the time a slow reader of a Pipe stream spends away and would break a healthy one.
+async fn next_chunk(
+    resp: &mut reqwest::Response,
+    silence: Duration,
+) -> Result<Option<Bytes>, TryError> {
+    match tokio::time::timeout(silence, resp.chunk()).await {
+        Ok(chunk) => chunk.map_err(broken),
+        Err(_) => Err(TryError::Failed(Failure::Transport(format!(
+            "the store sent nothing for {:.1} s",
+            silence.as_secs_f64()
+        )))),
+    }
+}
+
+/// A whole (small) body as text.
+async fn body_text(mut resp: reqwest::Response, silence: Duration) -> Result<String, TryError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = next_chunk(&mut resp, silence).await? {
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn fatal(e: TryError) -> DirectError {
@@ -677,9 +714,10 @@ async fn write_body(
     file: &File,
     target: &Path,
     offset: u64,
+    silence: Duration,
 ) -> Result<u64, TryError> {
     let mut at = offset;
-    while let Some(chunk) = resp.chunk().await.map_err(broken)? {
+    while let Some(chunk) = next_chunk(&mut resp, silence).await? {
         file.write_all_at(&chunk, at).map_err(|source| {
             TryError::Fatal(DirectError::File {
                 what: format!("writing {}", target.display()),
