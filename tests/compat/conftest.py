@@ -28,7 +28,8 @@ class Server:
         self.data_dir = str(data_dir)
         self.extra_args = list(extra_args)
         self.listen = listen
-        self.environment = dict(os.environ, **(env or {}))
+        # A value of None takes the variable out of the server's environment.
+        self.environment = {k: v for k, v in dict(os.environ, **(env or {})).items() if v is not None}
         self.proc = None
         self.url = None
 
@@ -184,7 +185,9 @@ def external_store_args(rgw, bucket_prefix):
 
 
 def external_store_env(rgw):
-    return {"AWS_ACCESS_KEY_ID": rgw.access_key, "AWS_SECRET_ACCESS_KEY": rgw.secret_key}
+    # The suite's own copy of the secret (CLARY_TEST_S3_SECRET_KEY) is not the server's to pass on.
+    return {"AWS_ACCESS_KEY_ID": rgw.access_key, "AWS_SECRET_ACCESS_KEY": rgw.secret_key,
+            "CLARY_TEST_S3_SECRET_KEY": None}
 
 
 @pytest.fixture(scope="session")

@@ -243,13 +243,13 @@ import json, os
 def parent(pid):
     with open("/proc/%d/stat" % pid) as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
-found, pid = {}, os.getpid()
+found, pid = [], os.getpid()
 while pid > 1:
     try:
         with open("/proc/%d/environ" % pid, "rb") as f:
-            found[pid] = [v.decode(errors="replace") for v in f.read().split(b"\0") if v]
+            found.append([pid, [v.decode(errors="replace") for v in f.read().split(b"\0") if v]])
     except OSError:
-        pass
+        found.append([pid, None])
     pid = parent(pid)
 print("ANCESTRY " + json.dumps({"env": dict(os.environ), "ancestors": found}), flush=True)
 '''
@@ -269,7 +269,10 @@ def test_no_host_process_inherits_the_stores_key_pair(ext_server):
     report = tagged_by_host(ext_server.client("logs"), job, "ANCESTRY")["algo-1"]
     secret = ext_server.rgw.secret_key
     assert secret not in json.dumps(report["env"])
-    leaked = [pid for pid, env in report["ancestors"].items()
-              if int(pid) != ext_server.proc.pid and any(secret in v for v in env)]
+    # The host's processes: the script's ancestors below the server (which holds the secret).
+    chain = [pid for pid, _ in report["ancestors"]]
+    assert ext_server.proc.pid in chain, chain
+    host = report["ancestors"][:chain.index(ext_server.proc.pid)]
+    assert len(host) >= 2 and all(env is not None for _, env in host), host  # script and agent, read
+    leaked = [pid for pid, env in host if any(secret in v for v in env)]
     assert not leaked, "processes of the job's host hold the store's secret: %s" % leaked
-    assert len(report["ancestors"]) >= 2  # the script and at least its agent were read

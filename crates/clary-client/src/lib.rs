@@ -41,6 +41,9 @@ pub enum ClientError {
     /// A ListObjectsV2 answer that is not a listing.
     #[error("bad listing XML: {0}")]
     BadListing(String),
+    /// The server gave no answer in time.
+    #[error("no answer in {} s", .0.as_secs())]
+    TimedOut(std::time::Duration),
     /// A local file to upload could not be read.
     #[error("reading {}: {source}", .path.display())]
     File {

@@ -40,8 +40,10 @@ pub struct ExternalStoreConfig {
 
 /// How long a connection to the store may take to open.
 pub const STORE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// How long the store may leave a request without a byte of its answer.
-pub const STORE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long the server waits for the store's answer to one of its own small calls (is the
+/// bucket there, what is under a prefix). Streams a client reads through the S3 API are not
+/// bounded here: a client may read slowly, and its own timeouts end a stalled one.
+pub const STORE_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Presigned URLs stay valid this long: long enough for one part or object to start.
 pub const PRESIGNED_SECS: u64 = 3600;
@@ -84,11 +86,11 @@ impl ExternalStore {
             secret_key: config.secret_key.clone(),
             region: config.region.clone(),
         };
-        // A store that accepts a connection and then says nothing must not hang a client's
-        // call (or a job) for ever: each connect, and each wait for bytes, is bounded.
+        // A store that does not answer must not hang a call for ever: connects are bounded
+        // here, the server's own calls by `STORE_CALL_TIMEOUT` (not reqwest's read timeout,
+        // which would also cut a stream whose client pauses between reads).
         let http = clary_client::http_client_builder()
             .connect_timeout(STORE_CONNECT_TIMEOUT)
-            .read_timeout(STORE_READ_TIMEOUT)
             .build()
             .map_err(|e| format!("building the object store's HTTP client: {e}"))?;
         let client = SignedClient::with_http(&endpoint, signer.clone(), http);
@@ -207,8 +209,18 @@ impl ExternalStore {
         clary_client::s3::checked(resp).await
     }
 
-    fn block<T>(&self, f: impl std::future::Future<Output = T>) -> T {
-        tokio::task::block_in_place(|| self.handle.block_on(f))
+    /// Runs one of the server's own calls to its end, or to `STORE_CALL_TIMEOUT`.
+    fn block<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        tokio::task::block_in_place(|| {
+            self.handle.block_on(async {
+                tokio::time::timeout(STORE_CALL_TIMEOUT, f)
+                    .await
+                    .unwrap_or(Err(ClientError::TimedOut(STORE_CALL_TIMEOUT)))
+            })
+        })
     }
 
     /// The body of a CreateBucket in the store: none in us-east-1 (which refuses its own name as
@@ -241,6 +253,12 @@ impl ExternalStore {
 
     /// Creates Clary's bucket in the store; one that exists already (and is ours) is fine.
     pub async fn ensure_bucket(&self, bucket: &str) -> Result<(), ClientError> {
+        tokio::time::timeout(STORE_CALL_TIMEOUT, self.create_if_missing(bucket))
+            .await
+            .unwrap_or(Err(ClientError::TimedOut(STORE_CALL_TIMEOUT)))
+    }
+
+    async fn create_if_missing(&self, bucket: &str) -> Result<(), ClientError> {
         if self.bucket_exists_async(bucket).await? {
             return Ok(());
         }
@@ -301,7 +319,11 @@ impl ObjectStore for ExternalStore {
         content_type: Option<&str>,
     ) -> Result<u64, ObjectError> {
         let url = self.url(Some(bucket), Some(key), "");
-        self.block(self.client.put_file_url(&url, path, content_type, |_| {}))
+        // An upload takes as long as its size needs: not bounded like the small calls.
+        tokio::task::block_in_place(|| {
+            self.handle
+                .block_on(self.client.put_file_url(&url, path, content_type, |_| {}))
+        })
             .map_err(self.remote(format!("uploading s3://{bucket}/{key}")))
     }
 
