@@ -324,7 +324,7 @@ impl ObjectStore for ExternalStore {
             self.handle
                 .block_on(self.client.put_file_url(&url, path, content_type, |_| {}))
         })
-            .map_err(self.remote(format!("uploading s3://{bucket}/{key}")))
+        .map_err(self.remote(format!("uploading s3://{bucket}/{key}")))
     }
 
     fn bucket_exists(&self, bucket: &str) -> Result<bool, ObjectError> {
