@@ -467,7 +467,7 @@ def test_a_store_that_cannot_be_reached_at_start_stops_the_server_naming_it(rgw,
     data_dir.mkdir()
     proc = subprocess.run([CLARY, "server", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir),
                            *external_store_args(types.SimpleNamespace(endpoint=closed), "clary-")],
-                          env=dict(os.environ, **external_store_env(rgw)), capture_output=True, text=True, timeout=60)
+                          env={k: v for k, v in dict(os.environ, **external_store_env(rgw)).items() if v is not None}, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert closed in proc.stderr and "Connection refused" in proc.stderr
     assert rgw.secret_key not in proc.stderr + proc.stdout
