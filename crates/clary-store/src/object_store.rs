@@ -9,7 +9,8 @@
 //! Every method blocks; call them from blocking threads, never on an async runtime.
 
 use crate::StoreError;
-use crate::presigned::DirectError;
+// The error module itself, not `presigned`, which depends on this seam.
+use crate::presigned::error::DirectError;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 

@@ -7,7 +7,7 @@
 //! The transfers run on a small runtime of the store's own: a host's agent runs on one thread,
 //! and a gigabyte in a thousand objects wants more than that.
 
-mod error;
+pub(crate) mod error;
 pub mod plan;
 #[cfg(test)]
 mod tests;

@@ -5,9 +5,10 @@
 
 use super::body::{self, Expected, Verdict};
 use super::errors::{About, store_error, store_failure, unreachable};
+pub(super) use super::xml::etag;
 use clary_client::s3::encode_query_value;
 use clary_store::ExternalStore;
-use s3s::dto::{ETag, StreamingBlob, Timestamp, TimestampFormat};
+use s3s::dto::{StreamingBlob, Timestamp, TimestampFormat};
 use s3s::{S3Error, S3ErrorCode, S3Result};
 
 /// The body hash SigV4 signs for a body streamed through.
@@ -232,18 +233,6 @@ pub(super) fn header_date(headers: &http::HeaderMap, name: &str) -> Option<Times
     header(headers, name).and_then(|v| Timestamp::parse(TimestampFormat::HttpDate, v.trim()).ok())
 }
 
-/// An ETag as the store wrote it, quoted or not (Ceph RGW leaves a copy's unquoted).
-pub(super) fn etag(text: &str) -> Option<ETag> {
-    let t = text.trim();
-    if t.is_empty() || t == "\"\"" {
-        return None;
-    }
-    if t.starts_with("W/") {
-        return ETag::parse_http_header(t.as_bytes()).ok();
-    }
-    Some(ETag::Strong(t.trim_matches('"').to_string()))
-}
-
 /// The user metadata in a response's `x-amz-meta-*` headers.
 pub(super) fn metadata(headers: &http::HeaderMap) -> std::collections::HashMap<String, String> {
     headers
@@ -256,18 +245,4 @@ pub(super) fn metadata(headers: &http::HeaderMap) -> std::collections::HashMap<S
             ))
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn etags_are_read_quoted_or_not() {
-        assert_eq!(etag("\"abc-4\""), Some(ETag::Strong("abc-4".into())));
-        assert_eq!(etag("abc"), Some(ETag::Strong("abc".into())));
-        assert_eq!(etag("  "), None);
-        assert_eq!(etag("\"\""), None);
-        assert_eq!(etag("W/\"w\""), Some(ETag::Weak("w".into())));
-    }
 }

@@ -49,8 +49,16 @@ fn time(text: &str) -> Option<Timestamp> {
     Timestamp::parse(TimestampFormat::DateTime, text.trim()).ok()
 }
 
-fn etag(text: &str) -> Option<ETag> {
-    super::request::etag(text)
+/// An ETag as the store wrote it, quoted or not (Ceph RGW leaves a copy's unquoted).
+pub(super) fn etag(text: &str) -> Option<ETag> {
+    let t = text.trim();
+    if t.is_empty() || t == "\"\"" {
+        return None;
+    }
+    if t.starts_with("W/") {
+        return ETag::parse_http_header(t.as_bytes()).ok();
+    }
+    Some(ETag::Strong(t.trim_matches('"').to_string()))
 }
 
 /// `ListAllMyBucketsResult`: each bucket's name and creation date.
@@ -309,6 +317,15 @@ pub(super) fn complete_body(upload: &CompletedMultipartUpload) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etags_are_read_quoted_or_not() {
+        assert_eq!(etag("\"abc-4\""), Some(ETag::Strong("abc-4".into())));
+        assert_eq!(etag("abc"), Some(ETag::Strong("abc".into())));
+        assert_eq!(etag("  "), None);
+        assert_eq!(etag("\"\""), None);
+        assert_eq!(etag("W/\"w\""), Some(ETag::Weak("w".into())));
+    }
 
     #[test]
     fn a_ceph_listing_reads_with_its_extra_elements_skipped() {
