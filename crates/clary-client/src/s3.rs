@@ -31,6 +31,16 @@ pub fn encode_query_value(value: &str) -> String {
     utf8_percent_encode(value, QUERY_VALUE).to_string()
 }
 
+/// The query of one ListObjectsV2 page under `prefix`, from `token` on.
+pub fn list_v2_query(prefix: &str, token: Option<&str>) -> String {
+    let mut query = format!("list-type=2&prefix={}", encode_query_value(prefix));
+    if let Some(t) = token {
+        query.push_str("&continuation-token=");
+        query.push_str(&encode_query_value(t));
+    }
+    query
+}
+
 fn object_path(bucket: &str, key: &str) -> String {
     format!("/{}/{}", encode_key(bucket), encode_key(key))
 }
@@ -226,18 +236,10 @@ impl SignedClient {
         delimiter: Option<&str>,
         token: Option<&str>,
     ) -> Result<ListPage, ClientError> {
-        let mut q = format!(
-            "/{}?list-type=2&prefix={}",
-            encode_key(bucket),
-            encode_query_value(prefix)
-        );
+        let mut q = format!("/{}?{}", encode_key(bucket), list_v2_query(prefix, token));
         if let Some(d) = delimiter {
             q.push_str("&delimiter=");
             q.push_str(&encode_query_value(d));
-        }
-        if let Some(t) = token {
-            q.push_str("&continuation-token=");
-            q.push_str(&encode_query_value(t));
         }
         let resp = checked(self.s3_bodiless(http::Method::GET, &q).await?).await?;
         parse_list_page(&resp.text().await?).map_err(ClientError::BadListing)

@@ -9,7 +9,7 @@
 //! clients may use the store directly too.
 
 use crate::{ObjectError, ObjectRef, ObjectStore};
-use clary_client::s3::{encode_key, encode_query_value};
+use clary_client::s3::encode_key;
 use clary_client::{ClientError, SignedClient};
 use clary_sigv4::Signer;
 use std::io::Read;
@@ -284,11 +284,7 @@ impl ObjectStore for ExternalStore {
             let mut out = Vec::new();
             let mut token: Option<String> = None;
             loop {
-                let mut query = format!("list-type=2&prefix={}", encode_query_value(prefix));
-                if let Some(t) = &token {
-                    query.push_str("&continuation-token=");
-                    query.push_str(&encode_query_value(t));
-                }
+                let query = clary_client::s3::list_v2_query(prefix, token.as_deref());
                 let url = self.url(Some(bucket), None, &query);
                 let resp = self.call(http::Method::GET, &url).await?;
                 let page = clary_client::s3::parse_list_page(&resp.text().await?)

@@ -3,7 +3,7 @@
 //! object, so a client that goes away mid-upload leaves none.
 
 use super::errors::unreadable;
-use super::objects::{Described, expected};
+use super::objects::{described, expected};
 use super::request::{StoreRequest, etag, header};
 use super::xml;
 use crate::s3::checksums::sent_checksum;
@@ -23,19 +23,7 @@ pub(super) async fn create(
         S3ErrorCode::NoSuchBucket,
     )
     .flag("uploads");
-    let r = Described {
-        content_type: i.content_type.as_deref(),
-        content_encoding: i.content_encoding.as_deref(),
-        content_disposition: i.content_disposition.as_deref(),
-        content_language: i.content_language.as_deref(),
-        cache_control: i.cache_control.as_deref(),
-        expires: i.expires.as_ref(),
-        metadata: i.metadata.as_ref(),
-        tagging: i.tagging.as_deref(),
-        storage_class: i.storage_class.as_ref().map(|s| s.as_str()),
-    }
-    .apply(r)?
-    .header(
+    let r = described!(i).apply(r)?.header(
         "x-amz-checksum-algorithm",
         i.checksum_algorithm.as_ref().map(|a| a.as_str()),
     )?;

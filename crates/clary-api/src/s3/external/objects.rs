@@ -20,6 +20,25 @@ pub(super) fn condition(c: Option<&ETagCondition>) -> Option<String> {
         .and_then(|v| v.to_str().ok().map(str::to_string))
 }
 
+/// The [`Described`] of an input that carries an object's description (PutObject,
+/// CreateMultipartUpload and CopyObject share the field names, not a type).
+macro_rules! described {
+    ($i:expr) => {
+        $crate::s3::external::objects::Described {
+            content_type: $i.content_type.as_deref(),
+            content_encoding: $i.content_encoding.as_deref(),
+            content_disposition: $i.content_disposition.as_deref(),
+            content_language: $i.content_language.as_deref(),
+            cache_control: $i.cache_control.as_deref(),
+            expires: $i.expires.as_ref(),
+            metadata: $i.metadata.as_ref(),
+            tagging: $i.tagging.as_deref(),
+            storage_class: $i.storage_class.as_ref().map(|s| s.as_str()),
+        }
+    };
+}
+pub(super) use described;
+
 /// The headers that describe an object as a client sets them, on an upload, a multipart
 /// upload's start, or a copy that replaces them.
 pub(super) struct Described<'a> {
@@ -92,23 +111,13 @@ pub(super) async fn put(
         Some(&i.key),
         S3ErrorCode::NoSuchKey,
     );
-    r = Described {
-        content_type: i.content_type.as_deref(),
-        content_encoding: i.content_encoding.as_deref(),
-        content_disposition: i.content_disposition.as_deref(),
-        content_language: i.content_language.as_deref(),
-        cache_control: i.cache_control.as_deref(),
-        expires: i.expires.as_ref(),
-        metadata: i.metadata.as_ref(),
-        tagging: i.tagging.as_deref(),
-        storage_class: i.storage_class.as_ref().map(|s| s.as_str()),
-    }
-    .apply(r)?
-    .header("content-md5", i.content_md5.as_deref())?
-    .header("x-amz-checksum-crc32", i.checksum_crc32.as_deref())?
-    .header("x-amz-checksum-sha256", i.checksum_sha256.as_deref())?
-    .header("if-match", condition(i.if_match.as_ref()))?
-    .header("if-none-match", condition(i.if_none_match.as_ref()))?;
+    r = described!(i)
+        .apply(r)?
+        .header("content-md5", i.content_md5.as_deref())?
+        .header("x-amz-checksum-crc32", i.checksum_crc32.as_deref())?
+        .header("x-amz-checksum-sha256", i.checksum_sha256.as_deref())?
+        .header("if-match", condition(i.if_match.as_ref()))?
+        .header("if-none-match", condition(i.if_none_match.as_ref()))?;
     r = match body {
         Some(b) => r.stream(b, expect),
         None => r.bytes(Vec::new()),
@@ -125,6 +134,24 @@ pub(super) async fn put(
         version_id: header(h, "x-amz-version-id"),
         ..Default::default()
     })
+}
+
+/// The [`Read`] of a GetObject or HeadObject input (the same fields, two types).
+macro_rules! read_of {
+    ($i:expr) => {
+        Read {
+            bucket: &$i.bucket,
+            key: &$i.key,
+            if_match: $i.if_match.as_ref(),
+            if_none_match: $i.if_none_match.as_ref(),
+            if_modified_since: $i.if_modified_since.as_ref(),
+            if_unmodified_since: $i.if_unmodified_since.as_ref(),
+            range: $i.range.as_ref(),
+            checksum_mode: $i.checksum_mode.as_ref(),
+            part_number: $i.part_number,
+            version_id: $i.version_id.as_deref(),
+        }
+    };
 }
 
 /// The request of a GetObject or HeadObject.
@@ -190,20 +217,7 @@ macro_rules! describe_object {
 }
 
 pub(super) async fn get(store: &ExternalStore, i: GetObjectInput) -> S3Result<GetObjectOutput> {
-    let resp = Read {
-        bucket: &i.bucket,
-        key: &i.key,
-        if_match: i.if_match.as_ref(),
-        if_none_match: i.if_none_match.as_ref(),
-        if_modified_since: i.if_modified_since.as_ref(),
-        if_unmodified_since: i.if_unmodified_since.as_ref(),
-        range: i.range.as_ref(),
-        checksum_mode: i.checksum_mode.as_ref(),
-        part_number: i.part_number,
-        version_id: i.version_id.as_deref(),
-    }
-    .send(store, Method::GET)
-    .await?;
+    let resp = read_of!(i).send(store, Method::GET).await?;
     let mut out = GetObjectOutput::default();
     describe_object!(out, resp.headers());
     out.tag_count = header_num(resp.headers(), "x-amz-tagging-count");
@@ -214,20 +228,7 @@ pub(super) async fn get(store: &ExternalStore, i: GetObjectInput) -> S3Result<Ge
 }
 
 pub(super) async fn head(store: &ExternalStore, i: HeadObjectInput) -> S3Result<HeadObjectOutput> {
-    let resp = Read {
-        bucket: &i.bucket,
-        key: &i.key,
-        if_match: i.if_match.as_ref(),
-        if_none_match: i.if_none_match.as_ref(),
-        if_modified_since: i.if_modified_since.as_ref(),
-        if_unmodified_since: i.if_unmodified_since.as_ref(),
-        range: i.range.as_ref(),
-        checksum_mode: i.checksum_mode.as_ref(),
-        part_number: i.part_number,
-        version_id: i.version_id.as_deref(),
-    }
-    .send(store, Method::HEAD)
-    .await?;
+    let resp = read_of!(i).send(store, Method::HEAD).await?;
     let mut out = HeadObjectOutput::default();
     describe_object!(out, resp.headers());
     Ok(out)
@@ -292,18 +293,7 @@ pub(super) async fn copy(store: &ExternalStore, i: CopyObjectInput) -> S3Result<
         i.copy_source_if_unmodified_since.as_ref(),
     )?;
     if replace {
-        r = Described {
-            content_type: i.content_type.as_deref(),
-            content_encoding: i.content_encoding.as_deref(),
-            content_disposition: i.content_disposition.as_deref(),
-            content_language: i.content_language.as_deref(),
-            cache_control: i.cache_control.as_deref(),
-            expires: i.expires.as_ref(),
-            metadata: i.metadata.as_ref(),
-            tagging: i.tagging.as_deref(),
-            storage_class: i.storage_class.as_ref().map(|s| s.as_str()),
-        }
-        .apply(r)?;
+        r = described!(i).apply(r)?;
     } else {
         r = r.header("x-amz-tagging", i.tagging.as_deref())?.header(
             "x-amz-storage-class",

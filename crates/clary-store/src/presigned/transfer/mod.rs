@@ -185,11 +185,7 @@ impl Direct {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut query = format!("list-type=2&prefix={}", encode_query_value(prefix));
-            if let Some(t) = &token {
-                query.push_str("&continuation-token=");
-                query.push_str(&encode_query_value(t));
-            }
+            let query = clary_client::s3::list_v2_query(prefix, token.as_deref());
             let mut signed = self
                 .presign_one(PresignRequest::bucket("GET", bucket, query))
                 .await?;
