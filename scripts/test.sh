@@ -97,11 +97,12 @@ if [ "$(id -u)" = 0 ]; then
   export CEPH_DIR=$(mktemp -d /tmp/clary-test-ceph.XXXXXX)
   RGW_PORT=$(free_port) MON_PORT=$(free_port)
   export RGW_PORT MON_PORT OSD_PORTS="$((MON_PORT + 2))-$((MON_PORT + 40))" OSD_STORE=bluestore
-  export S3_ACCESS_KEY=clary-test S3_SECRET_KEY=clary-test-secret
-  if command -v radosgw >/dev/null && bash scripts/ceph-rgw/start.sh; then
+  # The key pair goes to start.sh alone: everything exported here reaches the servers the
+  # tests start, and a test checks that no job sees the store's secret.
+  if command -v radosgw >/dev/null && S3_ACCESS_KEY=clary-test S3_SECRET_KEY=clary-test-secret bash scripts/ceph-rgw/start.sh; then
     CLEANUP+='bash "$ROOT/scripts/ceph-rgw/stop.sh"; rm -rf "$CEPH_DIR"; '
-    export CLARY_TEST_S3_ENDPOINT="http://127.0.0.1:$RGW_PORT" CLARY_TEST_S3_ACCESS_KEY=$S3_ACCESS_KEY \
-      CLARY_TEST_S3_SECRET_KEY=$S3_SECRET_KEY CLARY_TEST_S3_LOG="$CEPH_DIR/log/client.rgw.a.log"
+    export CLARY_TEST_S3_ENDPOINT="http://127.0.0.1:$RGW_PORT" CLARY_TEST_S3_ACCESS_KEY=clary-test \
+      CLARY_TEST_S3_SECRET_KEY=clary-test-secret CLARY_TEST_S3_LOG="$CEPH_DIR/log/client.rgw.a.log"
   else
     echo "Ceph RGW could not start: the external store's tests will skip"
   fi

@@ -185,9 +185,10 @@ def external_store_args(rgw, bucket_prefix):
 
 
 def external_store_env(rgw):
-    # The suite's own copy of the secret (CLARY_TEST_S3_SECRET_KEY) is not the server's to pass on.
+    # The suite's own copies of the secret (for the store's start script and the fixtures)
+    # are not the server's to pass on.
     return {"AWS_ACCESS_KEY_ID": rgw.access_key, "AWS_SECRET_ACCESS_KEY": rgw.secret_key,
-            "CLARY_TEST_S3_SECRET_KEY": None}
+            "CLARY_TEST_S3_SECRET_KEY": None, "S3_SECRET_KEY": None}
 
 
 @pytest.fixture(scope="session")
