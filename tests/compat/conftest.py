@@ -178,9 +178,13 @@ def rgw(tmp_path_factory):
 
 
 def external_store_args(rgw, bucket_prefix):
-    """`clary server` flags that keep its buckets in `rgw` under `bucket_prefix`."""
-    return ["--object-store", "s3://" + bucket_prefix, "--object-store-endpoint", rgw.endpoint,
-            "--object-store-access-key", rgw.access_key, "--object-store-secret-key", rgw.secret_key]
+    """`clary server` flags that keep its buckets in `rgw` under `bucket_prefix`. The key pair
+    goes in the environment (`external_store_env`): a command line is visible to every user."""
+    return ["--object-store", "s3://" + bucket_prefix, "--object-store-endpoint", rgw.endpoint]
+
+
+def external_store_env(rgw):
+    return {"AWS_ACCESS_KEY_ID": rgw.access_key, "AWS_SECRET_ACCESS_KEY": rgw.secret_key}
 
 
 @pytest.fixture(scope="session")
@@ -188,7 +192,8 @@ def ext_server(rgw, tmp_path_factory):
     """A `clary server` whose buckets and objects live in the external store `rgw`: Clary's
     bucket `b` is the store's bucket `<bucket_prefix>b`."""
     prefix = "clary-%s-" % uuid.uuid4().hex[:8]
-    s = Server(tmp_path_factory.mktemp("clary-ext"), extra_args=external_store_args(rgw, prefix)).start()
+    s = Server(tmp_path_factory.mktemp("clary-ext"), extra_args=external_store_args(rgw, prefix),
+               env=external_store_env(rgw)).start()
     s.bucket_prefix = prefix
     s.rgw = rgw
     yield s

@@ -110,11 +110,27 @@ impl Route {
 /// Longest validity a presigned URL may claim (S3's: one week).
 pub const MAX_PRESIGNED_EXPIRES_SECS: i64 = 604_800;
 
-/// S3's refusal of a presigned URL whose `X-Amz-Expires` is out of range; s3s checks only
-/// that the URL has not yet expired.
-pub fn presigned_expiry_error(uri: &http::Uri) -> Option<Response<Body>> {
-    let expires = uri
-        .query()?
+/// S3's refusal of a presigned URL whose `X-Amz-Expires` is out of range (s3s checks only
+/// that the URL has not yet expired) or whose signature cannot be one; with its error code.
+pub fn presigned_query_error(uri: &http::Uri) -> Option<(&'static str, Response<Body>)> {
+    let query = uri.query()?;
+    // A signature that is not 64 hex digits cannot match: S3 says so as a mismatch (403),
+    // where s3s would call the URL malformed (400).
+    if let Some(signature) = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("X-Amz-Signature="))
+        && (signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Some((
+            "SignatureDoesNotMatch",
+            s3_refusal(
+                StatusCode::FORBIDDEN,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
+            ),
+        ));
+    }
+    let expires = query
         .split('&')
         .find_map(|p| p.strip_prefix("X-Amz-Expires="))?;
     let message = match expires.parse::<i64>() {
@@ -125,17 +141,27 @@ pub fn presigned_expiry_error(uri: &http::Uri) -> Option<Response<Body>> {
         Ok(_) => return None,
         Err(_) => "X-Amz-Expires should be a number",
     };
+    Some((
+        "AuthorizationQueryParametersError",
+        s3_refusal(
+            StatusCode::BAD_REQUEST,
+            "AuthorizationQueryParametersError",
+            message,
+        ),
+    ))
+}
+
+/// An S3 error document, for refusals made before s3s sees the request.
+fn s3_refusal(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AuthorizationQueryParametersError</Code><Message>{message}</Message><RequestId>{}</RequestId></Error>",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{}</RequestId></Error>",
         crate::request_id()
     );
-    Some(
-        Response::builder()
-            .status(StatusCode::BAD_REQUEST)
-            .header(http::header::CONTENT_TYPE, "application/xml")
-            .body(full(body))
-            .expect("static response parts are valid"),
-    )
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/xml")
+        .body(full(body))
+        .expect("static response parts are valid")
 }
 
 /// The shared allowance of request-body bytes in memory.
@@ -338,8 +364,8 @@ mod tests {
     #[test]
     fn presigned_urls_may_claim_a_week_at_most() {
         let status = |q: &str| {
-            presigned_expiry_error(&format!("/b/k?X-Amz-Credential=x&{q}").parse().unwrap())
-                .map(|r| r.status())
+            presigned_query_error(&format!("/b/k?X-Amz-Credential=x&{q}").parse().unwrap())
+                .map(|(_, r)| r.status())
         };
         assert_eq!(status("X-Amz-Expires=604800"), None);
         assert_eq!(
@@ -349,6 +375,15 @@ mod tests {
         assert_eq!(status("X-Amz-Expires=-1"), Some(StatusCode::BAD_REQUEST));
         assert_eq!(status("X-Amz-Expires=soon"), Some(StatusCode::BAD_REQUEST));
         assert_eq!(status("partNumber=1"), None);
+        let good = "a".repeat(64);
+        assert_eq!(status(&format!("X-Amz-Signature={good}")), None);
+        for bad in [format!("{good}00"), "zz".repeat(32), "abc".into()] {
+            assert_eq!(
+                status(&format!("X-Amz-Signature={bad}")),
+                Some(StatusCode::FORBIDDEN),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -370,12 +370,8 @@ async fn json_call(
 }
 
 async fn s3(state: Arc<ApiState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
-    if let Some(mut refused) = edge::presigned_expiry_error(req.uri()) {
-        api_log::refused(
-            &mut refused,
-            "AuthorizationQueryParametersError",
-            "presigned URL X-Amz-Expires out of range",
-        );
+    if let Some((code, mut refused)) = edge::presigned_query_error(req.uri()) {
+        api_log::refused(&mut refused, code, "presigned URL refused");
         return refused;
     }
     match hyper::service::Service::call(&state.s3, req).await {

@@ -367,16 +367,20 @@ async fn render(state: &ApiState) -> Result<String, String> {
         restarts,
     );
 
-    let bytes = telemetry
-        .object_store_bytes(control.config.data_dir.join("objects"))
-        .await;
-    let store = Gauge::<i64>::default();
-    store.set(bytes as i64);
-    registry.register(
-        "object_store_bytes",
-        "Bytes of the objects in the store",
-        store,
-    );
+    // An external store's size is the store's own business (its metrics, its bill); summing
+    // it would mean listing every bucket on each scrape.
+    if matches!(state.store, crate::Backing::Local(_)) {
+        let bytes = telemetry
+            .object_store_bytes(control.config.data_dir.join("objects"))
+            .await;
+        let store = Gauge::<i64>::default();
+        store.set(bytes as i64);
+        registry.register(
+            "object_store_bytes",
+            "Bytes of the objects in the store",
+            store,
+        );
+    }
 
     let mut text = String::new();
     encode(&mut text, &registry).map_err(|e| e.to_string())?;

@@ -118,6 +118,17 @@ impl Retry {
     }
 }
 
+/// Every HTTP client Clary makes starts here: TLS (for an `https` store such as AWS S3) uses
+/// rustls with the ring provider, installed for the process on first use.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        // Another part of the process may have installed one first; either serves.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+}
+
 /// The hex SHA-256 of a request body, as SigV4 signs it.
 pub fn payload_hash(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
@@ -135,7 +146,18 @@ impl SignedClient {
     /// A client of the server at `base_url` (a trailing `/` is ignored).
     pub fn new(base_url: &str, signer: Signer) -> Self {
         SignedClient {
-            http: reqwest::Client::new(),
+            http: http_client_builder()
+                .build()
+                .expect("an HTTP client with default settings builds"),
+            base: base_url.trim_end_matches('/').to_string(),
+            signer,
+        }
+    }
+
+    /// [`new`](Self::new) over a client of the caller's making (timeouts, pools).
+    pub fn with_http(base_url: &str, signer: Signer, http: reqwest::Client) -> Self {
+        SignedClient {
+            http,
             base: base_url.trim_end_matches('/').to_string(),
             signer,
         }

@@ -275,8 +275,9 @@ pub async fn checked(resp: reqwest::Response) -> Result<reqwest::Response, Clien
 }
 
 /// Walks an XML document and hands each element, as it closes, to `on_end`: the local names
-/// from the root down to it, and its text (entities resolved).
-fn walk_xml(xml: &str, mut on_end: impl FnMut(&[&str], String)) -> Result<(), String> {
+/// from the root down to it, and its text (entities resolved). The root closes last, so a
+/// `[name]` path names the document's root.
+pub fn walk_xml(xml: &str, mut on_end: impl FnMut(&[&str], String)) -> Result<(), String> {
     use quick_xml::events::Event;
     let bad = |e: &dyn std::fmt::Display| e.to_string();
     let mut reader = quick_xml::Reader::from_str(xml);
@@ -344,9 +345,10 @@ pub fn parse_list_page(xml: &str) -> Result<ListPage, String> {
     Ok(page)
 }
 
-/// An S3 error answer: `<Error><Code>` and `<Message>`. An answer without them (a `HEAD`'s, a
-/// proxy's page) keeps its first 300 characters as the message and the status as the code.
-fn s3_error(status: http::StatusCode, body: &str) -> ServiceError {
+/// An S3 error answer: `<Error><Code>` and `<Message>`. An answer without a code (a `HEAD`'s, a
+/// proxy's page) keeps its first 300 characters as the message and the status as the code; one
+/// with a code and no message (Ceph RGW's often) has an empty message.
+pub fn s3_error(status: http::StatusCode, body: &str) -> ServiceError {
     let (mut code, mut message) = (None, None);
     // A body that stops being XML part-way keeps what was read before.
     let _ = walk_xml(body, |path, text| match path {
@@ -354,10 +356,15 @@ fn s3_error(status: http::StatusCode, body: &str) -> ServiceError {
         ["Error", "Message"] => message = Some(text),
         _ => {}
     });
+    let message = match (&code, message) {
+        (_, Some(m)) => m,
+        (Some(_), None) => String::new(),
+        (None, None) => body.chars().take(300).collect(),
+    };
     ServiceError {
         status,
         code: code.unwrap_or_else(|| status.as_u16().to_string()),
-        message: message.unwrap_or_else(|| body.chars().take(300).collect()),
+        message,
     }
 }
 
@@ -453,6 +460,12 @@ mod tests {
         assert_eq!(e.message, "upstream went away");
         let e = s3_error(http::StatusCode::NOT_FOUND, "");
         assert_eq!((e.code.as_str(), e.message.as_str()), ("404", ""));
+        // Ceph RGW leaves the message out: the answer's XML is not a message.
+        let e = s3_error(
+            http::StatusCode::NOT_FOUND,
+            "<Error><Code>NoSuchKey</Code><BucketName>b</BucketName></Error>",
+        );
+        assert_eq!((e.code.as_str(), e.message.as_str()), ("NoSuchKey", ""));
         assert_eq!(
             ClientError::S3(s3_error(
                 http::StatusCode::FORBIDDEN,

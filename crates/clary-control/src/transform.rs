@@ -158,6 +158,8 @@ pub struct TransformJobs {
     store: JobStore<TransformJobSpec>,
     config: Arc<ControlConfig>,
     hosting: Arc<Hosting>,
+    /// Whether hosts run where the server's disk is (the local executor).
+    hosts_share_disk: bool,
 }
 
 impl TransformJobs {
@@ -171,11 +173,13 @@ impl TransformJobs {
             store: store.clone(),
             config: config.clone(),
         };
+        let hosts_share_disk = services.executor.shares_disk();
         TransformJobs {
             lifecycle: Arc::new(Lifecycle::new(kind, services)),
             store,
             config,
             hosting,
+            hosts_share_disk,
         }
     }
 
@@ -197,8 +201,8 @@ impl TransformJobs {
         echo: String,
         tags: Vec<(String, String)>,
     ) -> Result<String, ControlError> {
-        if self.config.agent_objects == "http" {
-            // A transform host's model server reads the model from the store's directory.
+        if !self.hosts_share_disk || self.config.agent_objects == "http" {
+            // A transform host's model server lays out the model on the server's disk.
             return Err(ControlError::Validation(
                 "Batch transform runs on hosts that share the server's disk (the local executor); this server's executor runs hosts elsewhere. Run the transform on a server with the local executor".into(),
             ));

@@ -10,6 +10,7 @@ pub mod images;
 pub mod local;
 pub mod protocol;
 pub mod runtimes;
+pub mod server_secrets;
 pub mod slurm;
 
 pub use executor::{ExecHandle, Executor, Observed, StopSignal};

@@ -67,7 +67,7 @@ impl LocalExecutor {
             path: agent_log.display().to_string(),
             source,
         })?;
-        let child = Command::new(program)
+        let child = crate::server_secrets::withhold(&mut Command::new(program))
             .args(args)
             .stdin(Stdio::null())
             .stdout(log)

@@ -231,7 +231,8 @@ impl SlurmExecutor {
             "#!/bin/sh\nexec srun --ntasks-per-node=1 --kill-on-bad-exit=0 {}\n",
             quoted.join(" ")
         );
-        let mut child = Command::new("sbatch")
+        // sbatch hands its environment to the job's nodes: not the server's secrets.
+        let mut child = crate::server_secrets::withhold(&mut Command::new("sbatch"))
             .args(self.sbatch_args(s))
             .envs(s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::piped())

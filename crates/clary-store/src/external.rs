@@ -38,6 +38,11 @@ pub struct ExternalStoreConfig {
     pub secret_key: String,
 }
 
+/// How long a connection to the store may take to open.
+pub const STORE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long the store may leave a request without a byte of its answer.
+pub const STORE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Presigned URLs stay valid this long: long enough for one part or object to start.
 pub const PRESIGNED_SECS: u64 = 3600;
 
@@ -79,7 +84,14 @@ impl ExternalStore {
             secret_key: config.secret_key.clone(),
             region: config.region.clone(),
         };
-        let client = SignedClient::new(&endpoint, signer.clone());
+        // A store that accepts a connection and then says nothing must not hang a client's
+        // call (or a job) for ever: each connect, and each wait for bytes, is bounded.
+        let http = clary_client::http_client_builder()
+            .connect_timeout(STORE_CONNECT_TIMEOUT)
+            .read_timeout(STORE_READ_TIMEOUT)
+            .build()
+            .map_err(|e| format!("building the object store's HTTP client: {e}"))?;
+        let client = SignedClient::with_http(&endpoint, signer.clone(), http);
         Ok(ExternalStore {
             config: ExternalStoreConfig { endpoint, ..config },
             signer,
@@ -199,6 +211,19 @@ impl ExternalStore {
         tokio::task::block_in_place(|| self.handle.block_on(f))
     }
 
+    /// The body of a CreateBucket in the store: none in us-east-1 (which refuses its own name as
+    /// a constraint, as Ceph RGW does), the store's region as the location constraint elsewhere.
+    pub fn create_bucket_body(&self) -> Vec<u8> {
+        if self.config.region == "us-east-1" {
+            return Vec::new();
+        }
+        format!(
+            "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+            self.config.region
+        )
+        .into_bytes()
+    }
+
     /// Whether Clary's bucket exists in the store (and its key may use it).
     pub async fn bucket_exists_async(&self, bucket: &str) -> Result<bool, ClientError> {
         let url = self.url(Some(bucket), None, "");
@@ -221,15 +246,7 @@ impl ExternalStore {
         }
         let url = self.url(Some(bucket), None, "");
         let mut headers = http::HeaderMap::new();
-        let body = if self.config.region == "us-east-1" {
-            Vec::new()
-        } else {
-            format!(
-                "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
-                self.config.region
-            )
-            .into_bytes()
-        };
+        let body = self.create_bucket_body();
         headers.insert(http::header::CONTENT_LENGTH, body.len().into());
         let hash = clary_client::payload_hash(&body);
         let resp = self

@@ -224,7 +224,7 @@ async fn run(
     model.work_dir = server_dir(&spec.work_dir);
     let mut server =
         ModelServer::start(model, log).map_err(|e| format!("InternalServerError: {e}"))?;
-    let http = reqwest::Client::builder()
+    let http = clary_client::http_client_builder()
         .pool_max_idle_per_host(64)
         .build()
         .map_err(|e| format!("InternalServerError: {e}"))?;
