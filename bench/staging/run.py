@@ -6,7 +6,8 @@ directory in the same run: `rclone copy` (Debian's) with its parallelism tuned, 
 
     python3 bench/staging/run.py [--mib 1024] [--objects 1000] [--runs 3]
         [--endpoint URL --access-key K --secret-key S] [--transfers 8,16,32] [--checkers 8,32]
-        [--streams 2,4] [--aws-concurrency 10,32] [--skip-clary]
+        [--streams 2,4] [--aws-concurrency 10,32] [--osd-store bluestore|memstore]
+        [--ceph-dir DIR] [--skip-clary]
 
 The binary is CLARY_BIN, default $CARGO_TARGET_DIR/release/clary with
 CARGO_TARGET_DIR=~/.cache/clary-target, built with `cargo build --release -p clary` when missing.
@@ -16,7 +17,8 @@ test venv's, else the one on PATH, else pip-installed into ~/.cache/clary-bench-
 
 The store. Without --endpoint (or CLARY_BENCH_S3_ENDPOINT and its _ACCESS_KEY/_SECRET_KEY), the
 script starts a throw-away Ceph cluster with radosgw on loopback (scripts/ceph-rgw/start.sh,
-OSD_STORE=bluestore, ports chosen by the kernel, its state in the bench's temporary directory)
+OSD_STORE=bluestore, a sparse file on disk, or --osd-store memstore, the objects in the OSD's
+RAM; ports chosen by the kernel, its state in the bench's temporary directory or --ceph-dir)
 and stops it at the end by the PIDs that script recorded. `clary server` (fresh data dir,
 loopback port) keeps its buckets there: `--object-store s3://<unique prefix>`, so Clary's bucket
 `staging` is the store's bucket `<prefix>staging`; the store's key pair reaches the server in
@@ -67,7 +69,8 @@ Runs: --runs rounds, the order of the three contestants alternating (rclone, aws
 clary, aws, rclone, ...); medians over rounds. MB/s is 10^6 bytes per second. This machine's
 cores are shared with other work: read the load average printed at the start and the end.
 Nothing is asserted. Only loopback traffic; the server and the Ceph daemons are stopped by PID,
-every subprocess has a timeout, the temporary directory is removed at the end.
+every subprocess has a timeout, the temporary directories (the bench's, the server's, each copy as
+soon as it is counted, each job's host directory as soon as it ends) are removed.
 """
 import argparse
 import hashlib
@@ -203,15 +206,25 @@ class Store:
                      "--no-install-recommends radosgw ceph-mon ceph-osd)")
         port, mon = free_port(), free_port()
         self.access_key, self.secret_key = "bench-staging", "bench-staging-secret"
-        self.ceph_env = dict(os.environ, CEPH_DIR=os.path.join(work, "ceph"), RGW_PORT=str(port),
+        self.ceph_dir = tempfile.mkdtemp(prefix="ceph-", dir=a.ceph_dir or work)
+        self.ceph_env = dict(os.environ, CEPH_DIR=self.ceph_dir, RGW_PORT=str(port),
                              MON_PORT=str(mon), OSD_PORTS="%d-%d" % (mon + 2, mon + 40),
-                             OSD_STORE="bluestore", S3_ACCESS_KEY=self.access_key,
+                             OSD_STORE=a.osd_store, S3_ACCESS_KEY=self.access_key,
                              S3_SECRET_KEY=self.secret_key)
         t = time.time()
-        subprocess.run(["bash", os.path.join(ROOT, "scripts", "ceph-rgw", "start.sh")], env=self.ceph_env,
-                       check=True, stdout=subprocess.DEVNULL, timeout=300)
+        started = subprocess.run(["bash", os.path.join(ROOT, "scripts", "ceph-rgw", "start.sh")],
+                                 env=self.ceph_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 text=True, timeout=300)
+        if started.returncode != 0:
+            logs = ""
+            for name in ("mon.a.log", "osd.0.log", "client.rgw.a.log"):
+                path = os.path.join(self.ceph_dir, "log", name)
+                if os.path.exists(path):
+                    logs += "\n--- %s (tail)\n%s" % (name, "".join(open(path, errors="replace").readlines()[-5:]))
+            self.ceph_env = None    # start.sh stopped what it had started
+            raise RuntimeError("Ceph RGW did not start:\n%s%s" % (started.stderr[-2000:], logs))
         self.endpoint = "http://127.0.0.1:%d" % port
-        print("Ceph RGW (bluestore) up at %s in %.0f s" % (self.endpoint, time.time() - t), flush=True)
+        print("Ceph RGW (%s) up at %s in %.0f s" % (a.osd_store, self.endpoint, time.time() - t), flush=True)
 
     def client(self, pool=16):
         import boto3
@@ -235,6 +248,8 @@ class Store:
         if self.ceph_env:
             subprocess.run(["bash", os.path.join(ROOT, "scripts", "ceph-rgw", "stop.sh")], env=self.ceph_env,
                            timeout=120, stdout=subprocess.DEVNULL)
+        if getattr(self, "ceph_dir", None):
+            shutil.rmtree(self.ceph_dir, ignore_errors=True)
 
 
 def upload(store, store_bucket, mib, n_objects):
@@ -441,6 +456,11 @@ def main():
                    help="an S3 store to use instead of starting a Ceph RGW")
     p.add_argument("--access-key", default=os.environ.get("CLARY_BENCH_S3_ACCESS_KEY"))
     p.add_argument("--secret-key", default=os.environ.get("CLARY_BENCH_S3_SECRET_KEY"))
+    p.add_argument("--osd-store", default="bluestore", choices=["bluestore", "memstore"],
+                   help="the started Ceph OSD's object store: a sparse file on disk, or RAM")
+    p.add_argument("--ceph-dir", help="where the started Ceph keeps its state [the bench's temporary "
+                   "directory]; e.g. /dev/shm with --osd-store memstore when the disk is nearly full "
+                   "(Ceph's monitor refuses to start with under 1%% of its filesystem free)")
     p.add_argument("--transfers", default="8,16,32", help="rclone --transfers to sweep")
     p.add_argument("--checkers", default="8,32", help="rclone --checkers to sweep")
     p.add_argument("--streams", default="2,4", help="rclone --multi-thread-streams to try")
@@ -457,8 +477,14 @@ def main():
     aws_version = subprocess.run([aws_bin, "--version"], capture_output=True, text=True, timeout=60,
                                  env=tool_env({}))
     aws_version = (aws_version.stdout or aws_version.stderr).strip()
+    # On disk at once: the store's copy (bluestore), one contestant's copy, and some slack.
+    need = ((a.mib << 20) * (2 if not a.endpoint and a.osd_store == "bluestore" and not a.ceph_dir else 1)) + (1 << 30)
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    if free < need:
+        sys.exit("%s has %.1f GiB free; this run needs about %.1f GiB (a smaller --mib, or --osd-store memstore "
+                 "to keep the store's copy in RAM)" % (tempfile.gettempdir(), free / 2**30, need / 2**30))
     load_start = loadavg()
-    work = tempfile.mkdtemp(prefix="clary-bench-staging-")
+    work = tempfile.mkdtemp(prefix="clary-bench-staging-run-")
     store = server = None
     bucket_prefix = "clary-bench-%s-" % uuid.uuid4().hex[:8]
     try:
@@ -573,6 +599,7 @@ def main():
     finally:
         if server:
             server.stop()
+            shutil.rmtree(server.work, ignore_errors=True)
         if store:
             if not store.ceph_env:
                 try:
