@@ -7,7 +7,7 @@ directory in the same run: `rclone copy` (Debian's) with its parallelism tuned, 
     python3 bench/staging/run.py [--mib 1024] [--objects 1000] [--runs 3]
         [--endpoint URL --access-key K --secret-key S] [--transfers 8,16,32] [--checkers 8,32]
         [--streams 2,4] [--aws-concurrency 10,32] [--osd-store bluestore|memstore]
-        [--ceph-dir DIR] [--skip-clary]
+        [--ceph-dir DIR] [--sweep-copies 2] [--skip-clary]
 
 The binary is CLARY_BIN, default $CARGO_TARGET_DIR/release/clary with
 CARGO_TARGET_DIR=~/.cache/clary-target, built with `cargo build --release -p clary` when missing.
@@ -39,13 +39,16 @@ the prefix, every GET, and writing every byte to local disk. rclone runs with an
 read or written); aws runs with a temporary AWS_CONFIG_FILE (path addressing,
 max_concurrent_requests) and the keys in its environment, progress output off. Both run with
 the bench's environment less its AWS_*/RCLONE_* variables (rclone refuses AWS_CA_BUNDLE on plain
-HTTP). Tuning: before the measured runs, each rclone setting of a sweep (--transfers x
---checkers, default 8,16,32 x 8,32; then, greedily, the best so far with --ignore-checksum, then
-the best so far with multi-thread downloads, --multi-thread-streams 2 or 4 with a cutoff of half
-an object, which rclone otherwise never uses for ~1 MiB objects) and each aws
-max_concurrent_requests (10, the default, and 32) copies the prefix once; the fastest setting
-of each tool is the one its measured runs use. The sweep's own figures are printed
-but not used, so picking the best of a sweep does not lend an anchor its luckiest run.
+HTTP). Tuning: after one untimed copy (the store's first reads of these objects), each rclone
+setting of a sweep (--transfers x --checkers, default 8,16,32 x 8,32; then, greedily, the best
+so far with --ignore-checksum, then the best so far with multi-thread downloads,
+--multi-thread-streams 2 or 4 with a cutoff of half an object, which rclone otherwise never
+uses for ~1 MiB objects) and each aws max_concurrent_requests (10, the default, and 32) copies
+the prefix --sweep-copies times (2); the setting of each tool with the fastest copy is the one
+its measured runs use. The sweep's own figures are printed but not used, so picking the best of
+a sweep does not lend an anchor its luckiest run. For a store started here, the requests each
+contestant made in the last run are counted from radosgw's access log and printed (ranged GETs
+show as 206).
 
 Clary. Each run creates a real training job (CreateTrainingJob, boto3, the MXNet 1.9 runtime)
 with one File-mode S3Prefix channel `data` over s3://staging/data/ and a script that, first
@@ -225,6 +228,39 @@ class Store:
             raise RuntimeError("Ceph RGW did not start:\n%s%s" % (started.stderr[-2000:], logs))
         self.endpoint = "http://127.0.0.1:%d" % port
         print("Ceph RGW (%s) up at %s in %.0f s" % (a.osd_store, self.endpoint, time.time() - t), flush=True)
+
+    def log_size(self):
+        """Where radosgw's log ends now (None for a store not started here)."""
+        if not self.ceph_env:
+            return None
+        path = os.path.join(self.ceph_dir, "log", "client.rgw.a.log")
+        return os.path.getsize(path) if os.path.exists(path) else 0
+
+    def requests_since(self, offset):
+        """The requests radosgw served since `offset` by kind: its `beast:` access lines
+        (debug_rgw = 1), e.g. {"GET 200": 1000, "LIST": 1}."""
+        counts = {}
+        if offset is None:
+            return counts
+        with open(os.path.join(self.ceph_dir, "log", "client.rgw.a.log"), "rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", "replace")
+        for line in text.splitlines():
+            if " beast: " not in line or '"' not in line:
+                continue
+            try:
+                request, rest = line.split('"', 2)[1:]
+                method, target = request.split()[:2]
+                status = rest.split()[0]
+            except ValueError:
+                continue
+            path, _, query = target.partition("?")
+            if method == "GET" and path.count("/") == 1 and ("prefix=" in query or "list-type" in query):
+                kind = "LIST"
+            else:
+                kind = "%s %s" % (method, status)
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
 
     def client(self, pool=16):
         import boto3
@@ -465,6 +501,7 @@ def main():
     p.add_argument("--checkers", default="8,32", help="rclone --checkers to sweep")
     p.add_argument("--streams", default="2,4", help="rclone --multi-thread-streams to try")
     p.add_argument("--aws-concurrency", default="10,32", help="aws max_concurrent_requests to sweep")
+    p.add_argument("--sweep-copies", type=int, default=2, help="copies per setting in the tuning sweep")
     p.add_argument("--aws", help="the aws CLI to run")
     p.add_argument("--skip-clary", action="store_true", help="anchors only")
     a = p.parse_args()
@@ -514,15 +551,19 @@ def main():
         rclone = Rclone(rclone_bin, store, store_bucket)
         aws = Aws(aws_bin, store, store_bucket, work)
 
-        # Tuning sweep: each setting copies once; the fastest of each tool is used below.
-        print("\ntuning sweep (one copy each; seconds after start-up, MB/s)", flush=True)
+        # One untimed copy first, so that the sweep's first setting does not pay for a store
+        # that has not served these objects yet.
+        copy_once(rclone, [], work, a.objects, total, 0.0)
+        # Tuning sweep: each setting copies --sweep-copies times; the fastest copy of each tool
+        # picks the setting used below.
+        print("\ntuning sweep (best of %d copies each; seconds after start-up, MB/s)" % a.sweep_copies, flush=True)
         sweep = [["--transfers", str(t), "--checkers", str(c)] for t in ints(a.transfers) for c in ints(a.checkers)]
         best = {}
 
         def try_settings(tool, settings):
             for s in settings:
                 st = startup(tool, s, work)
-                secs = copy_once(tool, s, work, a.objects, total, st)
+                secs = min(copy_once(tool, s, work, a.objects, total, st) for _ in range(a.sweep_copies))
                 print("  %-10s %-70s %6.2f s %6.0f MB/s  (start-up %.2f s)" % (
                     tool.name, tool.describe(s), secs, total / secs / 1e6, st), flush=True)
                 if tool.name not in best or secs < best[tool.name][1]:
@@ -531,7 +572,7 @@ def main():
         try_settings(rclone, sweep)
         # Then, greedily, each extra on top of the best so far: no MD5 check after each copy;
         # multi-thread downloads (ranged GETs) with a cutoff under the objects' size.
-        cutoff = str(max((total // a.objects) // 2, 1))
+        cutoff = "%dk" % max((total // a.objects) // 2048, 1)     # KiB: rclone reads a bare number as KiB
         for group in ([["--ignore-checksum"]],
                       [["--multi-thread-streams", str(n), "--multi-thread-cutoff", cutoff] for n in ints(a.streams)]):
             top = best["rclone"][0]
@@ -543,6 +584,7 @@ def main():
         starts = {t.name: startup(t, settings[t.name], work, repeats=5) for t in (rclone, aws)}
 
         results = {"rclone": [], "aws s3 cp": [], "clary": [], "clary script": []}
+        requests = {}
         last = None
         print("\nmeasured runs", flush=True)
         for i in range(a.runs):
@@ -550,6 +592,7 @@ def main():
             if i % 2:
                 order.reverse()
             for who in order:
+                log_at = store.log_size()
                 if who == "clary":
                     if not server:
                         continue
@@ -564,6 +607,7 @@ def main():
                     secs = copy_once(tool, settings[who], work, a.objects, total, starts[who])
                     results[who].append(secs)
                     print("  run %d  %-10s %6.2f s %6.0f MB/s" % (i + 1, who, secs, total / secs / 1e6), flush=True)
+                requests[who if who != "clary" else "clary (whole job)"] = store.requests_since(log_at)
 
         if last:
             trans, events = last
@@ -576,7 +620,9 @@ def main():
             for e in events:
                 at = e["timestamp"] / 1000.0 - t0.timestamp()
                 if -0.5 <= at <= (t_train - t0).total_seconds() + 0.5:
-                    print("  %+8.3f  %s" % (at, e["message"][:160]))
+                    print("  %+8.3f  %s" % (at, e["message"][:200]))
+                if "Invoking user script" in e["message"]:
+                    break
 
         print("\nchannel            %d MiB (%d bytes) in %d objects, %d runs, order alternating" % (
             a.mib, total, a.objects, a.runs))
@@ -595,6 +641,10 @@ def main():
             print("%-18s median %6.2f s %7.0f MB/s" % ("clary to script", med["clary script"],
                                                       total / med["clary script"] / 1e6))
             print("ratio clary / %-9s %.2f  (goal >= 1.00)" % (anchor, med[anchor] / med["clary"]))
+        if any(requests.values()):
+            print("requests to the store in the last run (radosgw's access log; GET 206 = a ranged GET):")
+            for who, counts in requests.items():
+                print("  %-16s %s" % (who, ", ".join("%s %d" % kv for kv in sorted(counts.items()))))
         print("load average %s at the start, %s at the end (%d cores, shared)" % (load_start, loadavg(), os.cpu_count()))
     finally:
         if server:
