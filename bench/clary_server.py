@@ -15,9 +15,10 @@ RUNTIMES = os.environ.get("CLARY_RUNTIMES_DIR", os.path.join(CACHE, "clary", "ru
 
 class ClaryServer:
     """`BIN server --listen 127.0.0.1:0 --data-dir <tmp>`; `url`, `keys` (the `clary env`
-    exports) and `client(service)` once started. Only this process is signalled, by PID."""
+    exports) and `client(service)` once started. `env`: the server's environment (default:
+    this process's). Only this process is signalled, by PID."""
 
-    def __init__(self, binary, label, extra_args=(), runtimes_dir=RUNTIMES, timeout=60):
+    def __init__(self, binary, label, extra_args=(), runtimes_dir=RUNTIMES, timeout=60, env=None):
         self.binary, self.label = binary, label
         self.work = tempfile.mkdtemp(prefix="clary-bench-%s-" % label)
         self.data_dir = os.path.join(self.work, "data")
@@ -26,7 +27,7 @@ class ClaryServer:
         self.proc = subprocess.Popen(
             [binary, "server", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir,
              "--runtimes-dir", runtimes_dir, "--stop-grace-secs", "3", *extra_args],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         log.close()
         deadline = time.time() + timeout
         self.url = None
