@@ -148,8 +148,10 @@ def test_stopping_a_tuning_job_stops_its_trials(sm, bucket, source):
     sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
     d = wait_tuning(sm, name, timeout=120)
     assert d["HyperParameterTuningJobStatus"] == "Stopped"
-    assert all(t["TrainingJobStatus"] in ("Stopped", "Completed", "Failed") for t in trials(sm, name))
-    assert len(trials(sm, name)) <= 2
+    ended = trials(sm, name)
+    assert all(t["TrainingJobStatus"] in ("Stopped", "Completed", "Failed") for t in ended), \
+        [(t["TrainingJobName"], t["TrainingJobStatus"]) for t in ended]
+    assert len(ended) <= 2
     with pytest.raises(ClientError) as e:
         sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
     assert e.value.response["Error"]["Code"] == "ValidationException"
