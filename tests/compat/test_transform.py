@@ -328,7 +328,7 @@ def test_sdk_v2_transformers(server, mnist_data):
     for run in out["plain"]:
         got = np.array([json.loads(l) for l in run["a.csv"] + run["b.csv"]])
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    assert out["stopped"] == "Stopped"
+    assert out["stopped"] == "Stopped", out["stopped"]
 
 
 def test_a_killed_host_leaves_no_model_server_behind(server, sm, s3, bucket, model):

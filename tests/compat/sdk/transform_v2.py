@@ -89,13 +89,7 @@ def from_model():
                      wait=True, logs=False)
         out["t2_jobs"].append(t2.latest_transform_job.job_name)
         out["plain"].append(outputs(t2))
-    # Valid input (the ID column filtered out), so the job cannot fail before the stop reaches
-    # it, and enough of it (80 objects) that it cannot complete first either.
-    many = "s3://%s/sdk-transform/many/" % bucket
-    for i in range(80):
-        s3.put_object(Bucket=bucket, Key="sdk-transform/many/part-%02d.csv" % i,
-                      Body=("\n".join(csv) + "\n").encode())
-    t2.transform(many, content_type="text/csv", split_type="Line", input_filter="$[1:]", wait=False)
+    t2.transform(data, content_type="text/csv", split_type="Line", wait=False)
     t2.stop_transform_job(wait=True)
     desc = session.sagemaker_client.describe_transform_job(TransformJobName=t2.latest_transform_job.job_name)
     out["stopped"] = desc["TransformJobStatus"]
