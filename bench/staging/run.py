@@ -68,6 +68,13 @@ inside that window (agent clock, ms) are printed for the last run, to show where
 script's first instant minus the start of Downloading is printed as a second figure (it adds
 the start of the user's Python).
 
+CPU time, printed beside each figure to show who is bound by this machine's 2 cores: an
+anchor's is its process's user + system time (getrusage of the reaped child) less its start-up's;
+Clary's is the host's: what the server's reaped children used during the job (/proc's cutime +
+cstime of the server, read after the agent is reaped), less what the script reports for itself
+(its hashing), so it holds the agent's whole run (staging, the code, the artifact, its log
+shipping). The store's own CPU (radosgw, the OSD) is in none of them.
+
 Runs: --runs rounds, the order of the three contestants alternating (rclone, aws, clary, then
 clary, aws, rclone, ...); medians over rounds. MB/s is 10^6 bytes per second. This machine's
 cores are shared with other work: read the load average printed at the start and the end.
@@ -79,6 +86,7 @@ import argparse
 import hashlib
 import io
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -134,7 +142,9 @@ for rel in sorted(paths):
                 break
             n += len(b)
             h.update(b)
-print("STAGING-BENCH start=%.6f files=%d bytes=%d sha256=%s" % (t0, len(paths), n, h.hexdigest()), flush=True)
+t = os.times()
+print("STAGING-BENCH start=%.6f files=%d bytes=%d sha256=%s cpu=%.3f" % (
+    t0, len(paths), n, h.hexdigest(), t.user + t.system), flush=True)
 '''
 
 
@@ -387,31 +397,40 @@ def tool_env_of(tool, setting):
     return tool.env_for(setting) if isinstance(tool, Aws) else tool.env
 
 
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def timed(cmd, env, check=True, timeout=900):
-    t = time.perf_counter()
+    """Runs `cmd`; its wall time and its CPU time (user + system, with its children's)."""
+    c, t = children_cpu(), time.perf_counter()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    secs = time.perf_counter() - t
+    secs, cpu = time.perf_counter() - t, children_cpu() - c
     if check and p.returncode != 0:
         raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd[:3]), p.returncode, (p.stderr or p.stdout)[-2000:]))
-    return secs
+    return secs, cpu
 
 
 def startup(tool, setting, work, repeats=3):
-    """Median wall time of the tool listing an empty prefix: its start-up and one empty LIST."""
+    """The tool listing an empty prefix (its start-up and one empty LIST): the median wall
+    time and the median CPU time."""
     env = tool_env_of(tool, setting)
-    return statistics.median(timed(tool.startup_cmd(setting, work), env, check=False) for _ in range(repeats))
+    runs = [timed(tool.startup_cmd(setting, work), env, check=False) for _ in range(repeats)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
-def copy_once(tool, setting, work, expect_files, expect_bytes, start_secs):
+def copy_once(tool, setting, work, expect_files, expect_bytes, start):
+    """One copy into a fresh directory: its wall and CPU seconds less the tool's start-up's."""
     dest = tempfile.mkdtemp(prefix="anchor-", dir=work)
     try:
         subprocess.run(["sync"], timeout=300)
-        secs = timed(tool.cmd(setting, dest), tool_env_of(tool, setting))
+        secs, cpu = timed(tool.cmd(setting, dest), tool_env_of(tool, setting))
         n, b = count_dir(dest)
         if (n, b) != (expect_files, expect_bytes):
             raise RuntimeError("%s %s copied %d files, %d bytes; expected %d, %d" % (
                 tool.name, tool.describe(setting), n, b, expect_files, expect_bytes))
-        return max(secs - start_secs, 1e-6)
+        return max(secs - start[0], 1e-6), max(cpu - start[1], 0.0)
     finally:
         shutil.rmtree(dest, ignore_errors=True)
 
@@ -441,11 +460,18 @@ def job_lines(logs, job):
     return sorted(out, key=lambda e: e["timestamp"])
 
 
+def reaped_cpu(pid):
+    """CPU seconds (user + system) of the children `pid` has reaped (/proc's cutime, cstime)."""
+    fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
 def clary_job(server, sm, logs, i, expect_files, expect_bytes, expect_sha):
     """One training job; returns (Downloading->Training secs, script start - Downloading secs,
-    the transitions, the job's log events)."""
+    the host's CPU secs less its script's, the transitions, the job's log events)."""
     job = "bench-staging-%s-%d" % (uuid.uuid4().hex[:8], i)
     subprocess.run(["sync"], timeout=300)
+    cpu_before = reaped_cpu(server.proc.pid)
     sm.create_training_job(
         TrainingJobName=job,
         AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
@@ -464,6 +490,15 @@ def clary_job(server, sm, logs, i, expect_files, expect_bytes, expect_sha):
         if desc["TrainingJobStatus"] in ("Completed", "Failed", "Stopped") or time.time() > deadline:
             break
         time.sleep(0.2)
+    # The host's agent has reported; wait for the server to reap it (its CPU time is then in
+    # the server's children's), at most a few seconds.
+    cpu_after, settle = reaped_cpu(server.proc.pid), time.time() + 5
+    while time.time() < settle:
+        time.sleep(0.3)
+        now = reaped_cpu(server.proc.pid)
+        if now == cpu_after and now > cpu_before:
+            break
+        cpu_after = now
     events = job_lines(logs, job)
     shutil.rmtree(os.path.join(server.data_dir, "jobs", job), ignore_errors=True)
     if desc["TrainingJobStatus"] != "Completed":
@@ -479,8 +514,9 @@ def clary_job(server, sm, logs, i, expect_files, expect_bytes, expect_sha):
         raise RuntimeError("job %s staged %s files, %s bytes, sha256 %s; expected %d, %d, %s" % (
             job, got["files"], got["bytes"], got["sha256"], expect_files, expect_bytes, expect_sha))
     staged = (t_train - t_down).total_seconds()
+    cpu = max(cpu_after - cpu_before - float(got["cpu"]), 0.0)
     script = float(got["start"]) - t_down.timestamp()
-    return staged, script, desc["SecondaryStatusTransitions"], events
+    return staged, script, cpu, desc["SecondaryStatusTransitions"], events
 
 
 def main():
@@ -553,7 +589,7 @@ def main():
 
         # One untimed copy first, so that the sweep's first setting does not pay for a store
         # that has not served these objects yet.
-        copy_once(rclone, [], work, a.objects, total, 0.0)
+        copy_once(rclone, [], work, a.objects, total, (0.0, 0.0))
         # Tuning sweep: each setting copies --sweep-copies times; the fastest copy of each tool
         # picks the setting used below.
         print("\ntuning sweep (best of %d copies each; seconds after start-up, MB/s)" % a.sweep_copies, flush=True)
@@ -563,9 +599,9 @@ def main():
         def try_settings(tool, settings):
             for s in settings:
                 st = startup(tool, s, work)
-                secs = min(copy_once(tool, s, work, a.objects, total, st) for _ in range(a.sweep_copies))
+                secs = min(copy_once(tool, s, work, a.objects, total, st)[0] for _ in range(a.sweep_copies))
                 print("  %-10s %-70s %6.2f s %6.0f MB/s  (start-up %.2f s)" % (
-                    tool.name, tool.describe(s), secs, total / secs / 1e6, st), flush=True)
+                    tool.name, tool.describe(s), secs, total / secs / 1e6, st[0]), flush=True)
                 if tool.name not in best or secs < best[tool.name][1]:
                     best[tool.name] = (s, secs)
 
@@ -585,6 +621,7 @@ def main():
 
         results = {"rclone": [], "aws s3 cp": [], "clary": [], "clary script": []}
         requests = {}
+        cpus = {"rclone": [], "aws s3 cp": [], "clary": []}
         last = None
         print("\nmeasured runs", flush=True)
         for i in range(a.runs):
@@ -596,17 +633,20 @@ def main():
                 if who == "clary":
                     if not server:
                         continue
-                    staged, script, trans, events = clary_job(server, sm, logs, i, a.objects, total, sha)
+                    staged, script, cpu, trans, events = clary_job(server, sm, logs, i, a.objects, total, sha)
                     results["clary"].append(staged)
                     results["clary script"].append(script)
+                    cpus["clary"].append(cpu)
                     last = (trans, events)
-                    print("  run %d  clary      %6.2f s %6.0f MB/s  (script started %.2f s after Downloading)" % (
-                        i + 1, staged, total / staged / 1e6, script), flush=True)
+                    print("  run %d  clary      %6.2f s %6.0f MB/s  (CPU %.2f s; script started %.2f s after "
+                          "Downloading)" % (i + 1, staged, total / staged / 1e6, cpu, script), flush=True)
                 else:
                     tool = rclone if who == "rclone" else aws
-                    secs = copy_once(tool, settings[who], work, a.objects, total, starts[who])
+                    secs, cpu = copy_once(tool, settings[who], work, a.objects, total, starts[who])
                     results[who].append(secs)
-                    print("  run %d  %-10s %6.2f s %6.0f MB/s" % (i + 1, who, secs, total / secs / 1e6), flush=True)
+                    cpus[who].append(cpu)
+                    print("  run %d  %-10s %6.2f s %6.0f MB/s  (CPU %.2f s)" % (
+                        i + 1, who, secs, total / secs / 1e6, cpu), flush=True)
                 requests[who if who != "clary" else "clary (whole job)"] = store.requests_since(log_at)
 
         if last:
@@ -627,15 +667,15 @@ def main():
         print("\nchannel            %d MiB (%d bytes) in %d objects, %d runs, order alternating" % (
             a.mib, total, a.objects, a.runs))
         print("store              %s (%s)" % (store.endpoint, "Ceph RGW started here" if store.ceph_env else "given"))
-        print("rclone             %s, %s (start-up %.2f s subtracted)" % (
-            rclone_version, rclone.describe(settings["rclone"]), starts["rclone"]))
-        print("aws                %s, %s (start-up %.2f s subtracted)" % (
-            aws_version, aws.describe(settings["aws s3 cp"]), starts["aws s3 cp"]))
+        print("rclone             %s, %s (start-up %.2f s, CPU %.2f s, subtracted)" % (
+            rclone_version, rclone.describe(settings["rclone"]), *starts["rclone"]))
+        print("aws                %s, %s (start-up %.2f s, CPU %.2f s, subtracted)" % (
+            aws_version, aws.describe(settings["aws s3 cp"]), *starts["aws s3 cp"]))
         med = {k: statistics.median(v) for k, v in results.items() if v}
         for k in ("rclone", "aws s3 cp", "clary"):
             if k in med:
-                print("%-18s median %6.2f s %7.0f MB/s  (best %.0f)" % (
-                    k, med[k], total / med[k] / 1e6, total / min(results[k]) / 1e6))
+                print("%-18s median %6.2f s %7.0f MB/s  (best %.0f)  CPU %.2f s" % (
+                    k, med[k], total / med[k] / 1e6, total / min(results[k]) / 1e6, statistics.median(cpus[k])))
         anchor = min(("rclone", "aws s3 cp"), key=lambda k: med[k])
         if "clary" in med:
             print("%-18s median %6.2f s %7.0f MB/s" % ("clary to script", med["clary script"],
