@@ -76,7 +76,8 @@ cstime of the server, read after the agent is reaped), less what the script repo
 shipping). The store's own CPU (radosgw, the OSD) is in none of them.
 
 Runs: --runs rounds, the order of the three contestants alternating (rclone, aws, clary, then
-clary, aws, rclone, ...); medians over rounds. MB/s is 10^6 bytes per second. This machine's
+clary, aws, rclone, ...); medians over rounds, and the ratio within each round (the three ran in
+the same minute or so) with its median, since this machine's speed drifts between rounds. MB/s is 10^6 bytes per second. This machine's
 cores are shared with other work: read the load average printed at the start and the end.
 Nothing is asserted. Only loopback traffic; the server and the Ceph daemons are stopped by PID,
 every subprocess has a timeout, the temporary directories (the bench's, the server's, each copy as
@@ -681,6 +682,10 @@ def main():
             print("%-18s median %6.2f s %7.0f MB/s" % ("clary to script", med["clary script"],
                                                       total / med["clary script"] / 1e6))
             print("ratio clary / %-9s %.2f  (goal >= 1.00)" % (anchor, med[anchor] / med["clary"]))
+            # The machine's speed drifts between rounds; within a round the three ran minutes apart.
+            per_round = [x / c for x, c in zip(results[anchor], results["clary"])]
+            print("  per round        %s, median %.2f" % (
+                " ".join("%.2f" % r for r in per_round), statistics.median(per_round)))
         if any(requests.values()):
             print("requests to the store in the last run (radosgw's access log; GET 206 = a ranged GET):")
             for who, counts in requests.items():
