@@ -33,7 +33,7 @@ there too); `sync` runs before each copy (untimed) so no contestant pays for an 
 writeback, and no contestant syncs its own writes. A copy is timed from the start of the
 process to its exit, minus the tool's start-up: the median wall time of the same tool, same
 settings, listing a prefix that holds nothing (process start, configuration, the client's setup
-and one empty LIST, ~0.05 s for rclone, ~1 s for the Python aws CLI). What is left is listing
+and one empty LIST, ~0.1 s for rclone, ~0.6 s for the Python aws CLI). What is left is listing
 the prefix, every GET, and writing every byte to local disk. rclone runs with an on-the-fly
 `:s3:` remote whose settings come from RCLONE_S3_* variables and `--config ""` (no config file
 read or written); aws runs with a temporary AWS_CONFIG_FILE (path addressing,
@@ -77,11 +77,12 @@ shipping). The store's own CPU (radosgw, the OSD) is in none of them.
 
 Runs: --runs rounds, the order of the three contestants alternating (rclone, aws, clary, then
 clary, aws, rclone, ...); medians over rounds, and the ratio within each round (the three ran in
-the same minute or so) with its median, since this machine's speed drifts between rounds. MB/s is 10^6 bytes per second. This machine's
-cores are shared with other work: read the load average printed at the start and the end.
-Nothing is asserted. Only loopback traffic; the server and the Ceph daemons are stopped by PID,
-every subprocess has a timeout, the temporary directories (the bench's, the server's, each copy as
-soon as it is counted, each job's host directory as soon as it ends) are removed.
+the same minute or so) with its median, since this machine's speed drifts between rounds. MB/s
+is 10^6 bytes per second. This machine's cores are shared with other work: read the load average
+printed at the start and the end. Nothing is asserted. Only loopback traffic; the server and the
+Ceph daemons are stopped by PID, every subprocess has a timeout, the temporary directories (the
+bench's, the server's, each copy as soon as it is counted, each job's host directory as soon as
+it ends) are removed.
 """
 import argparse
 import hashlib
