@@ -3,10 +3,9 @@
 //! object, so a client that goes away mid-upload leaves none.
 
 use super::errors::unreadable;
-use super::objects::{described, expected};
+use super::objects::{Upload, described};
 use super::request::{StoreRequest, etag, header};
 use super::xml;
-use crate::s3::checksums::sent_checksum;
 use clary_store::ExternalStore;
 use http::Method;
 use s3s::dto::*;
@@ -51,13 +50,6 @@ pub(super) async fn upload_part(
         ));
     }
     let body = i.body.take();
-    let expect = expected(
-        &body,
-        i.content_length,
-        &i.checksum_crc32,
-        &i.checksum_sha256,
-        &trailers,
-    );
     let r = StoreRequest::new(
         Method::PUT,
         Some(&i.bucket),
@@ -65,22 +57,21 @@ pub(super) async fn upload_part(
         S3ErrorCode::NoSuchUpload,
     )
     .param("partNumber", Some(i.part_number))
-    .param("uploadId", Some(&i.upload_id))
-    .header("content-md5", i.content_md5.as_deref())?
-    .header("x-amz-checksum-crc32", i.checksum_crc32.as_deref())?
-    .header("x-amz-checksum-sha256", i.checksum_sha256.as_deref())?;
-    let r = match body {
-        Some(b) => r.stream(b, expect),
-        None => r.bytes(Vec::new()),
-    };
-    let resp = r.send(store).await?;
-    let h = resp.headers();
-    let crc32 = sent_checksum(&i.checksum_crc32, &trailers, "x-amz-checksum-crc32");
-    let sha256 = sent_checksum(&i.checksum_sha256, &trailers, "x-amz-checksum-sha256");
+    .param("uploadId", Some(&i.upload_id));
+    let up = Upload {
+        body,
+        content_length: i.content_length,
+        content_md5: i.content_md5.as_deref(),
+        checksum_crc32: &i.checksum_crc32,
+        checksum_sha256: &i.checksum_sha256,
+        trailers: &trailers,
+    }
+    .send(r, store)
+    .await?;
     Ok(UploadPartOutput {
-        e_tag: header(h, "etag").and_then(|e| etag(&e)),
-        checksum_crc32: header(h, "x-amz-checksum-crc32").or(crc32),
-        checksum_sha256: header(h, "x-amz-checksum-sha256").or(sha256),
+        e_tag: up.e_tag,
+        checksum_crc32: up.checksum_crc32,
+        checksum_sha256: up.checksum_sha256,
         ..Default::default()
     })
 }

@@ -92,19 +92,62 @@ pub(super) fn expected(
     }
 }
 
+/// A client's body sent on to the store: what PutObject and UploadPart share.
+pub(super) struct Upload<'a> {
+    pub body: Option<StreamingBlob>,
+    pub content_length: Option<i64>,
+    pub content_md5: Option<&'a str>,
+    pub checksum_crc32: &'a Option<String>,
+    pub checksum_sha256: &'a Option<String>,
+    pub trailers: &'a Option<s3s::TrailingHeaders>,
+}
+
+/// What the store said of an upload, with the checksums to answer: the store's, else the
+/// client's (checked on the way through; a trailer's only now that the body has ended).
+pub(super) struct Uploaded {
+    pub headers: http::HeaderMap,
+    pub e_tag: Option<ETag>,
+    pub checksum_crc32: Option<String>,
+    pub checksum_sha256: Option<String>,
+}
+
+impl Upload<'_> {
+    /// `r` with the client's digests on it and its body streamed, checked, to the store.
+    pub(super) async fn send(self, r: StoreRequest, store: &ExternalStore) -> S3Result<Uploaded> {
+        let expect = expected(
+            &self.body,
+            self.content_length,
+            self.checksum_crc32,
+            self.checksum_sha256,
+            self.trailers,
+        );
+        let r = r
+            .header("content-md5", self.content_md5)?
+            .header("x-amz-checksum-crc32", self.checksum_crc32.as_deref())?
+            .header("x-amz-checksum-sha256", self.checksum_sha256.as_deref())?;
+        let r = match self.body {
+            Some(b) => r.stream(b, expect),
+            None => r.bytes(Vec::new()),
+        };
+        let resp = r.send(store).await?;
+        let headers = resp.headers().clone();
+        let crc32 = sent_checksum(self.checksum_crc32, self.trailers, "x-amz-checksum-crc32");
+        let sha256 = sent_checksum(self.checksum_sha256, self.trailers, "x-amz-checksum-sha256");
+        Ok(Uploaded {
+            e_tag: header(&headers, "etag").and_then(|e| etag(&e)),
+            checksum_crc32: header(&headers, "x-amz-checksum-crc32").or(crc32),
+            checksum_sha256: header(&headers, "x-amz-checksum-sha256").or(sha256),
+            headers,
+        })
+    }
+}
+
 pub(super) async fn put(
     store: &ExternalStore,
     mut i: PutObjectInput,
     trailers: Option<s3s::TrailingHeaders>,
 ) -> S3Result<PutObjectOutput> {
     let body = i.body.take();
-    let expect = expected(
-        &body,
-        i.content_length,
-        &i.checksum_crc32,
-        &i.checksum_sha256,
-        &trailers,
-    );
     let mut r = StoreRequest::new(
         Method::PUT,
         Some(&i.bucket),
@@ -113,25 +156,23 @@ pub(super) async fn put(
     );
     r = described!(i)
         .apply(r)?
-        .header("content-md5", i.content_md5.as_deref())?
-        .header("x-amz-checksum-crc32", i.checksum_crc32.as_deref())?
-        .header("x-amz-checksum-sha256", i.checksum_sha256.as_deref())?
         .header("if-match", condition(i.if_match.as_ref()))?
         .header("if-none-match", condition(i.if_none_match.as_ref()))?;
-    r = match body {
-        Some(b) => r.stream(b, expect),
-        None => r.bytes(Vec::new()),
-    };
-    let resp = r.send(store).await?;
-    let h = resp.headers();
-    // Checked on the way through (a trailer's only now that the body has ended).
-    let crc32 = sent_checksum(&i.checksum_crc32, &trailers, "x-amz-checksum-crc32");
-    let sha256 = sent_checksum(&i.checksum_sha256, &trailers, "x-amz-checksum-sha256");
+    let up = Upload {
+        body,
+        content_length: i.content_length,
+        content_md5: i.content_md5.as_deref(),
+        checksum_crc32: &i.checksum_crc32,
+        checksum_sha256: &i.checksum_sha256,
+        trailers: &trailers,
+    }
+    .send(r, store)
+    .await?;
     Ok(PutObjectOutput {
-        e_tag: header(h, "etag").and_then(|e| etag(&e)),
-        checksum_crc32: header(h, "x-amz-checksum-crc32").or(crc32),
-        checksum_sha256: header(h, "x-amz-checksum-sha256").or(sha256),
-        version_id: header(h, "x-amz-version-id"),
+        e_tag: up.e_tag,
+        checksum_crc32: up.checksum_crc32,
+        checksum_sha256: up.checksum_sha256,
+        version_id: header(&up.headers, "x-amz-version-id"),
         ..Default::default()
     })
 }
